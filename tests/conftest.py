@@ -1,0 +1,91 @@
+"""Shared fixtures. Integration tests build real labs: file-backed pools, a PostgreSQL primary
+with a WAL archive and a streaming standby on ZFS. Nothing of ZFS or PostgreSQL is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zsnap.lab import Lab, LabInfo, port_free
+
+TEST_BASE = Path("/var/tmp/zsnap-test")
+
+
+def free_port_block(size: int = 64) -> int:
+    """A base port such that base..base+size are free on loopback now."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, size)
+        if all(port_free(p) for p in (base, base + 1, *range(base + 10, base + 61))):
+            return base
+    raise RuntimeError("no free port block")
+
+
+_counter = 0
+
+
+def make_lab(prefix: str = "t") -> Lab:
+    global _counter
+    _counter += 1
+    return Lab(
+        f"{prefix}{os.getpid() % 100000}x{_counter}",
+        base=TEST_BASE,
+        port=free_port_block(),
+        pool_size="2G",
+    )
+
+
+@dataclass
+class Cli:
+    """Runs the real `zsnap` command in a child process, as a user would."""
+
+    config: Path
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "zsnap", "--config", str(self.config), *args],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"zsnap {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabInfo]:
+    """One lab for the session, for tests that do not change its primary or standby."""
+    the_lab = make_lab()
+    info = the_lab.up()
+    try:
+        yield info
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def fresh_lab() -> Iterator[LabInfo]:
+    """A lab of its own, for a test that promotes, breaks or reconfigures servers."""
+    the_lab = make_lab("f")
+    info = the_lab.up()
+    try:
+        yield info
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def cli(lab: LabInfo) -> Cli:
+    return Cli(lab.config_file)

@@ -1,0 +1,3 @@
+from zsnap.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""The catalog of snapshot sets, read from the snapshots' own ZFS user properties: a set carries
+its metadata with it, so nothing is lost with a local file."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from zsnap.errors import NotFoundError
+from zsnap.lsn import Lsn
+from zsnap.pg.layout import Layout
+from zsnap.zfs import UNSET, Zfs
+
+PREFIX = "zsnap:"
+SNAP_PREFIX = "zsnap_"
+FORMAT = "1"
+# An absent value (zfs shows an unset property as "-", and refuses empty values).
+NONE = "none"
+ID_FORMAT = "%Y%m%dT%H%M%SZ"
+_ID = re.compile(r"^\d{8}T\d{6}Z$")
+
+# Set-level properties, written on every member in the same `zfs snapshot` call.
+SET_PROPS = [
+    "format", "set", "cluster", "created", "members", "layout", "timeline", "redo_lsn",
+    "checkpoint_lsn", "consistent_lsn", "replay_lsn", "replay_timestamp", "system_identifier",
+    "server_version", "wal_segment_size", "block_size", "data_checksums",
+]
+# Written after the set exists.
+LATER_PROPS = ["pause_ms", "verified_at", "verify_outcome", "verify_failed_check", "rto_s"]
+
+
+def new_set_id(now: datetime) -> str:
+    return now.astimezone(UTC).strftime(ID_FORMAT)
+
+
+def is_set_id(text: str) -> bool:
+    return _ID.match(text) is not None
+
+
+def snapshot_name(set_id: str) -> str:
+    return f"{SNAP_PREFIX}{set_id}"
+
+
+class SnapshotSet(BaseModel):
+    id: str
+    cluster: str
+    created: datetime
+    timeline: int
+    redo_lsn: str
+    checkpoint_lsn: str
+    consistent_lsn: str
+    replay_lsn: str
+    replay_timestamp: datetime | None
+    system_identifier: int
+    server_version: int
+    wal_segment_size: int
+    block_size: int
+    data_checksums: bool
+    datasets: list[str]
+    layout: str
+    complete: bool
+    missing: list[str]
+    pause_ms: int | None = None
+    verified_at: datetime | None = None
+    verify_outcome: str | None = None
+    verify_failed_check: str | None = None
+    rto_s: float | None = None
+
+    @property
+    def snapshots(self) -> list[str]:
+        return [f"{ds}@{snapshot_name(self.id)}" for ds in self.datasets]
+
+    @property
+    def consistent_at(self) -> datetime:
+        """The earliest time a recovery target may name: the last commit replayed into the set,
+        or, when the standby had replayed no commit since it started, the set's creation (later
+        than any commit in it, so never too early)."""
+        return self.replay_timestamp or self.created
+
+    @property
+    def parsed_layout(self) -> Layout:
+        return Layout.from_json(self.layout)
+
+    @property
+    def redo(self) -> Lsn:
+        return Lsn.parse(self.redo_lsn)
+
+    @property
+    def consistent(self) -> Lsn:
+        return Lsn.parse(self.consistent_lsn)
+
+
+def properties(record: Mapping[str, str]) -> dict[str, str]:
+    """The set-level metadata as `zsnap:` user properties."""
+    return {PREFIX + key: record[key] for key in SET_PROPS}
+
+
+def _opt(value: str | None) -> str | None:
+    return None if value in (None, UNSET, NONE, "") else value
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Catalog:
+    def __init__(self, zfs: Zfs, cluster: str):
+        self.zfs = zfs
+        self.cluster = cluster
+
+    def sets(self) -> list[SnapshotSet]:
+        """Every set of this cluster, oldest first; one `zfs list` call however many sets."""
+        props = [PREFIX + k for k in SET_PROPS + LATER_PROPS]
+        by_set: dict[str, dict[str, dict[str, str]]] = {}
+        for row in self.zfs.list_snapshots(props):
+            set_id = row[PREFIX + "set"]
+            if set_id == UNSET or row[PREFIX + "cluster"] != self.cluster:
+                continue
+            by_set.setdefault(set_id, {})[row["name"]] = row
+        result = [self._build(set_id, rows) for set_id, rows in by_set.items()]
+        return sorted(result, key=lambda s: s.id)
+
+    def get(self, set_id: str) -> SnapshotSet:
+        for s in self.sets():
+            if s.id == set_id:
+                return s
+        raise NotFoundError(f"no snapshot set {set_id} for cluster {self.cluster}")
+
+    def _build(self, set_id: str, rows: dict[str, dict[str, str]]) -> SnapshotSet:
+        # Every member carries the set's metadata; read it from the first one present.
+        first = next(iter(rows.values()))
+
+        def prop(key: str) -> str | None:
+            return _opt(first.get(PREFIX + key))
+
+        members = (prop("members") or "").split(",")
+        expected = [f"{ds}@{snapshot_name(set_id)}" for ds in members]
+        missing = [name for name in expected if name not in rows]
+        later = {key: _opt(first.get(PREFIX + key)) for key in LATER_PROPS}
+        # Later properties go to every member; the control-file member is the reference.
+        control = rows.get(expected[0]) if expected else None
+        if control is not None:
+            later = {key: _opt(control.get(PREFIX + key)) for key in LATER_PROPS}
+        return SnapshotSet(
+            id=set_id,
+            cluster=prop("cluster") or "",
+            created=datetime.fromisoformat(prop("created") or "1970-01-01T00:00:00+00:00"),
+            timeline=int(prop("timeline") or 0),
+            redo_lsn=prop("redo_lsn") or "0/0",
+            checkpoint_lsn=prop("checkpoint_lsn") or "0/0",
+            consistent_lsn=prop("consistent_lsn") or "0/0",
+            replay_lsn=prop("replay_lsn") or "0/0",
+            replay_timestamp=_time(prop("replay_timestamp")),
+            system_identifier=int(prop("system_identifier") or 0),
+            server_version=int(prop("server_version") or 0),
+            wal_segment_size=int(prop("wal_segment_size") or 0),
+            block_size=int(prop("block_size") or 0),
+            data_checksums=prop("data_checksums") == "on",
+            datasets=members,
+            layout=prop("layout") or "[]",
+            complete=not missing and prop("format") == FORMAT,
+            missing=missing,
+            pause_ms=int(later["pause_ms"]) if later["pause_ms"] else None,
+            verified_at=_time(later["verified_at"]),
+            verify_outcome=later["verify_outcome"],
+            verify_failed_check=later["verify_failed_check"],
+            rto_s=float(later["rto_s"]) if later["rto_s"] else None,
+        )

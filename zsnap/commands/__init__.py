@@ -1,0 +1,66 @@
+"""The command line's pieces: shared plumbing here, one module per group of commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from zsnap import config
+from zsnap.catalog import Catalog
+from zsnap.errors import ZsnapError
+from zsnap.output import error_line
+from zsnap.pg.replay import resume_abandoned
+from zsnap.runner import Runner
+from zsnap.zfs import Zfs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, config_path: Path | None, debug: bool):
+        self.config_path = config_path
+        self.debug = debug
+        self._config: config.Config | None = None
+
+    @property
+    def config(self) -> config.Config:
+        if self._config is None:
+            self._config = config.load(self.config_path)
+            # Whatever command runs, replay left paused by a zsnap that died is resumed first.
+            resume_abandoned(self._config.state.dir)
+        return self._config
+
+    def zfs(self, dry_run: bool = False) -> Zfs:
+        return Zfs(Runner(dry_run=dry_run))
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.zfs(), self.config.snapshot.cluster)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Say what would change, and change nothing."
+)
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def handled(fn: F) -> F:
+    """Turn every ZsnapError into one line on stderr and its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ZsnapError as e:
+            error_line(str(e))
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            error_line("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

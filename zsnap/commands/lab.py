@@ -1,0 +1,90 @@
+"""`zsnap lab`: the self-contained sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zsnap.commands import handled, json_option
+from zsnap.lab import DEFAULT_ROOT, Lab, LoadWriter, lab_root, load_info
+from zsnap.output import console, emit, table
+
+name_option = click.option("--name", default="zlab", show_default=True, help="Lab name.")
+base_option = click.option(
+    "--base", type=click.Path(path_type=Path), default=DEFAULT_ROOT, show_default=True,
+    help="Directory that holds labs.",
+)
+
+
+@click.group()
+def lab() -> None:
+    """A sandbox: pools on files, a primary with a WAL archive, a standby on ZFS."""
+
+
+@lab.command()
+@name_option
+@base_option
+@click.option("--port", default=54320, show_default=True, help="Primary port; the standby's is +1.")
+@click.option("--pool-size", default="4G", show_default=True, help="Size of each pool file.")
+@json_option
+@handled
+def up(name: str, base: Path, port: int, pool_size: str, as_json: bool) -> None:
+    """Build the lab and write its zsnap config."""
+    info = Lab(name, base, port, pool_size).up()
+    emit(
+        {"name": info.name, "root": str(info.root), "config": str(info.config_file)},
+        as_json,
+        lambda: console.print(
+            f"lab {info.name} is up at {info.root}\n"
+            f"use it with: zsnap --config {info.config_file} snapshot",
+            highlight=False,
+        ),
+    )
+
+
+@lab.command()
+@name_option
+@base_option
+@json_option
+@handled
+def down(name: str, base: Path, as_json: bool) -> None:
+    """Stop the lab's servers and remove its pools and files."""
+    Lab(name, base).down()
+    emit({"name": name, "down": True}, as_json, lambda: console.print(f"lab {name} is down"))
+
+
+@lab.command()
+@name_option
+@base_option
+@json_option
+@handled
+def status(name: str, base: Path, as_json: bool) -> None:
+    """Show what runs in the lab."""
+    state = Lab(name, base).status()
+
+    def human() -> None:
+        rows = [[k, v] for k, v in state.items() if k not in ("primary", "standby", "datasets")]
+        rows += [[f"primary {k}", v] for k, v in state["primary"].items()]
+        rows += [[f"standby {k}", v] for k, v in state["standby"].items()]
+        rows += [[f"dataset {k}", v] for k, v in state["datasets"].items()]
+        table(f"lab {name}", ["what", "value"], rows)
+
+    emit(state, as_json, human)
+
+
+@lab.command()
+@name_option
+@base_option
+@click.option("--seconds", default=10.0, show_default=True, help="How long to write.")
+@json_option
+@handled
+def load(name: str, base: Path, seconds: float, as_json: bool) -> None:
+    """Write rows into tables on both tablespaces of the primary."""
+    info = load_info(lab_root(name, base))
+    committed = LoadWriter(info.conninfo("primary")).run_for(seconds)
+    emit(
+        {"committed": committed, "seconds": seconds},
+        as_json,
+        lambda: console.print(f"committed {committed} transactions in {seconds:g} s"),
+    )

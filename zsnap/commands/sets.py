@@ -1,0 +1,85 @@
+"""`zsnap snapshot`, `zsnap list`, `zsnap show`: taking and reading snapshot sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from zsnap.catalog import SnapshotSet
+from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.output import console, emit, fmt_time, table
+
+
+def set_summary(s: SnapshotSet) -> dict[str, Any]:
+    data = s.model_dump(mode="json", exclude={"layout"})
+    data["consistent_at"] = s.consistent_at.isoformat()
+    return data
+
+
+SET_COLUMNS = ["set", "consistent at", "tli", "consistent lsn", "datasets", "pause ms", "state",
+               "verified"]
+
+
+def set_rows(sets: list[SnapshotSet]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for s in sets:
+        state = "complete" if s.complete else f"INCOMPLETE ({len(s.missing)} missing)"
+        verified = s.verify_outcome or ""
+        if s.verified_at:
+            verified += f" {fmt_time(s.verified_at)}"
+        rows.append([
+            s.id, fmt_time(s.consistent_at), s.timeline, s.consistent_lsn, len(s.datasets),
+            s.pause_ms, state, verified,
+        ])
+    return rows
+
+
+@click.command()
+@json_option
+@pass_ctx
+@handled
+def snapshot(obj: Context, as_json: bool) -> None:
+    """Take one consistent snapshot set of the standby."""
+    from zsnap.snapshot import TakeSnapshot
+
+    s = TakeSnapshot(obj.config, obj.zfs()).run()
+    emit(set_summary(s), as_json, lambda: table("snapshot set taken", SET_COLUMNS, set_rows([s])))
+
+
+@click.command("list")
+@json_option
+@pass_ctx
+@handled
+def list_sets(obj: Context, as_json: bool) -> None:
+    """List the snapshot sets, oldest first."""
+    sets = obj.catalog().sets()
+    title = f"snapshot sets of {obj.config.snapshot.cluster}"
+    emit([set_summary(s) for s in sets], as_json, lambda: table(title, SET_COLUMNS, set_rows(sets)))
+
+
+@click.command()
+@click.argument("set_id")
+@json_option
+@pass_ctx
+@handled
+def show(obj: Context, set_id: str, as_json: bool) -> None:
+    """Show one snapshot set in full."""
+    s = obj.catalog().get(set_id)
+    data = set_summary(s)
+    places = s.parsed_layout.places
+    data["layout"] = [
+        {"role": p.role, "oid": p.oid, "path": p.path, "dataset": p.dataset, "subpath": p.subpath}
+        for p in places
+    ]
+
+    def human() -> None:
+        for key, value in data.items():
+            if key not in ("layout", "datasets", "missing"):
+                console.print(f"[bold]{key:>20}[/] {value}", highlight=False)
+        table("members, in the order taken", ["dataset", "snapshot"],
+              [[d, snap] for d, snap in zip(s.datasets, s.snapshots, strict=True)])
+        table("layout", ["role", "oid", "path", "dataset", "subpath"],
+              [[p.role, p.oid, p.path, p.dataset, p.subpath] for p in places])
+
+    emit(data, as_json, human)

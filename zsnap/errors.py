@@ -1,0 +1,107 @@
+"""The exception tree. Every error a user can cause or meet is a ZsnapError with one clear line;
+the CLI prints `str(error)` and exits with `exit_code`, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Exit codes, stable for monitoring and scripts.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the operation failed (PostgreSQL, ZFS, recovery)
+EXIT_USAGE = 2  # bad input: configuration, arguments, a name or time that cannot work
+EXIT_BUSY = 3  # another zsnap run holds the lock
+EXIT_NOT_FOUND = 4  # no such set, clone or segment
+
+
+class ZsnapError(Exception):
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(ZsnapError):
+    """Input that can never work as given."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    pass
+
+
+class NotFoundError(ZsnapError):
+    exit_code = EXIT_NOT_FOUND
+
+
+class LockBusy(ZsnapError):
+    exit_code = EXIT_BUSY
+
+
+class CommandError(ZsnapError):
+    """An external command exited non-zero."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str, stdout: str = ""):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        self.stdout = stdout
+        detail = self.stderr.splitlines()[-1] if self.stderr else f"exit code {returncode}"
+        super().__init__(f"{self.argv[0]} failed: {detail}")
+
+
+class CommandTimeout(ZsnapError):
+    def __init__(self, argv: Sequence[str], timeout: float):
+        self.argv = list(argv)
+        super().__init__(f"{argv[0]} did not finish within {timeout:g} s: {' '.join(argv)}")
+
+
+class CommandNotFound(ZsnapError):
+    def __init__(self, name: str):
+        super().__init__(f"command not found: {name} (is it installed and on PATH?)")
+
+
+class ZfsError(CommandError):
+    """`zfs`/`zpool` said `cannot <action> '<dataset>': <reason>`."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str, stdout: str = ""):
+        super().__init__(argv, returncode, stderr, stdout)
+        line = self.stderr.splitlines()[0] if self.stderr else f"exit code {returncode}"
+        self.args = (f"zfs: {line}",)
+
+
+class DatasetNotFound(ZfsError):
+    pass
+
+
+class DatasetExists(ZfsError):
+    pass
+
+
+class DatasetBusy(ZfsError):
+    pass
+
+
+class NoSpace(ZfsError):
+    pass
+
+
+class ZfsUnsupported(ZfsError):
+    """The zfs implementation refused the syntax (an older zfs, such as zfs-fuse)."""
+
+
+class NotOnZfs(UsageError):
+    pass
+
+
+class PostgresError(ZsnapError):
+    pass
+
+
+class NotInRecovery(PostgresError):
+    pass
+
+
+class RecoveryFailed(PostgresError):
+    pass
+
+
+class WalMissing(RecoveryFailed):
+    exit_code = EXIT_NOT_FOUND

@@ -1,0 +1,52 @@
+"""What commands print: JSON for machines (`--json`), rich tables and lines for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, default=_default, indent=2)
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(to_json(data) + "\n")
+    else:
+        human()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    t = Table(title=title, show_lines=False)
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console.print(t)
+
+
+def fmt_time(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat(sep=" ", timespec="seconds")
+
+
+def error_line(message: str) -> None:
+    err_console.print(f"[bold red]zsnap:[/] {message}", highlight=False, soft_wrap=True)

@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, binaries, layout, replay control."""

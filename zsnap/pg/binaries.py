@@ -1,0 +1,61 @@
+"""Where PostgreSQL's programs are, and running them as the cluster's OS user."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+from pathlib import Path
+
+from zsnap.errors import ConfigError
+from zsnap.runner import DEFAULT_TIMEOUT, Result, Runner
+
+
+def find_bindir(configured: Path | None) -> Path:
+    """`pg_bin` from the config, else pg_config's BINDIR, else the newest Debian layout."""
+    if configured is not None:
+        if not (configured / "pg_ctl").is_file():
+            raise ConfigError(f"standby.pg_bin: no pg_ctl in {configured}")
+        return configured
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        bindir = Runner().run([pg_config, "--bindir"], mutates=False).stdout.strip()
+        if (Path(bindir) / "pg_ctl").is_file():
+            return Path(bindir)
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_version_key)
+    if candidates:
+        return Path(candidates[-1]).parent
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).parent
+    raise ConfigError("PostgreSQL binaries not found: set standby.pg_bin")
+
+
+def _version_key(path: str) -> int:
+    part = Path(path).parent.parent.name
+    return int(part) if part.isdigit() else 0
+
+
+class PgTools:
+    """PostgreSQL programs, run as the cluster's owner from a directory that user can read."""
+
+    def __init__(self, runner: Runner, bindir: Path, os_user: str):
+        self.runner = runner
+        self.bindir = bindir
+        self.os_user = os_user
+
+    def run(
+        self,
+        program: str,
+        *args: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        mutates: bool = True,
+        check: bool = True,
+    ) -> Result:
+        return self.runner.run(
+            [str(self.bindir / program), *args],
+            user=self.os_user,
+            timeout=timeout,
+            mutates=mutates,
+            check=check,
+            cwd="/",
+        )

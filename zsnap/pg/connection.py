@@ -1,0 +1,56 @@
+"""Connections to PostgreSQL, with errors turned into one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from zsnap.errors import PostgresError
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def conninfo_for(base: str, **overrides: Any) -> str:
+    # client_encoding: a SQL_ASCII cluster would otherwise hand us bytes for text.
+    defaults: dict[str, Any] = {
+        "application_name": "zsnap", "connect_timeout": 5, "client_encoding": "UTF8",
+    }
+    defaults.update(overrides)
+    return make_conninfo(base, **defaults)
+
+
+def connect(conninfo: str, what: str = "standby") -> Connection:
+    try:
+        return psycopg.connect(conninfo_for(conninfo), autocommit=True)
+    except psycopg.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PostgresError(f"cannot connect to the {what} ({conninfo}): {first}") from None
+
+
+@contextmanager
+def connected(conninfo: str, what: str = "standby") -> Iterator[Connection]:
+    conn = connect(conninfo, what)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def scalar(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    try:
+        row = conn.execute(sql, params).fetchone()
+    except psycopg.Error as e:
+        raise PostgresError(f"{sql.split()[0]} failed: {str(e).strip().splitlines()[0]}") from None
+    return None if row is None else row[0]
+
+
+def execute(conn: Connection, sql: str) -> None:
+    """A statement that returns no rows (CHECKPOINT, SET)."""
+    try:
+        conn.execute(sql)
+    except psycopg.Error as e:
+        raise PostgresError(f"{sql.split()[0]} failed: {str(e).strip().splitlines()[0]}") from None

@@ -1,0 +1,101 @@
+"""The one way zsnap runs an external command: argv lists (never a shell string), a timeout,
+the C locale, optional switch to another OS user, dry-run enforced here, typed errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import sh
+
+from zsnap.errors import CommandError, CommandNotFound, CommandTimeout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+
+ErrorFactory = Callable[[Sequence[str], int, str, str], CommandError]
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Runner:
+    """Runs commands. With `dry_run`, commands that change something are logged and skipped,
+    while read-only ones still run, so a dry run reports what it really would do."""
+
+    dry_run: bool = False
+    skipped: list[list[str]] = field(default_factory=list)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        mutates: bool = True,
+        check: bool = True,
+        stdin: str | None = None,
+        cwd: str | None = None,
+        error: ErrorFactory = CommandError,
+    ) -> Result:
+        full = as_user(user, argv)
+        if self.dry_run and mutates:
+            log.info("dry run, skipped: %s", shlex.join(full))
+            self.skipped.append(full)
+            return Result(full, 0, "", "")
+        log.debug("run: %s", shlex.join(full))
+        try:
+            command = sh.Command(full[0]).bake(_tty_out=False)
+        except sh.CommandNotFound:
+            raise CommandNotFound(full[0]) from None
+        run_env = dict(os.environ if env is None else env)
+        # Parsed output must not depend on the operator's locale.
+        run_env["LC_ALL"] = "C"
+        run_env.pop("LANGUAGE", None)
+        try:
+            proc = command(
+                *full[1:],
+                _timeout=timeout,
+                _env=run_env,
+                _in=stdin,
+                _cwd=cwd,
+                _ok_code=list(range(256)),
+                _return_cmd=True,
+            )
+        except sh.TimeoutException:
+            raise CommandTimeout(full, timeout) from None
+        out = _text(proc.stdout)
+        err = _text(proc.stderr)
+        code = int(proc.exit_code)
+        if code != 0:
+            log.debug("exit %d: %s", code, err.strip())
+            if check:
+                raise error(full, code, err, out)
+        return Result(full, code, out, err)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def as_user(user: str | None, argv: Sequence[str]) -> list[str]:
+    """Prefix `runuser` when the command must run as another OS user than ours."""
+    if user is None or os.geteuid() == pwd.getpwnam(user).pw_uid:
+        return list(argv)
+    return ["runuser", "-u", user, "--", *argv]

@@ -1,0 +1,167 @@
+"""`zsnap snapshot`: one consistent snapshot set of the standby, by the frozen-replay protocol.
+
+1. pause replay and wait until it is paused;
+2. CHECKPOINT: a restartpoint flushes every dirty buffer, or a skipped one forces
+   minRecoveryPoint up to the replay position; either way, while replay stays paused, no page
+   newer than pg_control's minRecoveryPoint can reach disk;
+3. record what recovery needs;
+4. snapshot the control-file dataset first, then the rest, one call per pool (atomic within the
+   pool where zfs allows it), the metadata written as user properties in the same call;
+5. resume replay in `finally` (and on the next start of zsnap if this process dies).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+
+from zsnap.catalog import (
+    FORMAT,
+    NONE,
+    PREFIX,
+    Catalog,
+    SnapshotSet,
+    new_set_id,
+    properties,
+    snapshot_name,
+)
+from zsnap.config import Config
+from zsnap.errors import NotInRecovery, PostgresError, UsageError
+from zsnap.lock import SNAPSHOT_LOCK, locked
+from zsnap.pg.connection import Connection, connected, execute, scalar
+from zsnap.pg.layout import Layout, discover
+from zsnap.pg.replay import ReplayPause
+from zsnap.zfs import Zfs, pool_of
+
+log = logging.getLogger(__name__)
+
+RECORD_SQL = """
+SELECT pg_last_wal_replay_lsn()::text,
+       pg_last_xact_replay_timestamp(),
+       c.redo_lsn::text, c.checkpoint_lsn::text, c.timeline_id,
+       r.min_recovery_end_lsn::text, r.min_recovery_end_timeline,
+       s.system_identifier,
+       current_setting('server_version_num')::int,
+       current_setting('wal_segment_size', true),
+       current_setting('block_size')::int,
+       current_setting('data_checksums')
+  FROM pg_control_checkpoint() c, pg_control_recovery() r, pg_control_system() s
+"""
+
+UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'16MB' -> bytes, as SHOW prints sizes."""
+    for unit in ("kB", "MB", "GB", "B"):
+        if text.endswith(unit):
+            return int(text[: -len(unit)]) * UNITS[unit]
+    return int(text)
+
+
+def order_for_snapshot(layout: Layout) -> list[str]:
+    """The control-file dataset first, then the rest of its pool, then each other pool's
+    datasets together, so that one call per pool keeps the control dataset first."""
+    datasets = layout.datasets
+    pools = list(dict.fromkeys(pool_of(d) for d in datasets))
+    return [d for pool in pools for d in datasets if pool_of(d) == pool]
+
+
+def pool_groups(datasets: list[str]) -> list[list[str]]:
+    """Consecutive datasets of one pool, in order: one `zfs snapshot` call each."""
+    return [list(group) for _, group in groupby(datasets, key=pool_of)]
+
+
+@dataclass
+class TakeSnapshot:
+    config: Config
+    zfs: Zfs
+
+    def run(self) -> SnapshotSet:
+        cfg = self.config
+        with locked(cfg.state.dir, SNAPSHOT_LOCK), connected(cfg.standby.conninfo) as conn:
+            self._check_standby(conn)
+            layout = discover(conn, self.zfs)
+            datasets = order_for_snapshot(layout)
+            set_id = self._free_id(datasets[0])
+            replay = ReplayPause(
+                conn, cfg.standby.conninfo, cfg.state.dir, cfg.standby.pause_timeout_s
+            )
+            started = time.monotonic()
+            in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
+            if in_recovery:
+                replay.pause()
+            try:
+                timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
+                execute(conn, f"SET statement_timeout = {timeout_ms}")
+                execute(conn, "CHECKPOINT")
+                record = self._record(conn, set_id, layout, datasets)
+                for group in pool_groups(datasets):
+                    self.zfs.snapshot([f"{d}@{snapshot_name(set_id)}" for d in group], record)
+            finally:
+                if in_recovery:
+                    replay.resume()
+            pause_ms = round((time.monotonic() - started) * 1000)
+        names = [f"{d}@{snapshot_name(set_id)}" for d in datasets]
+        for name in names:
+            self.zfs.set(name, {PREFIX + "pause_ms": str(pause_ms)})
+        log.info("snapshot set %s taken, replay paused for %d ms", set_id, pause_ms)
+        return Catalog(self.zfs, cfg.snapshot.cluster).get(set_id)
+
+    def _check_standby(self, conn: Connection) -> None:
+        if not scalar(conn, "SELECT pg_is_in_recovery()"):
+            if not self.config.standby.allow_primary:
+                raise NotInRecovery(
+                    "the server is not a standby (pg_is_in_recovery() is false); "
+                    "set standby.allow_primary = true to snapshot a primary"
+                )
+        elif scalar(conn, "SELECT current_setting('hot_standby')") != "on":
+            raise UsageError("the standby needs hot_standby = on for zsnap to pause its replay")
+
+    def _free_id(self, control_dataset: str) -> str:
+        """A new set id; sets are named to the second, so wait out a same-second collision."""
+        while True:
+            set_id = new_set_id(datetime.now(UTC))
+            if not self.zfs.exists(f"{control_dataset}@{snapshot_name(set_id)}"):
+                return set_id
+            time.sleep(0.2)
+
+    def _record(
+        self, conn: Connection, set_id: str, layout: Layout, datasets: list[str]
+    ) -> dict[str, str]:
+        row = conn.execute(RECORD_SQL).fetchone()
+        if row is None:
+            raise PostgresError("could not read the standby's control data")
+        (replay_lsn, replay_ts, redo, checkpoint, ckpt_tli, min_rec, min_rec_tli, sysid,
+         version, seg_size, block_size, checksums) = row
+        in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
+        if not in_recovery:
+            # A primary (allow_primary): the set is crash-consistent at the checkpoint.
+            replay_lsn = str(scalar(conn, "SELECT pg_current_wal_lsn()::text"))
+            min_rec, min_rec_tli = replay_lsn, ckpt_tli
+        # After the CHECKPOINT with replay paused, minRecoveryPoint bounds every page on disk:
+        # a clone of this set is consistent once its replay reaches it.
+        consistent = min_rec if min_rec and min_rec != "0/0" else replay_lsn
+        record = {
+            "format": FORMAT,
+            "set": set_id,
+            "cluster": self.config.snapshot.cluster,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "members": ",".join(datasets),
+            "layout": layout.to_json(),
+            "timeline": str(min_rec_tli or ckpt_tli),
+            "redo_lsn": str(redo),
+            "checkpoint_lsn": str(checkpoint),
+            "consistent_lsn": str(consistent),
+            "replay_lsn": str(replay_lsn),
+            "replay_timestamp": replay_ts.isoformat() if replay_ts else NONE,
+            "system_identifier": str(sysid),
+            "server_version": str(version),
+            "wal_segment_size": str(parse_size(str(seg_size or "16MB"))),
+            "block_size": str(block_size),
+            "data_checksums": str(checksums),
+        }
+        return properties(record)

@@ -1,0 +1,223 @@
+"""The `zfs` command, driven through the runner: argv lists, timeouts, errors typed from
+stderr, and capabilities detected from the implementation at hand (OpenZFS 2.x in production,
+zfs-fuse 0.7 here) rather than assumed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from zsnap.errors import (
+    CommandError,
+    DatasetBusy,
+    DatasetExists,
+    DatasetNotFound,
+    NoSpace,
+    NotOnZfs,
+    ZfsError,
+    ZfsUnsupported,
+)
+from zsnap.runner import Runner
+
+log = logging.getLogger(__name__)
+
+ZFS_TIMEOUT = 120.0
+UNSET = "-"
+
+_ERRORS: list[tuple[re.Pattern[str], type[ZfsError]]] = [
+    (re.compile(r"does not exist|no such pool|could not find any snapshots"), DatasetNotFound),
+    (re.compile(r"already exists"), DatasetExists),
+    (re.compile(r"is busy|has dependent clones|snapshot is cloned"), DatasetBusy),
+    (re.compile(r"out of space|no space left"), NoSpace),
+    (re.compile(r"too many arguments|invalid option|unrecognized command"), ZfsUnsupported),
+]
+
+
+def zfs_error(argv: Sequence[str], returncode: int, stderr: str, stdout: str = "") -> CommandError:
+    for pattern, kind in _ERRORS:
+        if pattern.search(stderr.lower()):
+            return kind(argv, returncode, stderr, stdout)
+    return ZfsError(argv, returncode, stderr, stdout)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    # OpenZFS >= 0.6.3 snapshots several datasets of one pool in one transaction group.
+    atomic_snapshots: bool
+    # `zfs list -p` (parsable numbers); zfs-fuse only has it on `zfs get`.
+    list_parsable: bool
+
+    @classmethod
+    def from_usage(cls, usage: str) -> Capabilities:
+        atomic = False
+        parsable = False
+        for raw in usage.splitlines():
+            line = raw.strip()
+            if line.startswith("snapshot "):
+                atomic = line.endswith("...")
+            elif line.startswith("list "):
+                flags = re.match(r"list \[-([A-Za-z]+)\]", line)
+                parsable = bool(flags and "p" in flags.group(1))
+        return cls(atomic_snapshots=atomic, list_parsable=parsable)
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    mountpoint: Path
+    fstype: str
+
+
+def mounts(proc_mounts: str = "/proc/self/mounts") -> list[Mount]:
+    result = []
+    with open(proc_mounts) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                # /proc/mounts escapes spaces and such as octal.
+                point = parts[1].encode().decode("unicode_escape")
+                result.append(Mount(parts[0], Path(point), parts[2]))
+    return result
+
+
+def mount_of(path: Path, table: Iterable[Mount]) -> Mount | None:
+    """The mount holding `path`: the longest mountpoint that is a prefix of it (the last one
+    mounted wins when two share a mountpoint, as in the kernel)."""
+    best: Mount | None = None
+    for m in table:
+        holds = path == m.mountpoint or m.mountpoint in path.parents
+        if holds and (best is None or len(m.mountpoint.parts) >= len(best.mountpoint.parts)):
+            best = m
+    return best
+
+
+def pool_of(dataset: str) -> str:
+    return dataset.split("/", 1)[0].split("@", 1)[0]
+
+
+class Zfs:
+    def __init__(self, runner: Runner, binary: str = "zfs"):
+        self.runner = runner
+        self.binary = binary
+
+    def run(
+        self, *args: str, mutates: bool, timeout: float = ZFS_TIMEOUT, check: bool = True
+    ) -> str:
+        return self.runner.run(
+            [self.binary, *args], timeout=timeout, mutates=mutates, check=check, error=zfs_error
+        ).stdout
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        # `zfs` without a command prints its usage; that text differs between implementations.
+        result = self.runner.run([self.binary], mutates=False, check=False, timeout=30)
+        caps = Capabilities.from_usage(result.stderr + result.stdout)
+        log.debug("zfs capabilities: %s", caps)
+        return caps
+
+    # --- reading -------------------------------------------------------------------------
+
+    def filesystems(self) -> dict[str, str]:
+        """Every filesystem dataset and its mountpoint property."""
+        out = self.run("list", "-H", "-t", "filesystem", "-o", "name,mountpoint", mutates=False)
+        return dict(line.split("\t", 1) for line in out.splitlines() if line)
+
+    def dataset_for(self, path: Path) -> str:
+        """The ZFS dataset that holds `path`; NotOnZfs if it is on any other filesystem."""
+        real = Path(os.path.realpath(path))
+        mount = mount_of(real, mounts())
+        if mount is None or mount.source not in self.filesystems():
+            where = f"{mount.fstype} ({mount.source})" if mount else "no filesystem"
+            raise NotOnZfs(f"{path} is not on a ZFS dataset: it is on {where}")
+        return mount.source
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.run("list", "-H", "-o", "name", "-t", "all", name, mutates=False)
+        except DatasetNotFound:
+            return False
+        return True
+
+    def get(self, targets: Sequence[str], props: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Parsable property values ({dataset: {property: value}}); unset ones are '-'."""
+        if not targets:
+            return {}
+        out = self.run(
+            "get", "-H", "-p", "-o", "name,property,value", ",".join(props), *targets,
+            mutates=False,
+        )
+        values: dict[str, dict[str, str]] = {}
+        for line in out.splitlines():
+            name, prop, value = line.split("\t", 2)
+            values.setdefault(name, {})[prop] = value
+        return values
+
+    def list_snapshots(self, props: Sequence[str]) -> list[dict[str, str]]:
+        """One call for every snapshot on the host with the given (string) properties."""
+        out = self.run(
+            "list", "-H", "-t", "snapshot", "-o", ",".join(["name", *props]), mutates=False,
+            timeout=300,
+        )
+        rows = []
+        for line in out.splitlines():
+            fields = line.split("\t")
+            rows.append(dict(zip(["name", *props], fields, strict=True)))
+        return rows
+
+    def origin(self, dataset: str) -> str | None:
+        value = self.get([dataset], ["origin"])[dataset]["origin"]
+        return None if value == UNSET else value
+
+    # --- changing ------------------------------------------------------------------------
+
+    def snapshot(self, names: Sequence[str], props: Mapping[str, str]) -> None:
+        """Snapshot `names` (dataset@snap, all in one pool) with user properties set in the
+        same call. Atomic for the group where zfs allows it, else one after another in order."""
+        pools = {pool_of(n) for n in names}
+        if len(pools) > 1:
+            raise ValueError(f"one atomic snapshot call spans one pool, got {sorted(pools)}")
+        options = [arg for key, value in props.items() for arg in ("-o", f"{key}={value}")]
+        if self.capabilities.atomic_snapshots:
+            self.run("snapshot", *options, *names, mutates=True)
+        else:
+            for name in names:
+                self.run("snapshot", *options, name, mutates=True)
+
+    def set(self, target: str, props: Mapping[str, str]) -> None:
+        for key, value in props.items():
+            self.run("set", f"{key}={value}", target, mutates=True)
+
+    def create(self, name: str, props: Mapping[str, str]) -> None:
+        options = [arg for key, value in props.items() for arg in ("-o", f"{key}={value}")]
+        self.run("create", "-p", *options, name, mutates=True)
+
+    def clone(self, snapshot: str, target: str, props: Mapping[str, str]) -> None:
+        options = [arg for key, value in props.items() for arg in ("-o", f"{key}={value}")]
+        self.run("clone", "-p", *options, snapshot, target, mutates=True)
+
+    def hold(self, tag: str, snapshots: Sequence[str]) -> None:
+        for snap in snapshots:
+            self.run("hold", tag, snap, mutates=True)
+
+    def release(self, tag: str, snapshots: Sequence[str]) -> None:
+        for snap in snapshots:
+            self.run("release", tag, snap, mutates=True)
+
+    def destroy(self, name: str, *, recursive: bool = False, attempts: int = 20) -> None:
+        """Destroy a dataset or snapshot. A mount that a process has just released can still
+        answer 'busy' for a moment (zfs-fuse), hence the brief retry."""
+        args = ["destroy", *(["-r"] if recursive else []), name]
+        for attempt in range(attempts):
+            try:
+                self.run(*args, mutates=True)
+                return
+            except DatasetBusy as e:
+                if "clone" in str(e) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.25 * (attempt + 1))
