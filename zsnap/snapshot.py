@@ -92,9 +92,10 @@ class TakeSnapshot:
             )
             started = time.monotonic()
             in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
-            if in_recovery:
-                replay.pause()
             try:
+                # Inside the try: a pause that times out is still resumed below.
+                if in_recovery:
+                    replay.pause()
                 timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
                 execute(conn, f"SET statement_timeout = {timeout_ms}")
                 execute(conn, "CHECKPOINT")
