@@ -6,10 +6,19 @@ from __future__ import annotations
 import os
 import tomllib
 from contextvars import ContextVar
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,6 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from zsnap.cron import cron_trigger, is_off
+from zsnap.duration import parse_duration
 from zsnap.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/zsnap/zsnap.toml")
@@ -68,6 +79,95 @@ class StateConfig(Section):
     dir: Path = Path("/var/lib/zsnap")
 
 
+def _to_duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _to_optional_duration(value: object) -> object:
+    """A threshold that "off" switches off."""
+    if isinstance(value, str) and is_off(value):
+        return None
+    return _to_duration(value)
+
+
+# Written as "2d", "12h", "1d12h", "30m", "90s", "1w".
+Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
+Threshold = Annotated[timedelta | None, BeforeValidator(_to_optional_duration)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class ScheduleConfig(Section):
+    """When `zsnap daemon` runs each job: cron strings (5 fields, or 6 with seconds first;
+    day of week 0 or 7 is Sunday as in cron), or "off"."""
+
+    snapshot: str = "0 3 * * *"
+    prune: str = "30 3 * * *"
+    verify: str = "off"
+    # A run that could not start on time (daemon busy or down) still runs if it is late by
+    # less than this; several missed runs of one job coalesce into one.
+    misfire_grace: Duration = timedelta(hours=6)
+    # IANA zone for the cron strings; the system's local zone when unset.
+    timezone: str | None = None
+    # How often the daemon rewrites its heartbeat file (read by `zsnap check`).
+    heartbeat_interval: Duration = timedelta(seconds=30)
+
+    @field_validator("snapshot", "prune", "verify")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not is_off(value):
+            cron_trigger(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("misfire_grace", "heartbeat_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class RetentionConfig(Section):
+    """Which snapshot sets `zsnap prune` keeps: the newest set of each of the last N hours,
+    days, ISO weeks and months that have one, every set younger than keep_within, and never
+    fewer than min_sets complete sets."""
+
+    hourly: Annotated[int, Field(ge=0)] = 24
+    daily: Annotated[int, Field(ge=0)] = 7
+    weekly: Annotated[int, Field(ge=0)] = 4
+    monthly: Annotated[int, Field(ge=0)] = 6
+    keep_within: Duration = timedelta(0)
+    min_sets: Annotated[int, Field(ge=1)] = 1
+    # After pruning sets, also remove archived WAL that no remaining set needs
+    # (needs [archive] path; only when zsnap alone owns that archive).
+    prune_wal: bool = False
+
+
+class CheckConfig(Section):
+    """Thresholds of `zsnap check` (warning, critical); "off" skips one."""
+
+    set_age_warning: Threshold = timedelta(hours=26)
+    set_age_critical: Threshold = timedelta(hours=50)
+    verify_age_warning: Threshold = timedelta(days=8)
+    verify_age_critical: Threshold = timedelta(days=15)
+    replay_lag_warning: Threshold = timedelta(minutes=5)
+    replay_lag_critical: Threshold = timedelta(minutes=30)
+    heartbeat_age_critical: Threshold = timedelta(minutes=5)
+    pool_free_warning_pct: Percent = 20.0
+    pool_free_critical_pct: Percent = 10.0
+    # Write the results for node_exporter's textfile collector on every `zsnap check`.
+    prometheus_textfile: Path | None = None
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -81,6 +181,9 @@ class Config(BaseSettings):
     clones: ClonesConfig = ClonesConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
     state: StateConfig = StateConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    retention: RetentionConfig = RetentionConfig()
+    check: CheckConfig = CheckConfig()
 
     @classmethod
     def settings_customise_sources(
