@@ -10,6 +10,7 @@ import click
 
 from zsnap import __version__, config
 from zsnap.commands import Context
+from zsnap.commands.doctor import doctor
 from zsnap.commands.lab import lab
 from zsnap.commands.sets import list_sets, show, snapshot
 from zsnap.errors import ZsnapError
@@ -35,7 +36,7 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     ctx.obj = Context(config_path, debug)
 
 
-for command in (snapshot, list_sets, show, lab):
+for command in (snapshot, list_sets, show, lab, doctor):
     cli.add_command(command)
 
 

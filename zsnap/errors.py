@@ -105,3 +105,7 @@ class RecoveryFailed(PostgresError):
 
 class WalMissing(RecoveryFailed):
     exit_code = EXIT_NOT_FOUND
+
+
+class SnapshotFailed(ZsnapError):
+    """A snapshot set could not be completed; the members already taken were removed."""

@@ -29,7 +29,7 @@ from zsnap.catalog import (
     snapshot_name,
 )
 from zsnap.config import Config
-from zsnap.errors import NotInRecovery, PostgresError, UsageError
+from zsnap.errors import NotInRecovery, PostgresError, SnapshotFailed, UsageError, ZsnapError
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.connection import Connection, connected, execute, scalar
 from zsnap.pg.layout import Layout, discover
@@ -75,10 +75,37 @@ def pool_groups(datasets: list[str]) -> list[list[str]]:
     return [list(group) for _, group in groupby(datasets, key=pool_of)]
 
 
+def snapshot_calls(datasets: list[str], set_id: str, atomic: bool) -> list[list[str]]:
+    """The snapshot names each `zfs snapshot` call takes, in order: one call per pool where
+    zfs snapshots several datasets atomically, else one call per dataset."""
+    names = [[f"{d}@{snapshot_name(set_id)}" for d in group] for group in pool_groups(datasets)]
+    return names if atomic else [[n] for group in names for n in group]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a snapshot run would do (`zsnap snapshot --dry-run`)."""
+
+    id: str
+    datasets: list[str]
+    calls: list[list[str]]
+    pause_replay: bool
+
+
 @dataclass
 class TakeSnapshot:
     config: Config
     zfs: Zfs
+
+    def plan(self) -> Plan:
+        """What `run` would snapshot, found the same way, without pausing replay."""
+        with connected(self.config.standby.conninfo) as conn:
+            self._check_standby(conn)
+            datasets = order_for_snapshot(discover(conn, self.zfs))
+            set_id = self._free_id(datasets[0])
+            in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
+        calls = snapshot_calls(datasets, set_id, self.zfs.capabilities.atomic_snapshots)
+        return Plan(set_id, datasets, calls, pause_replay=in_recovery)
 
     def run(self) -> SnapshotSet:
         cfg = self.config
@@ -90,27 +117,63 @@ class TakeSnapshot:
             replay = ReplayPause(
                 conn, cfg.standby.conninfo, cfg.state.dir, cfg.standby.pause_timeout_s
             )
+            calls = snapshot_calls(datasets, set_id, self.zfs.capabilities.atomic_snapshots)
+            # Every snapshot this run made, so that a failure removes exactly these.
+            created: list[str] = []
             started = time.monotonic()
             in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
             try:
-                # Inside the try: a pause that times out is still resumed below.
-                if in_recovery:
-                    replay.pause()
-                timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
-                execute(conn, f"SET statement_timeout = {timeout_ms}")
-                execute(conn, "CHECKPOINT")
-                record = self._record(conn, set_id, layout, datasets)
-                for group in pool_groups(datasets):
-                    self.zfs.snapshot([f"{d}@{snapshot_name(set_id)}" for d in group], record)
-            finally:
-                if in_recovery:
-                    replay.resume()
+                try:
+                    # Inside the try: a pause that times out is still resumed below.
+                    if in_recovery:
+                        replay.pause()
+                    timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
+                    execute(conn, f"SET statement_timeout = {timeout_ms}")
+                    execute(conn, "CHECKPOINT")
+                    record = self._record(conn, set_id, layout, datasets)
+                    for names in calls:
+                        self.zfs.snapshot(names, record)
+                        created.extend(names)
+                finally:
+                    if in_recovery:
+                        replay.resume()
+            except BaseException as e:
+                # Still under the lock: no other run can see the partial set.
+                if created:
+                    self._remove_partial(set_id, created, e)
+                raise
             pause_ms = round((time.monotonic() - started) * 1000)
-        names = [f"{d}@{snapshot_name(set_id)}" for d in datasets]
-        for name in names:
-            self.zfs.set(name, {PREFIX + "pause_ms": str(pause_ms)})
+        self._write_pause(created, pause_ms)
         log.info("snapshot set %s taken, replay paused for %d ms", set_id, pause_ms)
-        return Catalog(self.zfs, cfg.snapshot.cluster).get(set_id)
+        taken = Catalog(self.zfs, cfg.snapshot.cluster).get(set_id)
+        # The measured window is the answer even if writing it onto a member failed.
+        return taken.model_copy(update={"pause_ms": pause_ms})
+
+    def _remove_partial(self, set_id: str, created: list[str], error: BaseException) -> None:
+        """Destroy the members this run took before a later one failed, and say so in one
+        line. A KeyboardInterrupt stays one after the clean-up."""
+        left: list[str] = []
+        for name in reversed(created):
+            try:
+                self.zfs.destroy(name)
+            except ZsnapError as e:
+                log.error("could not remove %s: %s", name, e)
+                left.append(name)
+        if not isinstance(error, Exception):
+            return
+        cleaned = f"removed the {len(created) - len(left)} member(s) already taken"
+        if left:
+            cleaned += f"; could NOT remove {', '.join(left)}: destroy them by hand"
+        raise SnapshotFailed(f"snapshot set {set_id} failed: {error}; {cleaned}") from error
+
+    def _write_pause(self, names: list[str], pause_ms: int) -> None:
+        """pause_ms is measured after the snapshots exist, so it is written afterwards, on
+        every member; a failure here loses a statistic, never the set."""
+        for name in names:
+            try:
+                self.zfs.set(name, {PREFIX + "pause_ms": str(pause_ms)})
+            except ZsnapError as e:
+                log.warning("could not record pause_ms on %s: %s", name, e)
 
     def _check_standby(self, conn: Connection) -> None:
         if not scalar(conn, "SELECT pg_is_in_recovery()"):

@@ -7,12 +7,17 @@ from typing import Any
 import click
 
 from zsnap.catalog import SnapshotSet
-from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
 from zsnap.output import console, emit, fmt_time, table
 
 
 def set_summary(s: SnapshotSet) -> dict[str, Any]:
     data = s.model_dump(mode="json", exclude={"layout"})
+    # ISO 8601 with an explicit offset (+00:00), the form datetime.fromisoformat and
+    # PostgreSQL's timestamptz input both read.
+    for key in ("created", "replay_timestamp", "verified_at"):
+        value = getattr(s, key)
+        data[key] = value.isoformat() if value is not None else None
     data["consistent_at"] = s.consistent_at.isoformat()
     return data
 
@@ -37,12 +42,27 @@ def set_rows(sets: list[SnapshotSet]) -> list[list[object]]:
 
 @click.command()
 @json_option
+@dry_run_option
 @pass_ctx
 @handled
-def snapshot(obj: Context, as_json: bool) -> None:
+def snapshot(obj: Context, as_json: bool, dry_run: bool) -> None:
     """Take one consistent snapshot set of the standby."""
     from zsnap.snapshot import TakeSnapshot
 
+    if dry_run:
+        plan = TakeSnapshot(obj.config, obj.zfs(dry_run=True)).plan()
+        emit(
+            {"dry_run": True, "id": plan.id, "datasets": plan.datasets, "calls": plan.calls,
+             "pause_replay": plan.pause_replay},
+            as_json,
+            lambda: table(
+                f"would take set {plan.id}"
+                + (" (replay paused meanwhile)" if plan.pause_replay else ""),
+                ["zfs snapshot call", "snapshots"],
+                [[i, " ".join(names)] for i, names in enumerate(plan.calls, 1)],
+            ),
+        )
+        return
     s = TakeSnapshot(obj.config, obj.zfs()).run()
     emit(set_summary(s), as_json, lambda: table("snapshot set taken", SET_COLUMNS, set_rows([s])))
 

@@ -1,0 +1,56 @@
+"""`zsnap doctor`: the layout zsnap finds, and whether everything a snapshot set needs is in
+place."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from zsnap import config
+from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.doctor import Doctor, Report, Status
+from zsnap.errors import EXIT_FAILURE
+from zsnap.output import console, emit
+from zsnap.runner import Runner
+from zsnap.zfs import Zfs
+
+STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
+
+
+@click.command()
+@json_option
+@pass_ctx
+@handled
+def doctor(obj: Context, as_json: bool) -> None:
+    """Check the standby, its datasets, privileges and archive; exit 1 if any check fails."""
+    # Loaded without Context.config's automatic resume: the replay-marker check reports a
+    # replay left paused by a dead zsnap (and resumes it) instead of hiding it.
+    cfg = config.load(obj.config_path)
+    runner = Runner()
+    report = Doctor(cfg, Zfs(runner), runner).run()
+    emit(report.to_dict(), as_json, lambda: _human(report))
+    if report.failed:
+        sys.exit(EXIT_FAILURE)
+
+
+def _human(report: Report) -> None:
+    places = Table(title="layout")
+    for column in ("role", "path", "dataset", "control file"):
+        places.add_column(column)
+    for p in report.places:
+        places.add_row(
+            p.role + (f" {p.oid}" if p.oid is not None else ""), p.path,
+            p.dataset or Text("not on ZFS", style="bold red"), "yes" if p.control else "",
+        )
+    console.print(places)
+    checks = Table(title="checks")
+    for column in ("check", "status", "detail", "hint"):
+        checks.add_column(column)
+    for c in report.checks:
+        checks.add_row(c.name, Text(str(c.status), style=STYLE[c.status]), c.detail, c.hint)
+    console.print(checks)
+    verdict = "some checks FAILED" if report.failed else "all checks passed"
+    console.print(verdict, style="bold red" if report.failed else "bold green")

@@ -1,0 +1,413 @@
+"""`zsnap doctor`: what zsnap finds on this standby, and named checks that each say OK, WARN or
+FAIL with a hint. One check failing never stops the others: a tablespace off ZFS is reported
+beside everything else that is wrong, so a DBA fixes it all in one round."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from zsnap.config import Config
+from zsnap.errors import LockBusy, NotOnZfs, ZsnapError
+from zsnap.lock import SNAPSHOT_LOCK, locked
+from zsnap.lsn import Lsn, Segment, is_segment_name
+from zsnap.pg.connection import Connection, connect, scalar
+from zsnap.pg.layout import ROLE_TABLESPACE, Layout, Place, discover_paths, map_to_datasets
+from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
+from zsnap.runner import Runner
+from zsnap.snapshot import parse_size
+from zsnap.zfs import UNSET, Zfs
+
+# How long the restore_command check may take: a remote archive can be slow, never endless.
+RESTORE_TIMEOUT_S = 120.0
+# What primary_conninfo's application_name defaults to when neither it nor cluster_name is set.
+WALRECEIVER = "walreceiver"
+
+
+class Status(StrEnum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    SKIP = "SKIP"  # could not be checked because an earlier check failed
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class PlaceReport:
+    """One place the cluster keeps files, and the dataset holding it (None when not on ZFS)."""
+
+    role: str
+    path: str
+    oid: int | None
+    dataset: str | None
+    control: bool
+    problem: str | None
+
+
+@dataclass
+class Report:
+    places: list[PlaceReport] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == Status.FAIL for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.failed,
+            "layout": [
+                {"role": p.role, "path": p.path, "oid": p.oid, "dataset": p.dataset,
+                 "control_file": p.control, "problem": p.problem}
+                for p in self.places
+            ],
+            "checks": [
+                {"name": c.name, "status": str(c.status), "detail": c.detail, "hint": c.hint}
+                for c in self.checks
+            ],
+        }
+
+
+def expand_restore_command(command: str, file_name: str, path: str, restart_file: str) -> str:
+    """What PostgreSQL runs for one file: %f the file name, %p the destination, %r the
+    restartpoint's segment, %% a percent sign (one left-to-right pass, as in the server)."""
+    values = {"f": file_name, "p": path, "r": restart_file, "%": "%"}
+    return re.sub(r"%([fpr%])", lambda m: values[m.group(1)], command)
+
+
+def application_name(primary_conninfo: str, cluster_name: str) -> str:
+    """The name the standby's WAL receiver reports to the primary, which is what the primary's
+    synchronous_standby_names lists."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        name = conninfo_to_dict(primary_conninfo).get("application_name")
+    except Exception:  # a conninfo we cannot parse still has the server defaults below
+        name = None
+    return str(name) if name else (cluster_name or WALRECEIVER)
+
+
+def guarded(name: str, check: Callable[[], Check]) -> Check:
+    """A check that cannot run (a missing privilege, a failing command) is a FAIL of that
+    check alone."""
+    try:
+        return check()
+    except ZsnapError as e:
+        return Check(name, Status.FAIL, str(e))
+    except psycopg.Error as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return Check(name, Status.FAIL, f"PostgreSQL: {first}")
+
+
+@dataclass
+class Doctor:
+    config: Config
+    zfs: Zfs
+    runner: Runner
+
+    def run(self) -> Report:
+        report = Report()
+        report.checks.append(self._state_dir())
+        report.checks.append(self._marker())
+        try:
+            conn = connect(self.config.standby.conninfo)
+        except ZsnapError as e:
+            report.checks.append(Check(
+                "standby connection", Status.FAIL, str(e),
+                "check standby.conninfo and that the standby accepts connections",
+            ))
+            for name in ("in recovery", "layout on ZFS", "recordsize", "privileges",
+                         "synchronous standby", "restore_command"):
+                report.checks.append(Check(name, Status.SKIP, "no connection to the standby"))
+            return report
+        with conn:
+            report.checks.append(Check("standby connection", Status.OK, "connected"))
+            report.checks.append(guarded("in recovery", lambda: self._recovery(conn)))
+            layout = Layout(())
+            try:
+                layout = self._layout(conn, report)
+            except ZsnapError as e:
+                report.checks.append(Check("layout on ZFS", Status.FAIL, str(e)))
+            report.checks.append(guarded("recordsize", lambda: self._recordsize(conn, layout)))
+            report.checks.append(guarded("privileges", lambda: self._privileges(conn)))
+            report.checks.append(guarded("synchronous standby", lambda: self._synchronous(conn)))
+            report.checks.append(guarded("restore_command", lambda: self._restore(conn)))
+        return report
+
+    # --- without PostgreSQL ----------------------------------------------------------------
+
+    def _state_dir(self) -> Check:
+        state = self.config.state.dir
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=state, prefix=".doctor-"):
+                pass
+        except OSError as e:
+            return Check("state dir writable", Status.FAIL, f"{state}: {e.strerror or e}",
+                         "zsnap keeps its lock and replay marker there: create it, writable "
+                         "by the user running zsnap, or set state.dir")
+        return Check("state dir writable", Status.OK, str(state))
+
+    def _marker(self) -> Check:
+        state = self.config.state.dir
+        path = marker_path(state)
+        if not path.exists():
+            return Check("replay marker", Status.OK, "no replay left paused by zsnap")
+        try:
+            with locked(state, SNAPSHOT_LOCK):
+                pass
+        except LockBusy:
+            return Check("replay marker", Status.OK, "a zsnap snapshot is running now")
+        except OSError as e:
+            return Check("replay marker", Status.FAIL, f"cannot take the lock: {e}",
+                         "see the state dir check")
+        try:
+            resumed = resume_abandoned(state)
+        except ZsnapError as e:
+            return Check("replay marker", Status.FAIL,
+                         f"stale marker {path}, and replay could not be resumed: {e}",
+                         "resume replay by hand: SELECT pg_wal_replay_resume(); then remove "
+                         "the marker")
+        detail = "a zsnap that died left replay paused; resumed it now" if resumed else \
+            "stale marker removed"
+        return Check("replay marker", Status.WARN, detail,
+                     "a zsnap snapshot was killed while replay was paused; look for why "
+                     "(OOM killer, timeout of a wrapper)")
+
+    # --- PostgreSQL ------------------------------------------------------------------------
+
+    def _recovery(self, conn: Connection) -> Check:
+        if not scalar(conn, "SELECT pg_is_in_recovery()"):
+            if self.config.standby.allow_primary:
+                return Check("in recovery", Status.WARN,
+                             "the server is a primary: sets are crash-consistent only",
+                             "point standby.conninfo at a streaming standby")
+            return Check("in recovery", Status.FAIL, "the server is not in recovery",
+                         "point standby.conninfo at a streaming standby "
+                         "(or set standby.allow_primary = true)")
+        if scalar(conn, "SELECT current_setting('hot_standby')") != "on":
+            return Check("in recovery", Status.FAIL, "hot_standby is off",
+                         "set hot_standby = on on the standby and restart it")
+        state = pause_state(conn)
+        if state != "not paused" and not marker_path(self.config.state.dir).exists():
+            return Check("in recovery", Status.WARN, f"in recovery, but replay is {state}",
+                         "someone paused replay by hand; SELECT pg_wal_replay_resume()")
+        return Check("in recovery", Status.OK, "in recovery, hot_standby on, replay "
+                     f"{state}")
+
+    def _layout(self, conn: Connection, report: Report) -> Layout:
+        """Map every place on its own, so that one place off ZFS does not hide the others."""
+        places: list[Place] = []
+        for role, path, oid in discover_paths(conn):
+            try:
+                places.extend(map_to_datasets([(role, path, oid)], self.zfs).places)
+            except NotOnZfs as e:
+                report.places.append(PlaceReport(role, path, oid, None, False, str(e)))
+        layout = Layout(tuple(places))
+        control = layout.control if places else None
+        mapped = [
+            PlaceReport(p.role, p.path, p.oid, p.dataset, p is control, None) for p in places
+        ]
+        report.places[:0] = mapped
+        off = [p for p in report.places if p.dataset is None]
+        if off:
+            names = ", ".join(
+                f"tablespace {p.oid} ({p.path})" if p.role == ROLE_TABLESPACE
+                else f"{p.role} ({p.path})" for p in off
+            )
+            report.checks.append(Check(
+                "layout on ZFS", Status.FAIL, f"not on ZFS: {names}",
+                "move each of these onto a ZFS dataset: a set must hold every place",
+            ))
+        else:
+            assert control is not None  # data_directory is always a place
+            report.checks.append(Check(
+                "layout on ZFS", Status.OK,
+                f"{len(places)} places on {len(layout.datasets)} datasets; control file on "
+                f"{control.dataset}",
+            ))
+        return layout
+
+    def _recordsize(self, conn: Connection, layout: Layout) -> Check:
+        if not layout.places:
+            return Check("recordsize", Status.SKIP, "no place on ZFS")
+        block = int(scalar(conn, "SELECT current_setting('block_size')"))
+        sizes = self.zfs.get(layout.datasets, ["recordsize"])
+        small = {
+            ds: int(props["recordsize"]) for ds, props in sizes.items()
+            if props.get("recordsize", UNSET) != UNSET and int(props["recordsize"]) < block
+        }
+        if small:
+            listed = ", ".join(f"{ds} ({size})" for ds, size in small.items())
+            return Check("recordsize", Status.FAIL,
+                         f"below the {block} byte block size: {listed}",
+                         f"zfs set recordsize={block // 1024}K (or more) on these; a page "
+                         "split over two records can be torn inside a snapshot")
+        listed = ", ".join(f"{ds}={sizes[ds]['recordsize']}" for ds in layout.datasets)
+        return Check("recordsize", Status.OK, f">= {block}: {listed}")
+
+    def _privileges(self, conn: Connection) -> Check:
+        row = conn.execute(
+            "SELECT current_user, rolsuper, "
+            "has_function_privilege('pg_wal_replay_pause()', 'EXECUTE'), "
+            "has_function_privilege('pg_wal_replay_resume()', 'EXECUTE'), "
+            # pg_checkpoint exists from PostgreSQL 15 on; before, only superusers checkpoint.
+            "CASE WHEN current_setting('server_version_num')::int >= 150000 "
+            "  THEN pg_has_role('pg_checkpoint', 'MEMBER') ELSE false END, "
+            "pg_has_role('pg_read_all_settings', 'MEMBER') "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        assert row is not None  # current_user is always a role
+        user, superuser, pause, resume, checkpoint, settings = row
+        if superuser:
+            return Check("privileges", Status.OK, f"{user} is a superuser")
+        missing = [
+            what for what, ok in (
+                ("EXECUTE on pg_wal_replay_pause()", pause),
+                ("EXECUTE on pg_wal_replay_resume()", resume),
+                ("the pg_checkpoint role (CHECKPOINT)", checkpoint),
+                ("the pg_read_all_settings role (data_directory)", settings),
+            ) if not ok
+        ]
+        if missing:
+            return Check("privileges", Status.FAIL, f"{user} lacks " + "; ".join(missing),
+                         "on the primary: GRANT EXECUTE ON FUNCTION pg_wal_replay_pause(), "
+                         f"pg_wal_replay_resume() TO {user}; GRANT pg_checkpoint, "
+                         f"pg_read_all_settings TO {user} (see docs/install.md)")
+        return Check("privileges", Status.OK,
+                     f"{user} may pause/resume replay, CHECKPOINT and read settings")
+
+    def _synchronous(self, conn: Connection) -> Check:
+        """A synchronous standby whose primary waits for remote_apply stalls every commit on
+        the primary while its replay is paused. Only the primary knows whether this standby
+        is synchronous; ask it through the standby's own primary_conninfo when we can."""
+        conninfo = str(scalar(conn, "SELECT current_setting('primary_conninfo')") or "")
+        cluster = str(scalar(conn, "SELECT current_setting('cluster_name')") or "")
+        name = application_name(conninfo, cluster)
+        if not conninfo:
+            return Check("synchronous standby", Status.WARN,
+                         f"no primary_conninfo (application_name {name}): cannot ask the "
+                         "primary", self._sync_hint(name))
+        try:
+            primary = connect(f"{conninfo} dbname=postgres", "primary")
+        except ZsnapError as e:
+            return Check("synchronous standby", Status.WARN,
+                         f"cannot ask the primary whether {name} is synchronous: {e}",
+                         self._sync_hint(name))
+        with primary:
+            sync_state = scalar(
+                primary,
+                "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s "
+                "ORDER BY sync_state = 'async' LIMIT 1",
+                (name,),
+            )
+            commit = str(scalar(primary, "SELECT current_setting('synchronous_commit')"))
+            listed = str(scalar(primary, "SELECT current_setting('synchronous_standby_names')"))
+        if sync_state in ("sync", "quorum", "potential"):
+            if commit == "remote_apply":
+                return Check("synchronous standby", Status.FAIL,
+                             f"{name} is a {sync_state} standby and the primary's "
+                             "synchronous_commit is remote_apply: commits stall while replay "
+                             "is paused", self._sync_hint(name))
+            return Check("synchronous standby", Status.WARN,
+                         f"{name} is a {sync_state} standby (synchronous_standby_names = "
+                         f"{listed!r}); synchronous_commit = {commit} does not wait for "
+                         "replay, but sessions that set remote_apply will stall",
+                         self._sync_hint(name))
+        state = sync_state or "not connected"
+        return Check("synchronous standby", Status.OK,
+                     f"{name} is {state} on the primary: pausing replay delays no commit")
+
+    @staticmethod
+    def _sync_hint(name: str) -> str:
+        return (f"take snapshots on an asynchronous standby, or make sure the primary's "
+                f"synchronous_standby_names does not name {name} while synchronous_commit is "
+                "remote_apply")
+
+    def _restore(self, conn: Connection) -> Check:
+        command = self.config.archive.restore_command
+        if not command:
+            return Check("restore_command", Status.FAIL, "archive.restore_command is not set",
+                         "clones fetch WAL with it: set it, e.g. cp /archive/%f %p")
+        row = conn.execute(
+            "SELECT c.redo_lsn::text, c.timeline_id, current_setting('wal_segment_size') "
+            "FROM pg_control_checkpoint() c"
+        ).fetchone()
+        assert row is not None  # pg_control_checkpoint() always returns one row
+        redo, timeline, seg_text = row
+        redo_segment = Lsn.parse(str(redo)).segment(int(timeline), parse_size(str(seg_text)))
+        candidates = self._archived_candidates(int(timeline), redo_segment)
+        errors: list[str] = []
+        for name in candidates:
+            outcome = self._fetch(command, name, redo_segment.name)
+            if outcome is None:
+                return Check("restore_command", Status.OK, f"fetched {name} as "
+                             f"{self.config.standby.os_user}")
+            errors.append(f"{name}: {outcome}")
+        return Check("restore_command", Status.FAIL,
+                     "could not fetch " + "; ".join(errors),
+                     "run the restore_command by hand as the os_user with %f an archived file "
+                     "name and %p a writable path")
+
+    def _archived_candidates(self, timeline: int, redo: Segment) -> list[str]:
+        """Files that should be in the archive: what a local archive holds, else the segment
+        before the last restartpoint's (finished, so archived unless archiving lags) and the
+        restartpoint's own."""
+        path = self.config.archive.path
+        if path is not None and path.is_dir():
+            names = sorted(p.name for p in path.iterdir() if p.is_file())
+            history = [n for n in names if n.endswith(".history")]
+            segments = [n for n in names if is_segment_name(n)]
+            picked = history[-1:] + segments[-1:]
+            if picked:
+                return picked
+        found = [redo.name]
+        if redo.number > 0:
+            found.insert(0, Segment(timeline, redo.number - 1, redo.segment_size).name)
+        if timeline > 1:
+            found.insert(0, f"{timeline:08X}.history")
+        return found
+
+    def _fetch(self, command: str, file_name: str, restart_file: str) -> str | None:
+        """Run the restore_command for one file as os_user; None when the file arrived."""
+        user = self.config.standby.os_user
+        scratch = Path(tempfile.mkdtemp(prefix="zsnap-doctor-"))
+        try:
+            owner = pwd.getpwnam(user)
+            if os.geteuid() == 0:
+                os.chown(scratch, owner.pw_uid, owner.pw_gid)
+            target = scratch / "RECOVERYXLOG"
+            argv = ["sh", "-c", expand_restore_command(command, file_name, str(target),
+                                                       restart_file)]
+            result = self.runner.run(argv, user=user, timeout=RESTORE_TIMEOUT_S,
+                                     mutates=False, check=False, cwd="/")
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+                return f"exit {result.returncode}: {last}"
+            if not target.is_file() or target.stat().st_size == 0:
+                return "the command succeeded but the file did not arrive at %p"
+            return None
+        except KeyError:
+            return f"no OS user {user}"
+        except ZsnapError as e:
+            return str(e)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
