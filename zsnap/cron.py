@@ -99,7 +99,7 @@ def trigger_fields(expr: str) -> dict[str, str]:
 def cron_trigger(expr: str, timezone: tzinfo | None = None) -> CronTrigger:
     """The trigger for a cron string; ValueError with a readable message if it is not one."""
     try:
-        return CronTrigger(timezone=timezone, **trigger_fields(expr))  # type: ignore[arg-type]
+        return CronTrigger(timezone=timezone, **trigger_fields(expr))
     except ValueError as e:
         raise ValueError(f"bad cron {expr!r}: {e}") from None
 

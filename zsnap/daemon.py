@@ -1,0 +1,320 @@
+"""`zsnap daemon`: runs the jobs of `[schedule]` (APScheduler 3, jobs in memory rebuilt from the
+config; the catalog and the run history are the durable state).
+
+- one instance per job, missed runs coalesced, a misfire grace from the config so that a late
+  run still happens (and one that cannot is logged and recorded as missed);
+- signal handlers only set flags; the main loop acts on them: SIGHUP reloads the config and
+  rebuilds the jobs, SIGTERM/SIGINT stop taking new runs and wait for running ones, so a
+  paused-replay window is never cut short;
+- a heartbeat file in the state directory (read by `zsnap check`), rewritten regularly;
+- systemd: READY/RELOADING/STOPPING through $NOTIFY_SOCKET when it is set; log lines carry
+  syslog priorities instead of timestamps when stderr goes to the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from zsnap import config as config_module
+from zsnap.config import Config
+from zsnap.cron import cron_trigger, is_off, next_times
+from zsnap.errors import ConfigError, ZsnapError
+from zsnap.health import HEARTBEAT
+from zsnap.history import BUSY, MISSED, History
+from zsnap.pg.replay import resume_abandoned
+from zsnap.prune import Prune
+from zsnap.runner import Runner
+from zsnap.snapshot import TakeSnapshot
+from zsnap.zfs import Zfs
+
+log = logging.getLogger(__name__)
+
+JobResult = dict[str, Any]
+
+
+def snapshot_job(cfg: Config) -> JobResult:
+    s = TakeSnapshot(cfg, Zfs(Runner())).run()
+    return {"detail": f"set {s.id}, replay paused {s.pause_ms} ms", "set": s.id}
+
+
+def prune_job(cfg: Config) -> JobResult:
+    result = Prune(cfg, Zfs(Runner())).run()
+    pruned = [v.set.id for v in result.pruned]
+    info: JobResult = {"detail": f"{len(pruned)} set(s) pruned", "pruned": pruned}
+    if result.wal is not None:
+        info["detail"] += f", {len(result.wal.removed)} WAL file(s) removed"
+    if result.failed:
+        raise ZsnapError(
+            f"{len(pruned)} set(s) pruned, {len(result.failed)} could not be: "
+            + "; ".join(f"{v.set.id}: {v.error}" for v in result.failed)
+        )
+    return info
+
+
+# The jobs `[schedule]` can name, each the same operation the command line runs.
+# [schedule] verify is accepted and documented; it is wired here once zsnap.verify exists.
+JOBS: dict[str, Callable[[Config], JobResult]] = {
+    "snapshot": snapshot_job,
+    "prune": prune_job,
+}
+
+
+def schedule_zone(cfg: Config) -> tzinfo:
+    if cfg.schedule.timezone:
+        return ZoneInfo(cfg.schedule.timezone)
+    local = datetime.now().astimezone().tzinfo
+    return local or UTC
+
+
+def crons(cfg: Config) -> dict[str, str]:
+    """Every job named in [schedule] and its cron string ("off" for one not scheduled)."""
+    s = cfg.schedule
+    return {"snapshot": s.snapshot, "prune": s.prune, "verify": s.verify}
+
+
+@dataclass
+class Planned:
+    job: str
+    cron: str
+    runnable: bool
+    next_runs: list[datetime]
+
+
+def plan(cfg: Config, now: datetime, count: int = 3) -> list[Planned]:
+    zone = schedule_zone(cfg)
+    result = []
+    for job, expr in crons(cfg).items():
+        if is_off(expr):
+            result.append(Planned(job, "off", job in JOBS, []))
+            continue
+        times = next_times(cron_trigger(expr, zone), now.astimezone(zone), count)
+        result.append(Planned(job, expr, job in JOBS, times))
+    return result
+
+
+# --- logging and systemd ---------------------------------------------------------------------
+
+
+SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                   logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>` syslog priority prefixes, which journald turns into the entry's priority; the
+    journal stamps the time itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = SYSLOG_PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def sd_notify(message: str) -> None:
+    """The systemd notification protocol, when systemd asked for it (Type=notify)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as e:
+        log.warning("could not notify systemd (%s): %s", message, e)
+
+
+# --- the daemon ------------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, config_path: Path | None, debug: bool = False):
+        self.config_path = config_path
+        self.debug = debug
+        self.config = config_module.load(config_path)
+        self.started = datetime.now(UTC)
+        self._stop_signal: int | None = None
+        self._reload_requested = False
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(4)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+        self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
+        self.scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+
+    # Signal handlers only set flags; the main loop acts on them.
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signal = signum
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        resume_abandoned(self.config.state.dir)
+        self.scheduler.start()
+        self._build_jobs()
+        log.info("zsnap daemon started (pid %d, config %s)", os.getpid(),
+                 config_module.config_path(self.config_path))
+        sd_notify("READY=1\nSTATUS=scheduling")
+        next_beat = 0.0
+        while self._stop_signal is None:
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+                next_beat = 0.0
+            if time.monotonic() >= next_beat:
+                self._heartbeat("running")
+                interval = self.config.schedule.heartbeat_interval.total_seconds()
+                next_beat = time.monotonic() + interval
+            time.sleep(0.2)
+        name = signal.Signals(self._stop_signal).name
+        log.info("%s: stopping; waiting for running jobs to finish (%s)", name,
+                 ", ".join(self._running_jobs()) or "none")
+        sd_notify("STOPPING=1")
+        self._heartbeat("stopping")
+        # Never cut a job short: a snapshot may hold replay paused.
+        self.scheduler.shutdown(wait=True)
+        self._heartbeat("stopped")
+        log.info("zsnap daemon stopped")
+        return 0
+
+    def _running_jobs(self) -> list[str]:
+        with self._running_lock:
+            return sorted(self._running)
+
+    def _reload(self) -> None:
+        sd_notify("RELOADING=1")
+        try:
+            self.config = config_module.load(self.config_path)
+        except ConfigError as e:
+            log.error("SIGHUP: config not reloaded, keeping the previous one: %s", e)
+        else:
+            self._build_jobs()
+            log.info("SIGHUP: config reloaded")
+        sd_notify("READY=1")
+
+    def _build_jobs(self) -> None:
+        """Replace every job by the ones the current config names. A run in progress goes on;
+        its job id stays counted, so the rebuilt job still runs one instance at a time."""
+        self.scheduler.remove_all_jobs()
+        zone = schedule_zone(self.config)
+        grace = int(self.config.schedule.misfire_grace.total_seconds())
+        for job, expr in crons(self.config).items():
+            if is_off(expr):
+                continue
+            if job not in JOBS:
+                log.warning("[schedule] %s is set but this zsnap has no %s operation yet: "
+                            "not scheduled", job, job)
+                continue
+            self.scheduler.add_job(
+                self._run_job, cron_trigger(expr, zone), args=[job], id=job, name=job,
+                misfire_grace_time=grace, coalesce=True, max_instances=1,
+                replace_existing=True,
+            )
+            log.info("job %s scheduled: %s", job, expr)
+
+    def _run_job(self, job: str) -> None:
+        cfg = self.config
+        log.info("%s: started", job)
+        t0 = time.monotonic()
+        with self._running_lock:
+            self._running.add(job)
+        try:
+            with History(cfg.state.dir).run(job, origin="daemon") as info:
+                info.update(JOBS[job](cfg))
+        except ZsnapError as e:
+            log.error("%s failed after %.1f s: %s", job, time.monotonic() - t0, e)
+            return
+        finally:
+            with self._running_lock:
+                self._running.discard(job)
+        log.info("%s: done in %.1f s: %s", job, time.monotonic() - t0, info.get("detail", ""))
+
+    def _on_missed(self, event: JobEvent) -> None:
+        late = datetime.now(UTC) - event.scheduled_run_time
+        log.warning("%s: the run due at %s was missed (%.0f s late, beyond the misfire grace)",
+                    event.job_id, event.scheduled_run_time, late.total_seconds())
+        History(self.config.state.dir).record(
+            event.job_id, MISSED, started=event.scheduled_run_time, duration_s=0,
+            detail=f"not started within the misfire grace ({late.total_seconds():.0f} s late)",
+            origin="daemon",
+        )
+
+    def _on_max_instances(self, event: JobEvent) -> None:
+        log.warning("%s: the previous run is still going; this run is skipped", event.job_id)
+        History(self.config.state.dir).record(
+            event.job_id, BUSY, started=datetime.now(UTC), duration_s=0,
+            detail="the previous run was still going", origin="daemon",
+        )
+
+    def _on_error(self, event: JobExecutionEvent) -> None:
+        # Expected failures are ZsnapErrors, handled in _run_job; this is a bug.
+        log.error("%s crashed: %r\n%s", event.job_id, event.exception, event.traceback)
+
+    def _heartbeat(self, state: str) -> None:
+        jobs = {
+            job.id: {
+                "next_run": job.next_run_time.isoformat() if job.next_run_time else None,
+                "trigger": str(job.trigger),
+            }
+            for job in self.scheduler.get_jobs()
+        } if self.scheduler.running else {}
+        data = {
+            "pid": os.getpid(),
+            "state": state,
+            "started": self.started.isoformat(),
+            "updated": datetime.now(UTC).isoformat(),
+            "config": str(config_module.config_path(self.config_path)),
+            "jobs": jobs,
+            "running": self._running_jobs(),
+        }
+        state_dir = self.config.state.dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = state_dir / f".{HEARTBEAT}.tmp"
+            tmp.write_text(json.dumps(data, indent=2))
+            tmp.rename(state_dir / HEARTBEAT)
+        except OSError as e:
+            log.error("heartbeat not written to %s: %s", state_dir, e)

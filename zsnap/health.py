@@ -1,0 +1,405 @@
+"""`zsnap check`: named health checks, each OK, WARNING, CRITICAL or UNKNOWN with a hint, as
+monitoring wants them (Nagios exit codes and perfdata, a Prometheus textfile)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from pathlib import Path
+
+from zsnap.catalog import Catalog, SnapshotSet
+from zsnap.config import Config
+from zsnap.duration import format_duration
+from zsnap.errors import LockBusy, ZsnapError
+from zsnap.history import BUSY, FAILED, MISSED, History
+from zsnap.lock import SNAPSHOT_LOCK, locked
+from zsnap.pg.connection import connected, scalar
+from zsnap.pg.layout import discover
+from zsnap.pg.replay import marker_path, pause_state
+from zsnap.wal import WalCheck
+from zsnap.zfs import Zfs, pool_of
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = "daemon.json"
+# What a verification may record as a pass; anything else is a failure.
+GOOD_OUTCOMES = {"ok", "passed", "pass", "success"}
+SCHEDULED_JOBS = ("snapshot", "prune", "verify")
+
+
+class Status(IntEnum):
+    """Nagios plugin states; the value is the exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+# The worst first decides the overall state: a definite problem outranks an unknown.
+SEVERITY = [Status.OK, Status.UNKNOWN, Status.WARNING, Status.CRITICAL]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # Prometheus style: newest_set_age_seconds, pool_free_percent
+    value: float
+    warn: float | None = None
+    crit: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: Status
+    summary: str
+    hint: str = ""
+    metrics: list[Metric] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name, "status": self.status.name, "summary": self.summary,
+            "hint": self.hint,
+            "metrics": [
+                {"name": m.name, "value": m.value, "warn": m.warn, "crit": m.crit,
+                 "labels": dict(m.labels)} for m in self.metrics
+            ],
+        }
+
+
+def overall(results: list[CheckResult]) -> Status:
+    return max((r.status for r in results), key=SEVERITY.index, default=Status.OK)
+
+
+def grade(value: float, warn: timedelta | None, crit: timedelta | None) -> Status:
+    if crit is not None and value > crit.total_seconds():
+        return Status.CRITICAL
+    if warn is not None and value > warn.total_seconds():
+        return Status.WARNING
+    return Status.OK
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def age_text(seconds: float) -> str:
+    return format_duration(timedelta(seconds=round(seconds)))
+
+
+def read_heartbeat(state_dir: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((state_dir / HEARTBEAT).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Health:
+    config: Config
+    zfs: Zfs
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _sets: list[SnapshotSet] | None = None
+
+    @property
+    def sets(self) -> list[SnapshotSet]:
+        if self._sets is None:
+            self._sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
+        return self._sets
+
+    def checks(self) -> list[tuple[str, Callable[[], CheckResult]]]:
+        return [
+            ("newest_set", self.newest_set),
+            ("incomplete_sets", self.incomplete_sets),
+            ("verification", self.verification),
+            ("replay_lag", self.replay_lag),
+            ("replay_paused", self.replay_paused),
+            ("wal_archive", self.wal_archive),
+            ("pool_free", self.pool_free),
+            ("scheduler", self.scheduler),
+            ("last_runs", self.last_runs),
+        ]
+
+    def run(self) -> list[CheckResult]:
+        results = []
+        for name, check in self.checks():
+            try:
+                results.append(check())
+            except ZsnapError as e:
+                results.append(CheckResult(name, Status.UNKNOWN, str(e),
+                                           "fix what the message names, then check again"))
+        return results
+
+    # --- the checks ----------------------------------------------------------------------
+
+    def newest_set(self) -> CheckResult:
+        c = self.config.check
+        complete = [s for s in self.sets if s.complete]
+        if not complete:
+            return CheckResult("newest_set", Status.CRITICAL, "no complete snapshot set",
+                               "take one with `zsnap snapshot`, or start `zsnap daemon`")
+        newest = complete[-1]
+        age = (self.now - newest.created).total_seconds()
+        status = grade(age, c.set_age_warning, c.set_age_critical)
+        hint = "" if status == Status.OK else (
+            "snapshots stopped: see `zsnap history` and the daemon's journal")
+        return CheckResult(
+            "newest_set", status, f"newest set {newest.id} is {age_text(age)} old", hint,
+            [Metric("newest_set_age_seconds", age, _seconds(c.set_age_warning),
+                    _seconds(c.set_age_critical)),
+             Metric("sets", float(len(complete)))],
+        )
+
+    def incomplete_sets(self) -> CheckResult:
+        complete = [s for s in self.sets if s.complete]
+        newest = complete[-1].created if complete else None
+        # One newer than every complete set may still be being taken.
+        stale = [s for s in self.sets if not s.complete and newest and s.created < newest]
+        metric = [Metric("incomplete_sets", float(len(stale)))]
+        if not stale:
+            return CheckResult("incomplete_sets", Status.OK, "no incomplete set", "", metric)
+        ids = ", ".join(s.id for s in stale[:5])
+        return CheckResult(
+            "incomplete_sets", Status.WARNING,
+            f"{len(stale)} incomplete set(s), never restorable: {ids}",
+            "a snapshot call failed part-way or a member was destroyed by hand; "
+            "`zsnap prune` removes them", metric,
+        )
+
+    def verification(self) -> CheckResult:
+        c = self.config.check
+        if c.verify_age_warning is None and c.verify_age_critical is None:
+            return CheckResult("verification", Status.OK, "not monitored (thresholds off)")
+        verified = [s for s in self.sets if s.verified_at is not None]
+        if not verified:
+            return CheckResult(
+                "verification", Status.WARNING, "no snapshot set has been verified",
+                "a set proves restorable only by restoring it: schedule [schedule] verify",
+            )
+        last = max(verified, key=lambda s: s.verified_at or self.now)
+        assert last.verified_at is not None
+        age = (self.now - last.verified_at).total_seconds()
+        metrics = [Metric("verification_age_seconds", age, _seconds(c.verify_age_warning),
+                          _seconds(c.verify_age_critical))]
+        outcome = (last.verify_outcome or "unknown").lower()
+        if outcome not in GOOD_OUTCOMES:
+            failed = f" ({last.verify_failed_check})" if last.verify_failed_check else ""
+            return CheckResult(
+                "verification", Status.CRITICAL,
+                f"set {last.id} failed verification {age_text(age)} ago: {outcome}{failed}",
+                "see `zsnap show` for the set and the verify run in `zsnap history`", metrics,
+            )
+        status = grade(age, c.verify_age_warning, c.verify_age_critical)
+        return CheckResult(
+            "verification", status, f"set {last.id} verified {outcome} {age_text(age)} ago",
+            "" if status == Status.OK else "verification runs stopped: see `zsnap history`",
+            metrics,
+        )
+
+    def replay_lag(self) -> CheckResult:
+        c = self.config.check
+        try:
+            with connected(self.config.standby.conninfo) as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), "
+                    "pg_last_wal_receive_lsn() IS NULL "
+                    " OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), "
+                    "extract(epoch FROM now() - pg_last_xact_replay_timestamp()), "
+                    "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+                ).fetchone()
+        except ZsnapError as e:
+            return CheckResult("replay_lag", Status.CRITICAL, str(e),
+                               "is the standby running? see its log")
+        assert row is not None
+        in_recovery, caught_up, since_commit, behind = row
+        if not in_recovery:
+            status = Status.OK if self.config.standby.allow_primary else Status.CRITICAL
+            return CheckResult("replay_lag", status, "the server is not in recovery",
+                               "" if status == Status.OK else
+                               "the standby was promoted: point [standby] conninfo at a standby")
+        # An idle primary commits nothing: with nothing left to replay, the lag is zero.
+        lag = 0.0 if caught_up or since_commit is None else float(since_commit)
+        status = grade(lag, c.replay_lag_warning, c.replay_lag_critical)
+        return CheckResult(
+            "replay_lag", status,
+            f"replay lag {age_text(lag)}, {int(behind or 0)} bytes received but not replayed",
+            "" if status == Status.OK else "replay is slow or stuck: see the standby's log",
+            [Metric("replay_lag_seconds", lag, _seconds(c.replay_lag_warning),
+                    _seconds(c.replay_lag_critical)),
+             Metric("replay_lag_bytes", float(behind or 0))],
+        )
+
+    def replay_paused(self) -> CheckResult:
+        state_dir = self.config.state.dir
+        with connected(self.config.standby.conninfo) as conn:
+            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+                return CheckResult("replay_paused", Status.OK, "not in recovery")
+            state = pause_state(conn)
+        if state == "not paused":
+            return CheckResult("replay_paused", Status.OK, "replay is running")
+        try:
+            with locked(state_dir, SNAPSHOT_LOCK):
+                pass
+        except LockBusy as e:
+            return CheckResult("replay_paused", Status.OK,
+                               f"replay {state} by a running zsnap snapshot ({e})")
+        if marker_path(state_dir).exists():
+            return CheckResult(
+                "replay_paused", Status.CRITICAL,
+                f"replay {state}, left so by a zsnap that died",
+                "any zsnap command resumes it; so does SELECT pg_wal_replay_resume()",
+            )
+        return CheckResult(
+            "replay_paused", Status.CRITICAL, f"replay {state}, and no zsnap paused it",
+            "someone ran pg_wal_replay_pause(): SELECT pg_wal_replay_resume() on the standby",
+        )
+
+    def wal_archive(self) -> CheckResult:
+        if self.config.archive.path is None:
+            return CheckResult("wal_archive", Status.OK, "no [archive] path: not checked")
+        result = WalCheck(self.config, Catalog(self.zfs, self.config.snapshot.cluster)).run()
+        report = result.report
+        if report is None:
+            return CheckResult("wal_archive", Status.WARNING, "no complete set to check from",
+                               "take a snapshot set first")
+        metrics = [Metric("wal_missing_segments", float(report.missing)),
+                   Metric("wal_checked_segments", float(report.checked))]
+        problems = [
+            f"{g.count} missing on timeline {g.timeline}: {g.first}..{g.last}" for g in report.gaps
+        ] + report.problems
+        if result.unusable_sets:
+            problems.append(f"sets without their own WAL: {', '.join(result.unusable_sets)}")
+        if problems:
+            return CheckResult(
+                "wal_archive", Status.CRITICAL, "; ".join(problems),
+                "recovery cannot pass a gap: check archive_command and pg_stat_archiver on "
+                "the primary; `zsnap wal check` lists the gaps", metrics,
+            )
+        return CheckResult(
+            "wal_archive", Status.OK,
+            f"{report.checked} segments from {report.start} to {report.newest}, no gap",
+            "", metrics,
+        )
+
+    def _pools(self) -> list[str]:
+        datasets: set[str] = {d for s in self.sets for d in s.datasets}
+        try:
+            with connected(self.config.standby.conninfo) as conn:
+                datasets.update(discover(conn, self.zfs).datasets)
+        except ZsnapError as e:
+            log.debug("layout not discovered (%s); pools from the sets only", e)
+        return sorted({pool_of(d) for d in datasets if d})
+
+    def pool_free(self) -> CheckResult:
+        c = self.config.check
+        pools = self._pools()
+        if not pools:
+            return CheckResult("pool_free", Status.UNKNOWN, "no pool known: no set, no standby")
+        values = self.zfs.get(pools, ["used", "available"])
+        status = Status.OK
+        parts = []
+        metrics = []
+        for pool in pools:
+            used = float(values[pool]["used"].split("\t")[0])
+            avail = float(values[pool]["available"].split("\t")[0])
+            pct = 100.0 * avail / (used + avail) if used + avail else 0.0
+            metrics.append(Metric("pool_free_percent", round(pct, 2), c.pool_free_warning_pct,
+                                  c.pool_free_critical_pct, (("pool", pool),)))
+            parts.append(f"{pool} {pct:.1f}% free")
+            if pct < c.pool_free_critical_pct:
+                status = Status.CRITICAL
+            elif pct < c.pool_free_warning_pct and status == Status.OK:
+                status = Status.WARNING
+        hint = "" if status == Status.OK else (
+            "a full pool stops the standby: prune sets (zsnap prune) or grow the pool")
+        return CheckResult("pool_free", status, ", ".join(parts), hint, metrics)
+
+    def scheduler(self) -> CheckResult:
+        limit = self.config.check.heartbeat_age_critical
+        if limit is None:
+            return CheckResult("scheduler", Status.OK, "not monitored (threshold off)")
+        beat = read_heartbeat(self.config.state.dir)
+        if beat is None:
+            return CheckResult("scheduler", Status.CRITICAL, "no heartbeat: zsnap daemon never ran",
+                               "systemctl enable --now zsnap (see deploy/)")
+        updated = datetime.fromisoformat(str(beat["updated"]))
+        age = (self.now - updated).total_seconds()
+        metrics = [Metric("heartbeat_age_seconds", age, None, limit.total_seconds())]
+        state = beat.get("state")
+        if state == "stopped":
+            return CheckResult("scheduler", Status.CRITICAL,
+                               f"zsnap daemon stopped {age_text(age)} ago",
+                               "systemctl start zsnap", metrics)
+        if age > limit.total_seconds():
+            return CheckResult("scheduler", Status.CRITICAL,
+                               f"no heartbeat for {age_text(age)} (pid {beat.get('pid')})",
+                               "the daemon died or hangs: systemctl status zsnap", metrics)
+        return CheckResult("scheduler", Status.OK,
+                           f"zsnap daemon pid {beat.get('pid')} {state}, "
+                           f"heartbeat {age_text(age)} ago", "", metrics)
+
+    def last_runs(self) -> CheckResult:
+        history = History(self.config.state.dir)
+        bad = []
+        for job in SCHEDULED_JOBS:
+            entry = history.last(job)
+            if entry is not None and entry.outcome in (FAILED, MISSED, BUSY):
+                bad.append(f"{job} {entry.outcome} at {entry.started[:19]}: {entry.detail}")
+        if bad:
+            return CheckResult("last_runs", Status.WARNING, "; ".join(bad),
+                               "see `zsnap history` and the daemon's journal")
+        return CheckResult("last_runs", Status.OK, "the last run of every job succeeded")
+
+
+# --- renderings --------------------------------------------------------------------------------
+
+
+def nagios_line(results: list[CheckResult]) -> str:
+    state = overall(results)
+    bad = [r for r in results if r.status != Status.OK]
+    text = "; ".join(f"{r.name}: {r.summary}" for r in bad) or f"{len(results)} checks OK"
+    perf = []
+    for r in results:
+        for m in r.metrics:
+            label = m.name + "".join(f"_{v}" for _, v in m.labels)
+            thresholds = ";".join("" if t is None else f"{t:g}" for t in (m.warn, m.crit))
+            perf.append(f"'{label}'={m.value:g};{thresholds}")
+    line = f"ZSNAP {state.name} - {text}".replace("|", "/")
+    return f"{line} | {' '.join(perf)}" if perf else line
+
+
+def prometheus_text(results: list[CheckResult], cluster: str, now: datetime) -> str:
+    base = f'cluster="{cluster}"'
+    lines = [
+        "# HELP zsnap_check_status State of each zsnap check (0 OK, 1 WARNING, 2 CRITICAL, "
+        "3 UNKNOWN).",
+        "# TYPE zsnap_check_status gauge",
+        *(f'zsnap_check_status{{{base},check="{r.name}"}} {int(r.status)}' for r in results),
+    ]
+    seen: set[str] = set()
+    for r in results:
+        for m in r.metrics:
+            name = f"zsnap_{m.name}"
+            if name not in seen:
+                seen.add(name)
+                lines.append(f"# TYPE {name} gauge")
+            labels = base + "".join(f',{k}="{v}"' for k, v in m.labels)
+            lines.append(f"{name}{{{labels}}} {m.value:g}")
+    lines += ["# TYPE zsnap_check_timestamp_seconds gauge",
+              f"zsnap_check_timestamp_seconds{{{base}}} {now.timestamp():.0f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Atomically, as node_exporter's textfile collector wants: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
