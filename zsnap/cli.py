@@ -10,9 +10,13 @@ import click
 
 from zsnap import __version__, config
 from zsnap.commands import Context
+from zsnap.commands.check import check
+from zsnap.commands.daemon import daemon, history, schedule
 from zsnap.commands.doctor import doctor
 from zsnap.commands.lab import lab
+from zsnap.commands.prune import prune
 from zsnap.commands.sets import list_sets, show, snapshot
+from zsnap.commands.wal import wal
 from zsnap.errors import ZsnapError
 from zsnap.output import error_line
 
@@ -36,7 +40,8 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     ctx.obj = Context(config_path, debug)
 
 
-for command in (snapshot, list_sets, show, lab, doctor):
+for command in (snapshot, list_sets, show, lab, doctor,
+                daemon, schedule, history, prune, wal, check):
     cli.add_command(command)
 
 

@@ -1,0 +1,81 @@
+"""`zsnap daemon`, `zsnap schedule`, `zsnap history`: running unattended."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import click
+
+from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.output import console, emit, fmt_time, table
+
+
+@click.command()
+@pass_ctx
+@handled
+def daemon(obj: Context) -> None:
+    """Run the [schedule] jobs until SIGTERM (SIGHUP reloads the config)."""
+    from zsnap.daemon import Daemon, setup_logging
+
+    setup_logging(obj.debug)
+    sys.exit(Daemon(obj.config_path, obj.debug).run())
+
+
+@click.command()
+@click.option("--count", default=3, show_default=True, help="Next runs to show per job.")
+@json_option
+@pass_ctx
+@handled
+def schedule(obj: Context, count: int, as_json: bool) -> None:
+    """Print the next run times of each job, and what the daemon reports."""
+    from zsnap.daemon import plan
+    from zsnap.health import read_heartbeat
+
+    cfg = obj.config
+    planned = plan(cfg, datetime.now(UTC), count)
+    beat = read_heartbeat(cfg.state.dir)
+    data = {
+        "jobs": [
+            {"job": p.job, "cron": p.cron, "available": p.runnable,
+             "next_runs": [t.isoformat() for t in p.next_runs]}
+            for p in planned
+        ],
+        "daemon": beat,
+    }
+
+    def human() -> None:
+        rows = []
+        for p in planned:
+            runs = ", ".join(fmt_time(t) for t in p.next_runs) or "-"
+            note = "" if p.runnable else " (not available in this zsnap)"
+            rows.append([p.job, p.cron + note, runs])
+        table("schedule", ["job", "cron", "next runs"], rows)
+        if beat is None:
+            console.print("daemon: no heartbeat (never ran with this state dir)")
+        else:
+            console.print(f"daemon: pid {beat.get('pid')} {beat.get('state')}, "
+                          f"heartbeat {beat.get('updated')}", highlight=False)
+
+    emit(data, as_json, human)
+
+
+@click.command()
+@click.option("--job", "what", default=None, help="Only this job (snapshot, prune, check...).")
+@click.option("--limit", default=20, show_default=True, help="Newest entries to show.")
+@json_option
+@pass_ctx
+@handled
+def history(obj: Context, what: str | None, limit: int, as_json: bool) -> None:
+    """The run history: what ran, when, how it ended, how long it took."""
+    from zsnap.history import History
+
+    entries = History(obj.config.state.dir).entries(what)[-limit:]
+    emit(
+        [asdict(e) for e in entries], as_json,
+        lambda: table("run history", ["started", "what", "origin", "outcome", "s", "detail"], [
+            [fmt_time(e.started_at), e.what, e.origin, e.outcome, f"{e.duration_s:.1f}", e.detail]
+            for e in entries
+        ]),
+    )
