@@ -218,6 +218,8 @@ class Zfs:
                 self.run(*args, mutates=True)
                 return
             except DatasetBusy as e:
-                if "clone" in str(e) or attempt == attempts - 1:
+                # A dependent clone never goes away by waiting; a busy mount does.
+                waiting_helps = "dependent clones" not in str(e) and "is cloned" not in str(e)
+                if not waiting_helps or attempt == attempts - 1:
                     raise
                 time.sleep(0.25 * (attempt + 1))

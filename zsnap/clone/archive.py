@@ -1,0 +1,56 @@
+"""Which WAL segments a flashback can read, from the archive directory and the clone's own
+pg_wal (the snapshot holds what the standby had streamed, often the newest, not yet archived,
+segment), and the first one missing after a set's redo point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from zsnap.lsn import Segment, is_segment_name
+
+# segment number -> the timelines it is available on
+Available = dict[int, set[int]]
+
+
+def available(names: Iterable[str], segment_size: int) -> Available:
+    """Full segment files only: a `.partial` file (the old timeline's last segment after a
+    failover) is not read by recovery; the new timeline's copy of it is."""
+    found: Available = {}
+    for name in names:
+        if is_segment_name(name):
+            seg = Segment.parse(name, segment_size)
+            found.setdefault(seg.number, set()).add(seg.timeline)
+    return found
+
+
+def listing(*dirs: Path | None) -> list[str]:
+    names: list[str] = []
+    for d in dirs:
+        if d is not None and d.is_dir():
+            names.extend(p.name for p in d.iterdir())
+    return names
+
+
+def newest(found: Available, timeline: int, segment_size: int) -> Segment | None:
+    numbers = [n for n, tlis in found.items() if max(tlis) >= timeline]
+    if not numbers:
+        return None
+    top = max(numbers)
+    return Segment(max(found[top]), top, segment_size)
+
+
+def first_gap(found: Available, start: Segment) -> Segment | None:
+    """The first segment from `start` on that is on no timeline at or after the set's, below
+    the newest one available: a hole recovery cannot cross. After a failover the new
+    timeline's files continue the numbering, so any timeline >= the set's will do."""
+    last = newest(found, start.timeline, start.segment_size)
+    if last is None:
+        return start
+    tli = start.timeline
+    for number in range(start.number, last.number + 1):
+        here = {t for t in found.get(number, set()) if t >= start.timeline}
+        if not here:
+            return Segment(tli, number, start.segment_size)
+        tli = max(here)
+    return None

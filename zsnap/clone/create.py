@@ -1,0 +1,387 @@
+"""`zsnap clone`: a flashback instance at a target, from the newest snapshot set that can reach
+it. ZFS clones of every member (each in its origin's pool), the data directory rewired, then
+PostgreSQL replays the archived WAL to the target, pauses there, and is promoted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from zsnap.catalog import Catalog, SnapshotSet
+from zsnap.clone import archive, registry
+from zsnap.clone.destroy import Teardown
+from zsnap.clone.instance import Instance, ReplayState, ServerStopped
+from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
+from zsnap.clone.recovery import DataDir, instance_settings, prepare
+from zsnap.clone.select import candidates
+from zsnap.clone.serverlog import Cause, consistent_at, last_restored
+from zsnap.clone.target import Target
+from zsnap.config import Config
+from zsnap.errors import (
+    ConfigError,
+    DatasetExists,
+    RecoveryFailed,
+    UsageError,
+    WalMissing,
+    ZsnapError,
+)
+from zsnap.lock import locked
+from zsnap.lsn import Lsn, Segment
+from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.zfs import Zfs, pool_of
+
+log = logging.getLogger(__name__)
+
+CLONE_LOCK = "clone"
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    target: Target
+    name: str | None = None
+    port: int | None = None
+    pause: bool = False  # stay paused at the target (read-only) instead of promoting
+    set_id: str | None = None  # use this set, no fallback
+    fast_recovery: bool = True  # replay with the throwaway-instance settings
+    timeout_s: float | None = None  # for reaching the target once the instance is consistent
+
+
+@dataclass(frozen=True)
+class ClonePlan:
+    name: str
+    set: SnapshotSet
+    port: int
+    paths: ClonePaths
+    datasets: list[str]  # the clones, in set member order
+    target: Target
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    name: str
+    set_id: str
+    port: int
+    dsn: str
+    target: Target
+    recovered_to: datetime | None  # the last replayed commit's timestamp
+    replay_lsn: Lsn | None
+    consistent_lsn: Lsn | None  # where the instance's log says it became consistent
+    promoted: bool
+    elapsed_s: float
+    pgdata: Path
+    log: Path
+    datasets: list[str]
+    fell_back_from: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "set": self.set_id,
+            "port": self.port,
+            "dsn": self.dsn,
+            "target": str(self.target),
+            "target_note": self.target.note,
+            "recovered_to": self.recovered_to.isoformat() if self.recovered_to else None,
+            "replay_lsn": str(self.replay_lsn) if self.replay_lsn else None,
+            "consistent_lsn": str(self.consistent_lsn) if self.consistent_lsn else None,
+            "state": "promoted" if self.promoted else "paused",
+            "elapsed_s": round(self.elapsed_s, 3),
+            "pgdata": str(self.pgdata),
+            "log": str(self.log),
+            "datasets": self.datasets,
+            "fell_back_from": self.fell_back_from,
+        }
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class _BeforeConsistent(Exception):
+    """PostgreSQL found the stop point before the set's consistency point: try an older set."""
+
+
+@dataclass
+class CreateClone:
+    config: Config
+    zfs: Zfs
+    on_progress: Callable[[ReplayState], None] | None = None
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @property
+    def pg(self) -> PgTools:
+        cfg = self.config.standby
+        return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
+
+    # --- planning (read-only) ------------------------------------------------------------
+
+    def plan(self, request: CloneRequest, chosen: SnapshotSet | None = None) -> ClonePlan:
+        """What `run` would make: the set, the name, the port, the datasets. Changes nothing."""
+        if not self.config.archive.restore_command:
+            raise ConfigError("archive.restore_command is empty: a flashback instance fetches "
+                              "the WAL after its set with it")
+        if chosen is None:
+            chosen = self.candidates(request)[0]
+        name = check_name(request.name or default_name(self.now().astimezone()))
+        paths = ClonePaths(name, self.config.clones.mount_root)
+        paths.check()
+        clones = registry.read(self.zfs)
+        self._check_name_free(name, paths, clones, chosen)
+        port = self._port(request.port, {c.port for c in clones})
+        datasets = [paths.dataset(i, d) for i, d in enumerate(chosen.datasets)]
+        return ClonePlan(name, chosen, port, paths, datasets, request.target)
+
+    def candidates(self, request: CloneRequest) -> list[SnapshotSet]:
+        sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
+        return candidates(sets, request.target, self.now(), request.set_id)
+
+    def _check_name_free(
+        self, name: str, paths: ClonePaths, clones: list[registry.Clone], s: SnapshotSet
+    ) -> None:
+        if any(c.name == name for c in clones):
+            raise UsageError(f"a flashback instance named {name} exists (zsnap destroy {name})")
+        for dataset in s.datasets:
+            parent = paths.parent_dataset(dataset)
+            if self.zfs.exists(parent):
+                raise UsageError(f"clone name {name} is taken: dataset {parent} exists")
+        if paths.dir.exists():
+            raise UsageError(f"clone name {name} is taken: {paths.dir} exists")
+
+    def _port(self, wanted: int | None, claimed: set[int]) -> int:
+        if wanted is not None:
+            if not 1024 <= wanted <= 65535:
+                raise UsageError(f"port {wanted} is out of range 1024-65535")
+            if wanted in claimed or not port_free(wanted):
+                raise UsageError(f"port {wanted} is in use")
+            return wanted
+        low, high = self.config.clones.port_range
+        for port in range(low, high + 1):
+            # A stopped clone keeps its port: it must be able to start again.
+            if port not in claimed and port_free(port):
+                return port
+        raise UsageError(f"no free port in [clones] port_range {low}-{high}")
+
+    # --- making --------------------------------------------------------------------------
+
+    def run(self, request: CloneRequest) -> CloneResult:
+        started = time.monotonic()
+        sets = self.candidates(request)
+        tried: list[str] = []
+        for index, s in enumerate(sets):
+            try:
+                result = self._attempt(request, s, started)
+            except _BeforeConsistent:
+                tried.append(s.id)
+                if index + 1 < len(sets):
+                    log.warning("target %s is before set %s is consistent; trying set %s",
+                                request.target, s.id, sets[index + 1].id)
+                    continue
+                raise RecoveryFailed(
+                    f"target {request.target} is before the consistency point of set {s.id}"
+                    + (", and there is no older set" if request.set_id is None else "")
+                ) from None
+            return CloneResult(**{**result.__dict__, "fell_back_from": tried})
+        raise AssertionError("candidates() never returns an empty list")
+
+    def _attempt(self, request: CloneRequest, s: SnapshotSet, started: float) -> CloneResult:
+        cfg = self.config
+        pg = self.pg
+        owner = pwd.getpwnam(cfg.standby.os_user)
+        with locked(cfg.state.dir, CLONE_LOCK):
+            plan = self.plan(request, s)
+            teardown = Teardown(plan.name)
+            try:
+                self._make(plan, teardown, owner)
+            except BaseException:
+                self._undo(teardown, pg)
+                raise
+        try:
+            return self._recover(request, plan, teardown, pg, started)
+        except BaseException:
+            self._undo(teardown, pg)
+            raise
+
+    def _undo(self, teardown: Teardown, pg: PgTools) -> None:
+        """Remove a clone that failed; the failure itself is what the user must see, so a
+        problem here is logged (with how to finish the job) rather than raised over it."""
+        try:
+            teardown.run(self.zfs, pg)
+        except ZsnapError as e:
+            log.error("could not remove the failed clone %s (%s): run zsnap destroy %s",
+                      teardown.name, e, teardown.name)
+
+    def _make(self, plan: ClonePlan, teardown: Teardown, owner: pwd.struct_passwd) -> None:
+        """Directories, holds and clones; each recorded in `teardown` as soon as it exists."""
+        paths = plan.paths
+        paths.mount_root.mkdir(parents=True, exist_ok=True)
+        paths.dir.mkdir(mode=0o750)
+        teardown.dir = paths.dir
+        os.chown(paths.dir, owner.pw_uid, owner.pw_gid)
+        paths.socket_dir.mkdir(mode=0o700)
+        os.chown(paths.socket_dir, owner.pw_uid, owner.pw_gid)
+        s = plan.set
+        tag = hold_tag(plan.name)
+        for snapshot in s.snapshots:
+            self.zfs.hold(tag, [snapshot])
+            teardown.held.append(snapshot)
+        data = self._data_dir(plan)
+        props = {
+            registry.NAME: plan.name,
+            registry.CLUSTER: self.config.snapshot.cluster,
+            registry.SET: s.id,
+            registry.TARGET: str(plan.target),
+            registry.PORT: str(plan.port),
+            registry.CREATED: self.now().isoformat(timespec="seconds"),
+            registry.DIR: str(paths.dir),
+            registry.PGDATA: str(data.pgdata),
+        }
+        for member, (origin, snapshot, clone) in enumerate(
+            zip(s.datasets, s.snapshots, plan.datasets, strict=True)
+        ):
+            self._clones_parent(origin)
+            # Recorded first: `zfs clone -p` may have made the parent when the clone fails.
+            teardown.datasets.append(clone)
+            self.zfs.clone(snapshot, clone, {
+                "mountpoint": str(paths.mountpoint(member)),
+                **props,
+                registry.MEMBER: str(member),
+            })
+        teardown.pgdata = data.pgdata
+
+    def _clones_parent(self, origin: str) -> None:
+        """`<pool>/zsnap-clones`, never mounted itself, so its children mount only where told."""
+        parent = f"{pool_of(origin)}/{CLONES_DATASET}"
+        if not self.zfs.exists(parent):
+            with contextlib.suppress(DatasetExists):  # made meanwhile by another clone
+                self.zfs.create(parent, {"mountpoint": "none"})
+
+    def _data_dir(self, plan: ClonePlan) -> DataDir:
+        mountpoints = [plan.paths.mountpoint(i) for i in range(len(plan.datasets))]
+        return DataDir(plan.set.parsed_layout, plan.set.datasets, mountpoints)
+
+    def _recover(
+        self, request: CloneRequest, plan: ClonePlan, teardown: Teardown, pg: PgTools,
+        started: float,
+    ) -> CloneResult:
+        cfg = self.config
+        data = self._data_dir(plan)
+        settings = instance_settings(
+            name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
+            socket_dir=plan.paths.socket_dir, restore_command=cfg.archive.restore_command,
+            target=plan.target, fast=request.fast_recovery,
+        )
+        prepare(data, settings, cfg.standby.os_user)
+        self._check_wal(plan, data.pgdata / "pg_wal")
+        instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, internal=True))
+        try:
+            instance.start()
+            state = instance.wait_for_target(self.on_progress, request.timeout_s)
+            promoted = False
+            if not request.pause:
+                instance.promote()
+                promoted = True
+            instance.make_durable(data.mountpoints, self.zfs.runner, request.fast_recovery)
+        except ServerStopped as e:
+            raise self._explain(e, plan, data.pgdata / "pg_wal") from None
+        text = plan.paths.log.read_text(errors="replace")
+        return CloneResult(
+            name=plan.name, set_id=plan.set.id, port=plan.port,
+            dsn=self._conninfo(plan, internal=False), target=plan.target,
+            recovered_to=state.replay_time, replay_lsn=state.replay_lsn,
+            consistent_lsn=consistent_at(text), promoted=promoted,
+            elapsed_s=time.monotonic() - started, pgdata=data.pgdata, log=plan.paths.log,
+            datasets=plan.datasets,
+        )
+
+    def _conninfo(self, plan: ClonePlan, *, internal: bool) -> str:
+        """The standby's connection parameters aimed at the clone's socket. For people (the
+        `dsn`), only what psql needs: no password from the config ends up in output."""
+        base = {k: v for k, v in conninfo_to_dict(self.config.standby.conninfo).items()
+                if v is not None}
+        for key in ("host", "hostaddr", "port"):
+            base.pop(key, None)
+        if not internal:
+            base = {k: v for k, v in base.items() if k in ("user", "dbname")}
+        return make_conninfo("", host=str(plan.paths.socket_dir), port=plan.port, **base)
+
+    # --- WAL -----------------------------------------------------------------------------
+
+    def _available(self, s: SnapshotSet, pg_wal: Path) -> archive.Available:
+        return archive.available(archive.listing(self.config.archive.path, pg_wal),
+                                 s.wal_segment_size)
+
+    def _check_wal(self, plan: ClonePlan, pg_wal: Path) -> None:
+        """Before starting: with a local archive, every segment from the set's redo point to
+        its consistency point (and to an LSN target) must be there or in the clone's pg_wal."""
+        if self.config.archive.path is None:
+            return
+        s = plan.set
+        start = s.redo.segment(s.timeline, s.wal_segment_size)
+        needed = s.consistent
+        if plan.target.lsn is not None and plan.target.lsn > needed:
+            needed = plan.target.lsn
+        found = self._available(s, pg_wal)
+        gap = archive.first_gap(found, start)
+        last = needed.segment(s.timeline, s.wal_segment_size)
+        if gap is None and archive.newest(found, s.timeline, s.wal_segment_size) is None:
+            gap = start
+        if gap is not None and gap.number <= last.number:
+            goal = "consistency" if needed == s.consistent else "the target"
+            raise WalMissing(
+                f"WAL segment {gap.name} is missing from the archive {self.config.archive.path}:"
+                f" set {s.id} needs it to reach {goal}"
+            )
+
+    def _explain(self, e: ServerStopped, plan: ClonePlan, pg_wal: Path) -> Exception:
+        cause = e.failure.cause
+        if cause is Cause.BEFORE_CONSISTENT:
+            return _BeforeConsistent()
+        if cause is Cause.PORT_IN_USE:
+            return UsageError(f"port {plan.port} is in use ({e.failure.line})")
+        if cause is Cause.NO_SPACE:
+            return RecoveryFailed(f"no space left for the flashback instance: {e.failure.line}")
+        if cause is Cause.TARGET_NOT_REACHED:
+            return self._missing_wal(plan, pg_wal)
+        return e
+
+    def _missing_wal(self, plan: ClonePlan, pg_wal: Path) -> Exception:
+        s = plan.set
+        where = self.config.archive.path
+        if where is not None:
+            found = self._available(s, pg_wal)
+            gap = archive.first_gap(found, s.redo.segment(s.timeline, s.wal_segment_size))
+            if gap is not None:
+                return WalMissing(
+                    f"WAL segment {gap.name} is missing from the archive {where}: recovery "
+                    f"from set {s.id} stopped there, before the target {plan.target}"
+                )
+            last = archive.newest(found, s.timeline, s.wal_segment_size)
+            after = last.next().name if last else "after the set"
+            return WalMissing(
+                f"WAL segment {after} is not in the archive {where} yet: the target "
+                f"{plan.target} lies beyond the archived WAL (wait for archiving, or run "
+                "SELECT pg_switch_wal() on the primary)"
+            )
+        restored = last_restored(plan.paths.log.read_text(errors="replace"))
+        nxt = Segment.parse(restored, s.wal_segment_size).next().name if restored else "?"
+        return WalMissing(
+            f"recovery ended before the target {plan.target}: WAL segment {nxt} could not be "
+            "restored (missing from the archive, or not archived yet)"
+        )

@@ -1,0 +1,194 @@
+"""A flashback instance's server: start, wait for the target with progress, promote, make
+durable, stop. Failures are read from its server log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from zsnap.clone.recovery import FAST_ONLY
+from zsnap.clone.serverlog import Failure, failure
+from zsnap.errors import PostgresError, RecoveryFailed
+from zsnap.lsn import Lsn
+from zsnap.pg.binaries import PgTools
+from zsnap.pg.connection import Connection, conninfo_for
+from zsnap.runner import Runner
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+# pg_ctl -w returns once the instance is consistent; replay from the set's redo point to its
+# consistency point is short (the snapshot's pause window), but the machine may be slow.
+START_TIMEOUT_S = 3600
+
+
+class ServerStopped(RecoveryFailed):
+    """The instance's server exited; `failure` says why, from its log."""
+
+    def __init__(self, why: Failure):
+        self.failure = why
+        super().__init__(f"the flashback instance stopped: {why.line}")
+
+
+@dataclass(frozen=True)
+class ReplayState:
+    in_recovery: bool
+    pause_state: str
+    replay_lsn: Lsn | None
+    replay_time: datetime | None  # the last replayed commit's timestamp
+
+
+STATE_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'not paused' END,
+       pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()
+"""
+
+
+@dataclass
+class Instance:
+    pg: PgTools
+    pgdata: Path
+    log: Path
+    conninfo: str  # full, for zsnap's own connections
+
+    def start(self) -> None:
+        result = self.pg.run(
+            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-w",
+            "-t", str(START_TIMEOUT_S), "start", timeout=START_TIMEOUT_S + 30, check=False,
+        )
+        if result.returncode != 0:
+            self._wait_exit(10)
+            raise ServerStopped(self.failure())
+
+    def failure(self) -> Failure:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return failure(text)
+
+    def running(self) -> bool:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return False
+        status = self.pg.run("pg_ctl", "-D", str(self.pgdata), "status", mutates=False,
+                             check=False)
+        return status.returncode == 0
+
+    def _wait_exit(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+
+    def connect(self) -> Connection:
+        try:
+            return psycopg.connect(conninfo_for(self.conninfo), autocommit=True)
+        except psycopg.Error as e:
+            if not self.running():
+                raise ServerStopped(self.failure()) from None
+            raise PostgresError(f"cannot connect to the flashback instance: {_first(e)}") from None
+
+    def wait_for_target(
+        self,
+        on_progress: Callable[[ReplayState], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> ReplayState:
+        """Poll until replay is paused at the target (recovery_target_action is always pause)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        conn = self.connect()
+        try:
+            while True:
+                try:
+                    state = self._state(conn)
+                except psycopg.Error:
+                    # The server went away under us: recovery failed; its log says why.
+                    self._wait_exit(30)
+                    raise ServerStopped(self.failure()) from None
+                if on_progress is not None:
+                    on_progress(state)
+                if state.pause_state == "paused" or not state.in_recovery:
+                    return state
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RecoveryFailed(
+                        f"the target was not reached within {timeout_s:g} s "
+                        f"(replayed up to {state.replay_lsn})"
+                    )
+                time.sleep(POLL_S)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _state(conn: Connection) -> ReplayState:
+        row = conn.execute(STATE_SQL).fetchone()
+        assert row is not None
+        in_recovery, pause_state, lsn, ts = row
+        return ReplayState(bool(in_recovery), str(pause_state),
+                           Lsn.parse(lsn) if lsn else None, ts)
+
+    def promote(self) -> None:
+        """pg_promote() while paused at the target: recovery ends there, with an
+        end-of-recovery record rather than the full checkpoint of recovery_target_action
+        'promote'."""
+        with self._session() as conn:
+            if not conn.execute("SELECT pg_promote(true, 3600)").fetchone():
+                raise RecoveryFailed("the flashback instance did not promote")
+
+    def make_durable(self, mountpoints: Sequence[Path], runner: Runner, fast: bool) -> None:
+        """Undo the replay-only settings (fsync back on), checkpoint, and flush the clone's
+        filesystems: pages written while fsync was off, before a restartpoint forgot their
+        sync requests, reach disk too."""
+        with self._session() as conn:
+            if fast:
+                for key in FAST_ONLY:
+                    conn.execute(f"ALTER SYSTEM RESET {key}")
+                conn.execute("SELECT pg_reload_conf()")
+        if fast:
+            self._wait_for_fsync()
+        with self._session() as conn:
+            conn.execute("CHECKPOINT")
+        for mountpoint in mountpoints:
+            runner.run(["sync", "-f", str(mountpoint)], timeout=600)
+
+    def _wait_for_fsync(self) -> None:
+        """Until a new session no longer sees fsync from postgresql.auto.conf: it forked from a
+        postmaster that has reloaded, and so has signalled the checkpointer, whose CHECKPOINT
+        then syncs what fsync = off left unsynced."""
+        deadline = time.monotonic() + 30
+        while True:
+            with self._session() as conn:
+                row = conn.execute(
+                    "SELECT sourcefile FROM pg_settings WHERE name = 'fsync'"
+                ).fetchone()
+            from_auto = bool(row and row[0] and row[0].endswith("postgresql.auto.conf"))
+            if not from_auto or time.monotonic() > deadline:
+                return
+            time.sleep(POLL_S)
+
+    @contextmanager
+    def _session(self) -> Iterator[Connection]:
+        """One connection for one step; errors become one line."""
+        conn = self.connect()
+        try:
+            yield conn
+        except psycopg.Error as e:
+            raise PostgresError(f"flashback instance: {_first(e)}") from None
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
+        result = self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "120",
+                             "stop", timeout=150, check=False)
+        if result.returncode != 0 and self.running():
+            self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",
+                        timeout=150, check=False)
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

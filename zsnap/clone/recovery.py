@@ -1,0 +1,180 @@
+"""Turning a cloned standby data directory into a flashback instance's: signal files, tablespace
+symlinks pointing into the clone, and the settings that make it recover to the target, fast,
+and never touch the production cluster (no archiving into the real archive, no streaming from
+the primary, no shared pid file, its own port and socket)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from zsnap.clone.target import Target
+from zsnap.errors import UsageError
+from zsnap.pg.layout import ROLE_PG_WAL, ROLE_POLAR, ROLE_TABLESPACE, Layout
+
+MB = 1024 * 1024
+GB = 1024 * MB
+
+# Files of the standby that a flashback instance must not have: a stale pid file, the
+# standby's signal (it would stream forever instead of stopping at the target), its options.
+REMOVE = ("postmaster.pid", "standby.signal", "postmaster.opts")
+
+# Recovery settings of the standby that mean nothing, or harm, in a flashback instance.
+STANDBY_ONLY = (
+    "primary_conninfo", "primary_slot_name", "promote_trigger_file", "archive_cleanup_command",
+    "recovery_end_command", "recovery_min_apply_delay", "recovery_target", "recovery_target_time",
+    "recovery_target_lsn", "recovery_target_xid", "recovery_target_name",
+    "recovery_target_inclusive", "recovery_target_timeline", "recovery_target_action",
+)
+# Only one recovery target may be set: the others are cleared, in case postgresql.conf sets one.
+TARGET_KEYS = ("recovery_target", "recovery_target_time", "recovery_target_lsn",
+               "recovery_target_xid", "recovery_target_name")
+
+# Settings for the replay only, put back to the cluster's own once the target is reached.
+FAST_ONLY = ("fsync", "synchronous_commit", "max_wal_size", "checkpoint_timeout")
+
+_SETTING = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=?")
+_DATA_DIRECTORY = re.compile(r"^\s*data_directory\s*=", re.MULTILINE)
+
+
+def machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fast_settings(memory: int) -> dict[str, str]:
+    """Replay tuned for a throwaway instance (DOMAIN.md section 2: 50 s became 16 s): a buffer
+    cache that holds the working set, no fsync while replaying (the instance can always be
+    cloned again; fsync is turned back on and a checkpoint taken before it is handed over),
+    and no restartpoints forced by WAL volume or time."""
+    buffers = min(max(memory // 8, 128 * MB), 4 * GB)
+    return {
+        "shared_buffers": f"{buffers // MB}MB",
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "max_wal_size": "16GB",
+        "checkpoint_timeout": "1d",
+        "recovery_prefetch": "try",
+    }
+
+
+def instance_settings(
+    *,
+    name: str,
+    port: int,
+    listen_addresses: str,
+    socket_dir: Path,
+    restore_command: str,
+    target: Target,
+    fast: bool,
+) -> dict[str, str]:
+    settings = {
+        "port": str(port),
+        "listen_addresses": listen_addresses,
+        "unix_socket_directories": str(socket_dir),
+        "cluster_name": f"zsnap-{name}",
+        # Not the standby's: an external pid file set in postgresql.conf would be overwritten.
+        "external_pid_file": str(socket_dir / "postmaster.pid"),
+        # The server log goes to the file pg_ctl -l names, where zsnap reads it.
+        "logging_collector": "off",
+        "log_destination": "stderr",
+        "archive_mode": "off",
+        "primary_conninfo": "",
+        "primary_slot_name": "",
+        "restore_command": restore_command,
+        "hot_standby": "on",
+        "recovery_target_timeline": "latest",
+        # Always pause at the target, then pg_promote(): promotion then writes an
+        # end-of-recovery record instead of waiting for a full checkpoint.
+        "recovery_target_action": "pause",
+    }
+    # PostgreSQL refuses a second target while one is set, in the order it reads them; only
+    # the last line of a key counts, so the other keys cleared first, ours last, always work.
+    chosen = target.settings()
+    settings.update({key: "" for key in TARGET_KEYS if key not in chosen})
+    settings.update(chosen)
+    if fast:
+        settings.update(fast_settings(machine_memory()))
+    return settings
+
+
+def quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def rewrite_auto_conf(text: str, settings: Mapping[str, str]) -> str:
+    """The standby's postgresql.auto.conf without its recovery settings or any key we set,
+    then ours: one line per key, so nothing is left for a later line to override."""
+    drop = {k.lower() for k in (*settings, *STANDBY_ONLY)}
+    kept = []
+    for line in text.splitlines():
+        m = _SETTING.match(line)
+        if m and not line.lstrip().startswith("#") and m.group(1).lower() in drop:
+            continue
+        kept.append(line)
+    ours = [f"{key} = {quote(value)}" for key, value in settings.items()]
+    return "\n".join([*kept, "# zsnap flashback instance", *ours]) + "\n"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Where the clone's places are: each set member's clone is mounted at `mountpoints[i]`."""
+
+    layout: Layout
+    members: list[str]
+    mountpoints: list[Path]
+
+    def path_of(self, dataset: str, subpath: str) -> Path:
+        base = self.mountpoints[self.members.index(dataset)]
+        return base if subpath in ("", ".") else base / subpath
+
+    @property
+    def pgdata(self) -> Path:
+        place = self.layout.pgdata
+        return self.path_of(place.dataset, place.subpath)
+
+
+def prepare(data: DataDir, settings: dict[str, str], os_user: str) -> None:
+    """Rewire the cloned PGDATA. Runs as root; what it creates is given to the cluster's owner."""
+    pgdata = data.pgdata
+    if not (pgdata / "global" / "pg_control").is_file():
+        raise UsageError(f"the clone has no {pgdata}/global/pg_control: is the set's layout right?")
+    conf = pgdata / "postgresql.conf"
+    if conf.is_file() and _DATA_DIRECTORY.search(conf.read_text(errors="replace")):
+        raise UsageError(
+            f"{conf} sets data_directory: a clone would start on the standby's own files"
+        )
+    owner = pwd.getpwnam(os_user)
+    for name in REMOVE:
+        (pgdata / name).unlink(missing_ok=True)
+    for place in data.layout.places:
+        if place.role == ROLE_TABLESPACE:
+            _relink(pgdata / "pg_tblspc" / str(place.oid),
+                    data.path_of(place.dataset, place.subpath), owner)
+        elif place.role == ROLE_PG_WAL:
+            _relink(pgdata / "pg_wal", data.path_of(place.dataset, place.subpath), owner)
+        elif place.role == ROLE_POLAR:
+            settings = {**settings, "polar_datadir": str(data.path_of(place.dataset,
+                                                                      place.subpath))}
+    signal = pgdata / "recovery.signal"
+    signal.touch(mode=0o600)
+    os.chown(signal, owner.pw_uid, owner.pw_gid)
+    auto = pgdata / "postgresql.auto.conf"
+    old = auto.read_text(errors="replace") if auto.exists() else ""
+    tmp = auto.with_name(auto.name + ".zsnap")
+    tmp.write_text(rewrite_auto_conf(old, settings))
+    os.chmod(tmp, 0o600)
+    os.chown(tmp, owner.pw_uid, owner.pw_gid)
+    tmp.rename(auto)
+
+
+def _relink(link: Path, target: Path, owner: pwd.struct_passwd) -> None:
+    if not target.is_dir():
+        raise UsageError(f"{link} should point at {target}, which the clone does not have")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+    os.lchown(link, owner.pw_uid, owner.pw_gid)

@@ -1,0 +1,94 @@
+"""The flashback instances on this host, read back from their datasets' ZFS user properties:
+a clone carries its own record, so `zsnap clones` needs no local file and survives a crash of
+the zsnap that made it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from zsnap.catalog import PREFIX
+from zsnap.clone.naming import ClonePaths
+from zsnap.errors import NotFoundError
+from zsnap.zfs import UNSET, Zfs
+
+# Written on every clone dataset in the `zfs clone` call itself.
+NAME = PREFIX + "clone"
+CLUSTER = PREFIX + "clone_cluster"
+SET = PREFIX + "clone_set"
+TARGET = PREFIX + "clone_target"
+PORT = PREFIX + "clone_port"
+MEMBER = PREFIX + "clone_member"
+CREATED = PREFIX + "clone_created"
+DIR = PREFIX + "clone_dir"
+PGDATA = PREFIX + "clone_pgdata"
+COLUMNS = [NAME, CLUSTER, SET, TARGET, PORT, MEMBER, CREATED, DIR, PGDATA, "origin", "mountpoint"]
+
+
+class Clone(BaseModel):
+    name: str
+    cluster: str
+    set: str
+    target: str
+    port: int
+    created: datetime | None
+    dir: Path
+    pgdata: Path
+    datasets: list[str]  # in set member order
+    origins: list[str]
+    mountpoints: list[Path]
+    used_bytes: int | None = None
+    state: str = "unknown"
+
+    @property
+    def paths(self) -> ClonePaths:
+        return ClonePaths(self.name, self.dir.parent)
+
+
+def read(zfs: Zfs, cluster: str | None = None) -> list[Clone]:
+    """Every clone (of `cluster`, if given), by name; one `zfs list` and one `zfs get` call."""
+    out = zfs.run("list", "-H", "-t", "filesystem", "-o", ",".join(["name", *COLUMNS]),
+                  mutates=False, timeout=300)
+    rows: dict[str, list[dict[str, str]]] = {}
+    for line in out.splitlines():
+        fields = dict(zip(["name", *COLUMNS], line.split("\t"), strict=True))
+        if fields[NAME] in (UNSET, "") or fields[MEMBER] == UNSET:
+            continue
+        if cluster is not None and fields[CLUSTER] != cluster:
+            continue
+        rows.setdefault(fields[NAME], []).append(fields)
+    clones = [_build(name, members) for name, members in sorted(rows.items())]
+    datasets = [d for c in clones for d in c.datasets]
+    used = zfs.get(datasets, ["used"]) if datasets else {}
+    for c in clones:
+        sizes = [used.get(d, {}).get("used", UNSET) for d in c.datasets]
+        c.used_bytes = sum(int(s) for s in sizes if s.isdigit())
+    return clones
+
+
+def get(zfs: Zfs, name: str, cluster: str | None = None) -> Clone:
+    for c in read(zfs, cluster):
+        if c.name == name:
+            return c
+    raise NotFoundError(f"no flashback instance named {name} (zsnap clones lists them)")
+
+
+def _build(name: str, members: list[dict[str, str]]) -> Clone:
+    members = sorted(members, key=lambda m: int(m[MEMBER]) if m[MEMBER].isdigit() else 0)
+    first = members[0]
+    created = first[CREATED]
+    return Clone(
+        name=name,
+        cluster=first[CLUSTER],
+        set=first[SET],
+        target=first[TARGET],
+        port=int(first[PORT]) if first[PORT].isdigit() else 0,
+        created=datetime.fromisoformat(created) if created != UNSET else None,
+        dir=Path(first[DIR]),
+        pgdata=Path(first[PGDATA]),
+        datasets=[m["name"] for m in members],
+        origins=[m["origin"] for m in members if m["origin"] != UNSET],
+        mountpoints=[Path(m["mountpoint"]) for m in members],
+    )

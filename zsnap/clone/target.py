@@ -1,0 +1,96 @@
+"""Recovery targets: what the user asked for, read once, and the PostgreSQL settings it becomes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from zsnap.errors import UsageError
+from zsnap.lsn import Lsn
+
+_XID = re.compile(r"^\d{1,20}$")
+
+
+class Kind(StrEnum):
+    TIME = "time"
+    LSN = "lsn"
+    XID = "xid"
+    NAME = "name"
+    IMMEDIATE = "immediate"
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Kind
+    time: datetime | None = None
+    lsn: Lsn | None = None
+    value: str = ""
+    # Set when TIME had no offset and was read as the machine's local time.
+    local_time_assumed: bool = False
+
+    @classmethod
+    def at_time(cls, text: str) -> Target:
+        """ISO 8601; without an offset the machine's local time, as a person at it means."""
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise UsageError(
+                f"not an ISO 8601 time: {text!r} (e.g. 2026-11-21T14:04:59+01:00)"
+            ) from None
+        if parsed.tzinfo is None:
+            return cls(Kind.TIME, time=parsed.astimezone(), local_time_assumed=True)
+        return cls(Kind.TIME, time=parsed)
+
+    @classmethod
+    def at_lsn(cls, text: str) -> Target:
+        try:
+            return cls(Kind.LSN, lsn=Lsn.parse(text))
+        except ValueError:
+            raise UsageError(f"not an LSN: {text!r} (e.g. 0/3000060)") from None
+
+    @classmethod
+    def at_xid(cls, text: str) -> Target:
+        if not _XID.match(text.strip()):
+            raise UsageError(f"not a transaction id: {text!r}")
+        return cls(Kind.XID, value=text.strip())
+
+    @classmethod
+    def at_restore_point(cls, name: str) -> Target:
+        if not name or len(name) >= 64:
+            raise UsageError("a restore point name has 1 to 63 characters")
+        return cls(Kind.NAME, value=name)
+
+    @classmethod
+    def immediate(cls) -> Target:
+        return cls(Kind.IMMEDIATE)
+
+    def __str__(self) -> str:
+        if self.time is not None:
+            return f"time:{self.time.isoformat()}"
+        if self.lsn is not None:
+            return f"lsn:{self.lsn}"
+        if self.kind is Kind.IMMEDIATE:
+            return "immediate"
+        return f"{self.kind.value}:{self.value}"
+
+    @property
+    def note(self) -> str | None:
+        if not self.local_time_assumed or self.time is None:
+            return None
+        return f"no offset given: read as local time ({self.time.strftime('UTC%z')})"
+
+    def settings(self) -> dict[str, str]:
+        """The recovery_target_* settings, unquoted."""
+        if self.time is not None:
+            # Microseconds kept: commit timestamps have them, and a target exact to the commit
+            # must not be rounded to the second.
+            return {"recovery_target_time": self.time.isoformat(sep=" ")}
+        if self.lsn is not None:
+            return {"recovery_target_lsn": str(self.lsn)}
+        if self.kind is Kind.XID:
+            return {"recovery_target_xid": self.value}
+        if self.kind is Kind.NAME:
+            return {"recovery_target_name": self.value}
+        return {"recovery_target": "immediate"}

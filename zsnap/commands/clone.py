@@ -1,0 +1,182 @@
+"""`zsnap clone`, `zsnap clones`, `zsnap destroy`: flashback instances."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from zsnap.clone import registry
+from zsnap.clone.create import CloneRequest, CloneResult, CreateClone
+from zsnap.clone.destroy import DestroyClone
+from zsnap.clone.instance import ReplayState
+from zsnap.clone.target import Target
+from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.errors import UsageError
+from zsnap.output import console, emit, err_console, fmt_time, table
+from zsnap.pg.binaries import PgTools, find_bindir
+
+
+def _target(at: str | None, lsn: str | None, xid: str | None, restore_point: str | None,
+            immediate: bool, set_id: str | None) -> Target:
+    given = [(at, Target.at_time), (lsn, Target.at_lsn), (xid, Target.at_xid),
+             (restore_point, Target.at_restore_point)]
+    chosen = [(value, make) for value, make in given if value is not None]
+    if len(chosen) + int(immediate) > 1:
+        raise UsageError("give one target: --at, --lsn, --xid, --restore-point or --immediate")
+    if chosen:
+        value, make = chosen[0]
+        return make(value)
+    if immediate or set_id is not None:
+        return Target.immediate()
+    raise UsageError("give a target: --at TIME, --lsn, --xid, --restore-point or --immediate")
+
+
+@contextmanager
+def _progress_bar(
+    target: Target, show: bool
+) -> Iterator[Callable[[ReplayState], None] | None]:
+    """Replay against the target on a terminal: commit time for time targets, WAL position
+    for LSN targets, the replayed position alone otherwise."""
+    if not show:
+        yield None
+        return
+    with Progress(TextColumn("replaying"), BarColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task: TaskID = bar.add_task("", total=None)
+        first: list[ReplayState] = []
+
+        def update(state: ReplayState) -> None:
+            if not first:
+                first.append(state)
+            start = first[0]
+            if target.time and start.replay_time and state.replay_time:
+                total = (target.time - start.replay_time).total_seconds()
+                done = (state.replay_time - start.replay_time).total_seconds()
+                bar.update(task, total=max(total, 0.001), completed=done,
+                           description=f"commits to {fmt_time(state.replay_time)}")
+            elif target.lsn and start.replay_lsn and state.replay_lsn:
+                bar.update(task, total=max(target.lsn - start.replay_lsn, 1),
+                           completed=state.replay_lsn - start.replay_lsn,
+                           description=f"at {state.replay_lsn}")
+            else:
+                bar.update(task, description=f"at {state.replay_lsn}")
+
+        yield update
+
+
+@click.command()
+@click.option("--at", "at", metavar="TIME",
+              help="ISO 8601 time; without an offset, this machine's local time.")
+@click.option("--lsn", help="Recover up to this WAL location.")
+@click.option("--xid", help="Recover up to the commit of this transaction id.")
+@click.option("--restore-point", help="Recover up to this named restore point.")
+@click.option("--immediate", is_flag=True, help="Stop as soon as the set is consistent.")
+@click.option("--set", "set_id", metavar="ID", help="Use this snapshot set (no fallback).")
+@click.option("--name", help="Name of the flashback instance (default clone-<time>).")
+@click.option("--port", type=int, help="Port (default: the first free one in port_range).")
+@click.option("--pause", is_flag=True,
+              help="Stay paused (read-only) at the target instead of promoting.")
+@click.option("--no-fast-recovery", is_flag=True,
+              help="Replay with the cluster's own settings (fsync on, its buffers).")
+@click.option("--timeout", type=float, help="Give up if the target takes longer (seconds).")
+@dry_run_option
+@json_option
+@pass_ctx
+@handled
+def clone(obj: Context, at: str | None, lsn: str | None, xid: str | None,
+          restore_point: str | None, immediate: bool, set_id: str | None, name: str | None,
+          port: int | None, pause: bool, no_fast_recovery: bool, timeout: float | None,
+          dry_run: bool, as_json: bool) -> None:
+    """Start a flashback instance: the database as it was at a target."""
+    target = _target(at, lsn, xid, restore_point, immediate, set_id)
+    request = CloneRequest(target, name=name, port=port, pause=pause, set_id=set_id,
+                           fast_recovery=not no_fast_recovery, timeout_s=timeout)
+    if dry_run:
+        plan = CreateClone(obj.config, obj.zfs(dry_run=True)).plan(request)
+        data: dict[str, Any] = {
+            "name": plan.name, "set": plan.set.id, "port": plan.port, "target": str(target),
+            "target_note": target.note, "datasets": plan.datasets,
+            "mountpoints": [str(plan.paths.mountpoint(i)) for i in range(len(plan.datasets))],
+            "dry_run": True,
+        }
+        emit(data, as_json, lambda: table(
+            "flashback instance (dry run: nothing made)", ["what", "value"],
+            [[k, v] for k, v in data.items() if k != "dry_run"]))
+        return
+    with _progress_bar(target, err_console.is_terminal and not as_json) as on_progress:
+        result = CreateClone(obj.config, obj.zfs(), on_progress=on_progress).run(request)
+    emit(result.to_json(), as_json, lambda: _print_result(result))
+
+
+def _print_result(r: CloneResult) -> None:
+    state = "promoted" if r.promoted else "paused at the target (read-only)"
+    recovered = r.recovered_to.isoformat(sep=" ") if r.recovered_to else "no commit replayed"
+    lines = [
+        f"flashback instance [bold]{r.name}[/] is ready, {state}",
+        f"  from set      {r.set_id}"
+        + (f" (fell back from {', '.join(r.fell_back_from)})" if r.fell_back_from else ""),
+        f"  target        {r.target}" + (f"  [yellow]({r.target.note})[/]" if r.target.note
+                                         else ""),
+        f"  recovered to  {recovered}",
+        f"  elapsed       {r.elapsed_s:.1f} s",
+        f"  connect       psql \"{r.dsn}\"",
+        f"  remove        zsnap destroy {r.name}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def _state(pg: PgTools, c: registry.Clone) -> str:
+    if not (c.pgdata / "postmaster.pid").exists():
+        return "stopped"
+    status = pg.run("pg_ctl", "-D", str(c.pgdata), "status", mutates=False, check=False)
+    return "running" if status.returncode == 0 else "stopped"
+
+
+@click.command()
+@json_option
+@pass_ctx
+@handled
+def clones(obj: Context, as_json: bool) -> None:
+    """List the flashback instances."""
+    cfg = obj.config
+    zfs = obj.zfs()
+    pg = PgTools(zfs.runner, find_bindir(cfg.standby.pg_bin), cfg.standby.os_user)
+    found = registry.read(zfs, cfg.snapshot.cluster)
+    for c in found:
+        c.state = _state(pg, c)
+    rows = [[c.name, c.set, c.target, c.port, c.state, _size(c.used_bytes), fmt_time(c.created)]
+            for c in found]
+    emit([c.model_dump(mode="json") for c in found], as_json, lambda: table(
+        f"flashback instances of {cfg.snapshot.cluster}",
+        ["name", "set", "target", "port", "state", "used", "created"], rows))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{n}B"
+        value /= 1024
+    return str(n)
+
+
+@click.command()
+@click.argument("name")
+@dry_run_option
+@json_option
+@pass_ctx
+@handled
+def destroy(obj: Context, name: str, dry_run: bool, as_json: bool) -> None:
+    """Stop a flashback instance and destroy its datasets, leaving nothing behind."""
+    result = DestroyClone(obj.config, obj.zfs(dry_run=dry_run)).run(name, dry_run=dry_run)
+    verb = "would destroy" if dry_run else "destroyed"
+    emit(result.to_json(), as_json, lambda: console.print(
+        f"{verb} flashback instance {name}: {len(result.datasets)} datasets, {result.dir}",
+        highlight=False))
