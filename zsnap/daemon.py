@@ -189,36 +189,44 @@ class Daemon:
         self._reload_requested = True
 
     def run(self) -> int:
+        """Until SIGTERM or SIGINT; SIGHUP reloads."""
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
-        resume_abandoned(self.config.state.dir)
-        self.scheduler.start()
-        self._build_jobs()
-        log.info("zsnap daemon started (pid %d, config %s)", os.getpid(),
-                 config_module.config_path(self.config_path))
+        self.start()
         sd_notify("READY=1\nSTATUS=scheduling")
-        next_beat = 0.0
+        next_beat = time.monotonic()
         while self._stop_signal is None:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
-                next_beat = 0.0
+                next_beat = time.monotonic()
             if time.monotonic() >= next_beat:
                 self._heartbeat("running")
-                interval = self.config.schedule.heartbeat_interval.total_seconds()
-                next_beat = time.monotonic() + interval
+                next_beat += self.config.schedule.heartbeat_interval.total_seconds()
             time.sleep(0.2)
-        name = signal.Signals(self._stop_signal).name
-        log.info("%s: stopping; waiting for running jobs to finish (%s)", name,
-                 ", ".join(self._running_jobs()) or "none")
+        log.info("%s: stopping", signal.Signals(self._stop_signal).name)
         sd_notify("STOPPING=1")
+        self.stop()
+        return 0
+
+    def start(self) -> None:
+        resume_abandoned(self.config.state.dir)
+        self.scheduler.start()
+        self._build_jobs()
+        self._heartbeat("running")
+        log.info("zsnap daemon started (pid %d, config %s)", os.getpid(),
+                 config_module.config_path(self.config_path))
+
+    def stop(self) -> None:
+        """Take no new runs, and wait for the running ones: never cut a job short, since a
+        snapshot may hold replay paused."""
+        log.info("waiting for running jobs to finish: %s", ", ".join(self._running_jobs()) or
+                 "none")
         self._heartbeat("stopping")
-        # Never cut a job short: a snapshot may hold replay paused.
         self.scheduler.shutdown(wait=True)
         self._heartbeat("stopped")
         log.info("zsnap daemon stopped")
-        return 0
 
     def _running_jobs(self) -> list[str]:
         with self._running_lock:

@@ -96,9 +96,10 @@ class History:
             self.record(what, outcome, started=started, duration_s=time.monotonic() - t0,
                         detail=str(e) or type(e).__name__, origin=origin)
             raise
-        detail = str(info.pop("detail", ""))
+        data = dict(info)
+        detail = str(data.pop("detail", ""))
         self.record(what, OK, started=started, duration_s=time.monotonic() - t0, detail=detail,
-                    origin=origin, data=info)
+                    origin=origin, data=data)
 
     def _trim(self) -> None:
         """Keep the newer half: a new file renamed into place, then the directory fsynced."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from zsnap.commands import Context, json_option, pass_ctx
 from zsnap.errors import ZsnapError
@@ -58,7 +59,8 @@ def check(obj: Context, as_json: bool, nagios: bool, prometheus: Path | None) ->
     else:
         def human() -> None:
             table(f"zsnap check: {state.name}", ["check", "state", "summary", "hint"], [
-                [r.name, f"[{STYLE[r.status.name]}]{r.status.name}[/]", r.summary, r.hint]
+                [r.name, f"[{STYLE[r.status.name]}]{r.status.name}[/]", escape(r.summary),
+                 escape(r.hint)]
                 for r in results
             ])
             if target is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
 from zsnap.errors import EXIT_FAILURE
@@ -45,14 +46,16 @@ def prune(obj: Context, dry_run: bool, as_json: bool) -> None:
         rows = []
         for v in result.verdicts:
             if v.error:
-                action = f"[red]KEPT: {v.error}[/]"
+                action = f"[red]KEPT: {escape(v.error)}[/]"
             elif v.decision.keep:
                 action = "keep"
             else:
                 action = f"[bold]{verb}[/]"
-            rows.append([v.set.id, fmt_time(v.set.created),
-                         "yes" if v.set.complete else "NO", action, "; ".join(v.decision.reasons)])
-        table(f"retention: {result.policy}", ["set", "created", "complete", "action", "why"], rows)
+            why = escape("; ".join(v.decision.reasons))
+            rows.append([v.set.id, fmt_time(v.set.created), "yes" if v.set.complete else "NO",
+                         action, why])
+        columns = ["set", "created", "complete", "action", "why"]
+        table(escape(f"retention: {result.policy}"), columns, rows)
         if result.wal is not None:
             w = result.wal
             console.print(
