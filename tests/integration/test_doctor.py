@@ -1,0 +1,205 @@
+"""`zsnap doctor` on the real lab: a healthy standby passes; a broken restore_command, a
+synchronous standby with remote_apply, a replay left paused by a dead zsnap and missing
+privileges are each named while the other checks still run. Also the least-privilege role of
+docs/install.md takes a set."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from zsnap.lab import LabInfo
+from zsnap.pg.replay import MARKER
+
+
+def checks(report: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+def doctor(cli: Any) -> tuple[int, dict[str, Any]]:
+    proc = cli("doctor", "--json", check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def variant(lab: LabInfo, tmp_path: Path, old: str, new: str) -> Path:
+    """The lab's config with one text replaced."""
+    text = lab.config_file.read_text()
+    assert old in text
+    path = tmp_path / "zsnap.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def on_primary(lab: LabInfo, *statements: str) -> None:
+    with psycopg.connect(lab.conninfo("primary"), autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+def wait_replayed(lab: LabInfo) -> None:
+    """Until the standby has replayed everything the primary wrote so far."""
+    with psycopg.connect(lab.conninfo("primary"), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+    assert row is not None
+    with psycopg.connect(lab.conninfo("standby"), autocommit=True) as conn:
+        for _ in range(600):
+            done = conn.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(row[0]),)
+            ).fetchone()
+            if done and done[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the standby did not catch up")
+
+
+def test_healthy_lab_passes(lab: LabInfo, cli: Any) -> None:
+    code, report = doctor(cli)
+    assert code == 0 and report["ok"] is True
+    found = checks(report)
+    for name in ("state dir writable", "replay marker", "standby connection", "in recovery",
+                 "layout on ZFS", "recordsize", "privileges", "synchronous standby",
+                 "restore_command"):
+        assert found[name]["status"] == "OK", found[name]
+    layout = report["layout"]
+    assert [p["dataset"] for p in layout] == list(lab.datasets)
+    assert [p["control_file"] for p in layout] == [True, False, False]
+    assert layout[0]["role"] == "pgdata" and layout[0]["path"] == str(lab.standby_data)
+    assert {p["oid"] for p in layout[1:]} and all(p["role"] == "tablespace" for p in layout[1:])
+    human = cli("doctor").stdout
+    assert "all checks passed" in human and "restore_command" in human
+
+
+def test_broken_restore_command_fails_alone(lab: LabInfo, cli: Any, tmp_path: Path) -> None:
+    config = variant(lab, tmp_path, f'restore_command = "cp {lab.archive}/%f %p"',
+                     'restore_command = "cp /nonexistent/archive/%f %p"')
+    code, report = doctor(replace(cli, config=config))
+    assert code == 1 and report["ok"] is False
+    found = checks(report)
+    assert found["restore_command"]["status"] == "FAIL"
+    assert "No such file" in found["restore_command"]["detail"]
+    assert [c for c in report["checks"] if c["status"] == "FAIL"] == [found["restore_command"]]
+    assert not list(Path("/tmp").glob("zsnap-doctor-*"))  # the scratch directory is gone
+
+
+def test_restore_command_without_local_archive_path(
+    lab: LabInfo, cli: Any, tmp_path: Path
+) -> None:
+    """No [archive] path: the segment before the last restartpoint's is fetched."""
+    config = variant(lab, tmp_path, f'path = "{lab.archive}"\n', "")
+    code, report = doctor(replace(cli, config=config))
+    assert checks(report)["restore_command"]["status"] == "OK", report
+    assert code == 0
+
+
+def test_synchronous_standby_with_remote_apply_fails(lab: LabInfo, cli: Any) -> None:
+    try:
+        on_primary(lab, "ALTER SYSTEM SET synchronous_standby_names = 'walreceiver'",
+                   "ALTER SYSTEM SET synchronous_commit = 'remote_apply'",
+                   "SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        code, report = doctor(cli)
+        sync = checks(report)["synchronous standby"]
+        assert code == 1 and sync["status"] == "FAIL", sync
+        assert "remote_apply" in sync["detail"] and "walreceiver" in sync["hint"]
+        on_primary(lab, "ALTER SYSTEM SET synchronous_commit = 'on'", "SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        code, report = doctor(cli)
+        assert code == 0 and checks(report)["synchronous standby"]["status"] == "WARN"
+    finally:
+        on_primary(lab, "ALTER SYSTEM RESET synchronous_standby_names",
+                   "ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()")
+
+
+def test_unreachable_primary_is_a_warning(lab: LabInfo, cli: Any, tmp_path: Path) -> None:
+    """With the primary stopped the standby cannot be checked for synchronous replication
+    from there: doctor says so rather than guessing."""
+    from zsnap.lab import Lab
+
+    the_lab = Lab(lab.name, base=lab.root.parent)
+    the_lab.stop(lab, "primary")
+    try:
+        code, report = doctor(cli)
+        sync = checks(report)["synchronous standby"]
+        assert sync["status"] == "WARN" and "cannot ask the primary" in sync["detail"]
+        assert code == 0
+    finally:
+        the_lab.start(lab, "primary")
+
+
+def test_stale_marker_is_reported_and_replay_resumed(lab: LabInfo, cli: Any) -> None:
+    marker = lab.root / "state" / MARKER
+    with psycopg.connect(lab.conninfo("standby"), autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+        # A marker as a zsnap that died would have left it (no process holds the lock).
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(
+            {"pid": 999999, "conninfo": lab.conninfo("standby"), "at": time.time()}
+        ))
+        code, report = doctor(cli)
+        found = checks(report)["replay marker"]
+        assert found["status"] == "WARN" and "resumed" in found["detail"]
+        assert code == 0
+        row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
+        assert row is not None and row[0] == "not paused"
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def roles(lab: LabInfo) -> Iterator[None]:
+    """The least-privilege role of docs/install.md, and one without any grant."""
+    on_primary(
+        lab,
+        "CREATE ROLE zsnap_test LOGIN",
+        "GRANT EXECUTE ON FUNCTION pg_wal_replay_pause(), pg_wal_replay_resume() TO zsnap_test",
+        "GRANT pg_checkpoint, pg_read_all_settings TO zsnap_test",
+        "CREATE ROLE zsnap_nobody LOGIN",
+    )
+    wait_replayed(lab)
+    try:
+        yield
+    finally:
+        on_primary(
+            lab,
+            "REVOKE EXECUTE ON FUNCTION pg_wal_replay_pause(), pg_wal_replay_resume() "
+            "FROM zsnap_test",
+            "DROP ROLE zsnap_test", "DROP ROLE zsnap_nobody",
+        )
+
+
+@pytest.mark.usefixtures("roles")
+def test_least_privilege_role_passes_and_takes_a_set(
+    lab: LabInfo, cli: Any, tmp_path: Path
+) -> None:
+    config = variant(lab, tmp_path, "user=postgres", "user=zsnap_test")
+    limited = replace(cli, config=config)
+    code, report = doctor(limited)
+    privileges = checks(report)["privileges"]
+    assert code == 0 and privileges["status"] == "OK", report
+    assert "superuser" not in privileges["detail"]
+    taken = limited.json("snapshot")
+    assert taken["complete"] is True
+    with psycopg.connect(lab.conninfo("standby"), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
+    assert row is not None and row[0] == "not paused"
+
+
+@pytest.mark.usefixtures("roles")
+def test_role_without_grants_is_named(lab: LabInfo, cli: Any, tmp_path: Path) -> None:
+    config = variant(lab, tmp_path, "user=postgres", "user=zsnap_nobody")
+    code, report = doctor(replace(cli, config=config))
+    assert code == 1
+    privileges = checks(report)["privileges"]
+    assert privileges["status"] == "FAIL"
+    for missing in ("pg_wal_replay_pause()", "pg_wal_replay_resume()", "pg_checkpoint",
+                    "pg_read_all_settings"):
+        assert missing in privileges["detail"]
+    assert "GRANT" in privileges["hint"]
+    # The checks that could still run did.
+    assert checks(report)["restore_command"]["status"] == "OK"
