@@ -1,0 +1,68 @@
+"""`python -m bench run|report`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from bench.report import render
+from bench.run import BenchRun, Options
+from zsnap.errors import ZsnapError
+
+
+@click.group()
+def cli() -> None:
+    """Benchmarks of zsnap flashbacks against pgBackRest and pg_basebackup."""
+
+
+@cli.command()
+@click.option("--size-gb", default=2.0, show_default=True, help="pgbench database size.")
+@click.option("--runs", default=3, show_default=True, help="Runs per path (medians).")
+@click.option("--wal-gb", type=float, default=None, help="WAL written after the common start "
+              "[default: half the size].")
+@click.option("--days", default=7, show_default=True,
+              help="Days the write window stands for (one zsnap set a day).")
+@click.option("--targets", default=5, show_default=True, help="Random targets in scenario b.")
+@click.option("--double/--no-double", default=True, show_default=True,
+              help="Scenario c: repeat with twice the data.")
+@click.option("--basebackup/--no-basebackup", default=True, show_default=True)
+@click.option("--zfs-restore/--no-zfs-restore", default=True, show_default=True,
+              help="Also restore with pgBackRest onto a ZFS dataset.")
+@click.option("--scale-sets", default=1000, show_default=True)
+@click.option("--name", default="zbench", show_default=True, help="Lab name.")
+@click.option("--port", default=47320, show_default=True, help="Lab primary port.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Results JSON [default: bench/results/<size>gb.json]; Markdown beside it.")
+def run(size_gb: float, runs: int, wal_gb: float | None, days: int, targets: int,
+        double: bool, basebackup: bool, zfs_restore: bool, scale_sets: int, name: str,
+        port: int, keep: bool, out: Path | None) -> None:
+    """Build a lab, run every scenario, write results (JSON and Markdown)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    out = out or Path(f"bench/results/{size_gb:g}gb.json")
+    options = Options(size_gb=size_gb, runs=runs, wal_gb=wal_gb, days=days, targets=targets,
+                      double=double, basebackup=basebackup, zfs_restore=zfs_restore,
+                      scale_sets=scale_sets, name=name, port=port, keep=keep, out=out)
+    try:
+        results = BenchRun(options).run()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    out.with_suffix(".md").write_text(render(results))
+    click.echo(render(results))
+
+
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+def report(results: Path) -> None:
+    """Print the Markdown for a results JSON."""
+    click.echo(render(json.loads(results.read_text())))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,200 @@
+"""Results (the JSON a run writes) as Markdown tables: medians, spreads and ratios."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bench.stats import Summary, ratio
+
+LABELS = {
+    "zsnap": "zsnap clone --at T",
+    "pgbackrest": "pgBackRest restore --type=time",
+    "pgbackrest-zfs": "pgBackRest restore --type=time onto ZFS",
+    "basebackup": "pg_basebackup (tar) extract + PITR",
+}
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def seconds(summary: Summary | None) -> str:
+    if summary is None:
+        return "-"
+    if summary.n == 1:
+        return f"{summary.median:.1f} s"
+    return f"{summary.median:.1f} s ({summary.low:.1f}-{summary.high:.1f})"
+
+
+def times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
+
+
+def gib(size: float) -> str:
+    return f"{size / 1024**3:.2f} GiB"
+
+
+def by_path(outcomes: list[dict[str, Any]], scenario: str) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for o in outcomes:
+        if o["scenario"] == scenario:
+            groups.setdefault(o["path"], []).append(o)
+    return groups
+
+
+def summary_of(entries: list[dict[str, Any]], key: str) -> Summary | None:
+    values = [float(e[key]) for e in entries if e.get(key) is not None]
+    return Summary.of(values) if values else None
+
+
+def restore_table(outcomes: list[dict[str, Any]], scenario: str) -> str:
+    """One row per path: ready time (median, spread), its parts, and the ratio to zsnap."""
+    groups = by_path(outcomes, scenario)
+    base = summary_of(groups.get("zsnap", []), "total_s")
+    rows = []
+    for path, entries in groups.items():
+        total = summary_of(entries, "total_s")
+        assert total is not None
+        rows.append([
+            LABELS.get(path, path), entries[0]["filesystem"], total.n, seconds(total),
+            seconds(summary_of(entries, "copy_s")), seconds(summary_of(entries, "recover_s")),
+            times(ratio(total.median, base.median)) if base else "-",
+            ", ".join(sorted({str(e["history_rows"]) for e in entries})),
+        ])
+    return table(
+        ["path", "filesystem", "runs", "ready after (median, min-max)", "copy", "start to ready",
+         "x zsnap", "pgbench_history rows"],
+        rows,
+    )
+
+
+def schedule_table(outcomes: list[dict[str, Any]]) -> str:
+    groups = by_path(outcomes, "b")
+    rows = []
+    for entries in zip(*groups.values(), strict=False):
+        row: list[object] = [f"day {entries[0]['day']:.2f}"]
+        for e in entries:
+            detail = e.get("detail") or {}
+            chosen = f" (set {detail['set']})" if detail.get("set") else ""
+            row.append(f"{e['total_s']:.1f} s{chosen}")
+        rows.append(row)
+    medians: list[object] = ["**median**"]
+    for entries in groups.values():
+        total = summary_of(entries, "total_s")
+        medians.append(f"**{total.median:.1f} s**" if total else "-")
+    rows.append(medians)
+    return table(["target", *(LABELS.get(p, p) for p in groups)], rows)
+
+
+def doubling_table(outcomes: list[dict[str, Any]]) -> str:
+    a, c = by_path(outcomes, "a"), by_path(outcomes, "c")
+    rows = []
+    for path, entries in c.items():
+        small = summary_of(a.get(path, []), "total_s")
+        big = summary_of(entries, "total_s")
+        assert big is not None
+        rows.append([
+            LABELS.get(path, path), entries[0]["filesystem"],
+            gib(a[path][0]["size_bytes"]) if path in a else "-", seconds(small),
+            gib(entries[0]["size_bytes"]), seconds(big),
+            times(ratio(big.median, small.median)) if small else "-",
+        ])
+    return table(["path", "filesystem", "size S", "ready (S)", "size 2S", "ready (2S)",
+                  "2S / S"], rows)
+
+
+def snapshot_cost_table(cost: dict[str, Any]) -> str:
+    base, during = cost["baseline"], cost.get("during_max_lag_bytes")
+    pause = cost["pause_ms"]
+    rows = [
+        ["replay paused per set (pause_ms)",
+         f"median {pause['median']:.0f} ms ({pause['low']:.0f}-{pause['high']:.0f})"],
+        ["lag without a set: median / p95 / max",
+         f"{_kib(base['bytes_p50'])} / {_kib(base['bytes_p95'])} / {_kib(base['bytes_max'])}"],
+        ["lag around a set (max within it and 2 s after): median / max over sets",
+         f"{_kib(during['median'])} / {_kib(during['high'])}" if during else "-"],
+        ["replay_lag without a set: median / max",
+         f"{_s(base['replay_lag_s_p50'])} / {_s(base['replay_lag_s_max'])}"],
+        ["replay_lag around each set (max)",
+         ", ".join(_s(p["max_replay_lag_s"]) for p in cost["per_set"])],
+    ]
+    return table(["under pgbench -R " + str(cost["rate_tps"]), "value"], rows)
+
+
+def _kib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1024:.0f} KiB"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def scale_table(scale: dict[str, Any]) -> str:
+    rows = []
+    for when, label in (("before", "real sets only"), ("after", f"+{scale['sets']} sets")):
+        for command, data in scale[when].items():
+            s = data["seconds"]
+            rows.append([f"zsnap {command}", label, data["rows"],
+                         f"{s['median']:.2f} s ({s['low']:.2f}-{s['high']:.2f})",
+                         data["zfs_calls"]])
+    return table(["command", "catalog", "sets listed", "time (median, min-max)", "zfs calls"],
+                 rows)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The measured part of docs/benchmarks.md."""
+    m = results.get("machine", {})
+    out = [
+        "```",
+        f"{results['command']}",
+        "```",
+        "",
+        table(["", ""], [
+            ["date", m.get("date")], ["cpus", m.get("nproc")],
+            ["memory", f"{m.get('memory_gib')} GiB"], ["kernel", m.get("kernel")],
+            ["os", m.get("os")], ["PostgreSQL", m.get("postgresql")],
+            ["pgBackRest", m.get("pgbackrest")], ["ZFS", m.get("zfs")],
+            ["load average at start / end", f"{m.get('load_average_start')} / "
+                                            f"{m.get('load_average_end')}"],
+            *([f"filesystem: {k}", v] for k, v in results.get("filesystems", {}).items()),
+        ]),
+    ]
+    outcomes = results.get("outcomes", [])
+    window = results.get("window")
+    if "load" in results:
+        load = results["load"]
+        out += ["", f"Database: pgbench scale {load['scale']}, {gib(load['size_bytes'])} "
+                    f"(pgbench -i {load['init_s']} s; standby caught up "
+                    f"{load['standby_caught_up_s']} s later)."]
+    if window:
+        out += ["", f"Writes after the common start: {gib(window['wal_bytes'])} of WAL, "
+                    f"{window['transactions']} pgbench transactions in {window['seconds']:.0f} s; "
+                    f"target T = {window['target']}."]
+    if any(o["scenario"] == "a" for o in outcomes):
+        out += ["", "### a. Same start, same target", "", restore_table(outcomes, "a")]
+    if any(o["scenario"] == "b" for o in outcomes):
+        out += ["", "### b. Schedule: random targets over the window", "",
+                schedule_table(outcomes)]
+    if any(o["scenario"] == "c" for o in outcomes):
+        out += ["", "### c. Database size doubled", "", doubling_table(outcomes)]
+    if "snapshot_cost" in results:
+        out += ["", "### Snapshot cost", "", snapshot_cost_table(results["snapshot_cost"])]
+    if "scale" in results:
+        sc = results["scale"]
+        out += ["", "### Catalog at scale", "",
+                f"{sc['sets']} sets of {sc['datasets_per_set']} datasets made in "
+                f"{sc['create_s']} s (one `zfs snapshot` per snapshot), removed in "
+                f"{sc['remove_s']} s; {sc['snapshots_on_host']} snapshots on the host "
+                "while measuring.", "", scale_table(sc)]
+    return "\n".join(out) + "\n"

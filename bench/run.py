@@ -1,0 +1,249 @@
+"""One benchmark run, end to end, on a lab of its own: build it, load pgbench, set up
+pgBackRest, run the scenarios, measure a set's cost and the catalog at scale, write results.
+
+Scenarios (every restore ends in a promoted instance that answers a query):
+  a. same start: backups and a set taken together, writes, all paths to the same target T;
+  b. schedule: one pgBackRest full backup, a zsnap set every "day" of the write window,
+     random targets across the window (zsnap picks its set, pgBackRest its full backup);
+  c. size doubled: a again (zsnap and pgBackRest) with twice the data, the same writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.basebackup import BaseBackup
+from bench.dest import LocalDir, ZfsDataset, owned_dir
+from bench.machine import describe, filesystem, load_average
+from bench.paths import CopyPath, Outcome, RestorePath, Start, ZsnapPath
+from bench.pgbackrest import PgBackRest
+from bench.scale import catalog_at_scale
+from bench.snapcost import snapshot_cost
+from bench.workload import Database, PgbenchLoad, scale_for
+from bench.zsnapcli import ZsnapCli
+from zsnap.lab import Lab, LabInfo
+from zsnap.pg.binaries import PgTools
+from zsnap.runner import Runner
+from zsnap.zfs import Zfs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Options:
+    size_gb: float = 2.0
+    runs: int = 3
+    wal_gb: float | None = None  # writes after the common start; default half the size
+    days: int = 7  # the write window stands for this many days: one set a day
+    targets: int = 5  # scenario b: random targets over the window
+    double: bool = True  # scenario c
+    basebackup: bool = True
+    zfs_restore: bool = True  # pgBackRest also onto a ZFS dataset (same filesystem as clones)
+    snapshots: int = 5  # snapshot cost: sets under load
+    rate: int = 200  # snapshot cost: pgbench transactions per second
+    scale_sets: int = 1000
+    seed: int = 1
+    name: str = "zbench"
+    port: int = 47320
+    keep: bool = False
+    out: Path = Path("bench/results/latest.json")
+    zsnap_extra: tuple[str, ...] = ()
+
+    @property
+    def wal_bytes(self) -> int:
+        gb = self.wal_gb if self.wal_gb is not None else self.size_gb / 2
+        return int(gb * 1024**3)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+@dataclass
+class Window:
+    """The writes after a common start: from `began` to `target` (the end mark)."""
+
+    began: datetime
+    target: datetime
+    wal_bytes: int
+    transactions: int
+    seconds: float
+    sets: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BenchRun:
+    def __init__(self, options: Options):
+        self.o = options
+        self.runner = Runner()
+        self.results: dict[str, Any] = {
+            "command": shlex.join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+            "options": asdict(options),
+            "outcomes": [],
+        }
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def save(self) -> None:
+        self.o.out.parent.mkdir(parents=True, exist_ok=True)
+        self.o.out.write_text(json.dumps(self.results, default=_json, indent=2))
+
+    def record(self, scenario: str, outcome: Outcome, **extra: Any) -> None:
+        entry = {"scenario": scenario, **asdict(outcome), **extra}
+        log.info("%s %s: %.1f s (%s)", scenario, outcome.path, outcome.total_s,
+                 outcome.filesystem)
+        self.results["outcomes"].append(entry)
+        self.save()
+
+    # --- the run -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        o = self.o
+        pool_gb = max(4, math.ceil(o.size_gb * 12))
+        lab = Lab(o.name, port=o.port, pool_size=f"{pool_gb}G", runner=self.runner)
+        info = lab.up()
+        self.results["machine"] = describe(self.runner, info.pg_bin)
+        try:
+            self._run(info)
+        finally:
+            self.results["machine"]["load_average_end"] = load_average()
+            self.save()
+            if not o.keep:
+                lab.down()
+        return self.results
+
+    def _run(self, info: LabInfo) -> None:
+        o = self.o
+        home = owned_dir(info.root / "bench")
+        db = Database(info, self.runner)
+        zsnap = ZsnapCli(info.config_file, self.runner)
+        pgbr = PgBackRest(info, self.runner, home / "pgbackrest")
+        pgbr.configure()
+        bb = BaseBackup(info, self.runner, home / "basebackup")
+        pg = PgTools(self.runner, info.pg_bin, "postgres")
+        zfs = Zfs(self.runner)
+
+        def copy_path(key: str, dest: LocalDir | ZfsDataset, **kw: Any) -> CopyPath:
+            return CopyPath(key, dest, pg, info.primary_port + 5, info.socket_dir,
+                            info.log_dir / f"{key}.log", **kw)
+
+        local = LocalDir(home / "restore")
+        pgbr_local = copy_path("pgbackrest", local, pgbackrest=pgbr)
+        paths_a: list[RestorePath] = [
+            ZsnapPath(zsnap, info.clone_root, force_set=True, extra=o.zsnap_extra), pgbr_local,
+        ]
+        if o.basebackup:
+            paths_a.append(copy_path("basebackup", local, basebackup=bb, archive=info.archive))
+        if o.zfs_restore:
+            zdest = ZfsDataset(zfs, f"{info.pools[0]}/benchrestore", home / "zrestore")
+            paths_a.append(copy_path("pgbackrest-zfs", zdest, pgbackrest=pgbr))
+        self.results["filesystems"] = {
+            "primary": filesystem(info.primary_data),
+            "archive and pgBackRest repository": filesystem(home),
+            "standby and zsnap clones": filesystem(info.standby_data),
+        }
+
+        scale = scale_for(o.size_gb)
+        size = self._load(db, scale)
+        start, window = self._common_start(db, zsnap, pgbr, bb, size, days=o.days)
+
+        for run in range(o.runs):
+            for p in paths_a:
+                self.record("a", p.restore(window.target, start), run=run, size_bytes=size)
+
+        rng = random.Random(o.seed)
+        span = (window.target - window.began).total_seconds()
+        targets = sorted(
+            window.began + (window.target - window.began) * rng.random() for _ in range(o.targets)
+        )
+        paths_b: list[RestorePath] = [
+            ZsnapPath(zsnap, info.clone_root, force_set=False, extra=o.zsnap_extra), pgbr_local,
+        ]
+        for target in targets:
+            day = (target - window.began).total_seconds() / span * o.days
+            for p in paths_b:
+                self.record("b", p.restore(target, start), day=round(day, 2), size_bytes=size)
+
+        self.results["snapshot_cost"] = snapshot_cost(db, zsnap, o.snapshots, o.rate)
+        self.save()
+
+        if o.double:
+            size2 = self._load(db, scale * 2, key="load_double")
+            start2, _w2 = self._common_start(db, zsnap, pgbr, None, size2, days=1, key="window_c")
+            paths_c: list[RestorePath] = [paths_a[0], pgbr_local]
+            for run in range(o.runs):
+                for p in paths_c:
+                    self.record("c", p.restore(_w2.target, start2), run=run, size_bytes=size2)
+
+        real = self.results["sets"][0]
+        self.results["scale"] = catalog_at_scale(zfs, zsnap, real, o.scale_sets, o.runs, None)
+        self.save()
+
+    def _load(self, db: Database, scale: int, key: str = "load") -> int:
+        began = time.monotonic()
+        db.init(scale)
+        db.archive_all()
+        loaded = time.monotonic()
+        db.wait_standby()
+        size = db.size_bytes()
+        self.results[key] = {
+            "scale": scale, "size_bytes": size, "init_s": round(loaded - began, 1),
+            "standby_caught_up_s": round(time.monotonic() - loaded, 1),
+        }
+        self.save()
+        return size
+
+    def _common_start(
+        self, db: Database, zsnap: ZsnapCli, pgbr: PgBackRest, bb: BaseBackup | None,
+        size: int, days: int, key: str = "window",
+    ) -> tuple[Start, Window]:
+        """Backups first, then the set (its restartpoint is then at the backups' checkpoint, so
+        every path replays from about the same place); then the writes, with a set at each
+        'day' boundary; then the end mark T."""
+        began = time.monotonic()
+        label = pgbr.backup()
+        backup_s = time.monotonic() - began
+        if bb is not None and self.o.basebackup:
+            bb.take()
+        db.wait_standby()
+        first = zsnap.snapshot()
+        self.results.setdefault("sets", []).append(first)
+        start = Start(set_id=str(first["id"]), backup_label=label)
+
+        load = PgbenchLoad(db).start()
+        lsn0 = db.lsn()
+        w_began = db.now()
+        t0 = time.monotonic()
+        sets: list[dict[str, Any]] = []
+        total = self.o.wal_bytes
+        try:
+            while (written := db.wal_since(lsn0)) < total:
+                if len(sets) + 1 < days and written >= total * (len(sets) + 1) / days:
+                    s = zsnap.snapshot()
+                    sets.append({"id": s["id"], "day": len(sets) + 1, "wal_bytes": written,
+                                 "pause_ms": s["pause_ms"]})
+                time.sleep(0.25)
+        finally:
+            transactions = load.stop()
+        seconds = time.monotonic() - t0
+        target = db.mark()
+        window = Window(w_began, target, db.wal_since(lsn0), transactions, seconds, sets)
+        self.results[key] = {
+            "size_bytes": size, "backup_label": label, "pgbackrest_backup_s": round(backup_s, 1),
+            "start_set": first["id"], **asdict(window),
+        }
+        self.save()
+        return start, window

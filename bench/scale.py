@@ -1,0 +1,91 @@
+"""The catalog at scale: many sets of three datasets, made as real snapshots whose zsnap
+properties are copied from a real set (only the set id and times vary), then `zsnap list`,
+`zsnap show` and set selection timed, with the number of `zfs` calls each makes."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from bench.stats import Summary
+from bench.zsnapcli import ZsnapCli
+from zsnap.catalog import PREFIX, SET_PROPS, new_set_id, snapshot_name
+from zsnap.snapshot import pool_groups
+from zsnap.zfs import Zfs
+
+# Concurrent zfs calls: the runner spends ~0.1 s per command waiting (sh's timeout watcher),
+# and zfs-fuse takes concurrent snapshot calls fine; 3 000 calls one after another would take
+# minutes of mostly waiting.
+WORKERS = 8
+
+
+def make_sets(zfs: Zfs, real: dict[str, Any], count: int) -> list[str]:
+    """`count` sets, an hour apart, before the real set: older than every real set, so that
+    they never stand in for one in a clone."""
+    members: list[str] = list(real["datasets"])
+    source = f"{members[0]}@{snapshot_name(real['id'])}"
+    props = zfs.get([source], [PREFIX + k for k in SET_PROPS])[source]
+    first = datetime.fromisoformat(real["created"])
+
+    def make(i: int) -> str:
+        when = first - timedelta(hours=i + 1)
+        set_id = new_set_id(when)
+        values = dict(props)
+        values[PREFIX + "set"] = set_id
+        values[PREFIX + "created"] = when.isoformat(timespec="seconds")
+        values[PREFIX + "replay_timestamp"] = when.isoformat()
+        for group in pool_groups(members):
+            zfs.snapshot([f"{d}@{snapshot_name(set_id)}" for d in group], values)
+        return set_id
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(make, range(count)))
+
+
+def remove_sets(zfs: Zfs, members: list[str], ids: list[str]) -> None:
+    names = [f"{d}@{snapshot_name(set_id)}" for set_id in ids for d in members]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(zfs.destroy, names))
+
+
+def _timed(zsnap: ZsnapCli, runs: int, *args: str) -> dict[str, Any]:
+    results = [zsnap.timed(*args, debug=True) for _ in range(runs)]
+    return {
+        "seconds": Summary.of([r.seconds for r in results]).__dict__,
+        "zfs_calls": results[0].zfs_calls,
+        "rows": len(results[0].data) if isinstance(results[0].data, list) else None,
+    }
+
+
+def catalog_at_scale(
+    zfs: Zfs, zsnap: ZsnapCli, real: dict[str, Any], count: int, runs: int,
+    selection: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    """Measure with the real sets only, then with `count` more."""
+    before = {"list": _timed(zsnap, runs, "list")}
+    began = time.monotonic()
+    ids = make_sets(zfs, real, count)
+    made_s = time.monotonic() - began
+    try:
+        host_snapshots = len(zfs.list_snapshots([]))
+        after = {
+            "list": _timed(zsnap, runs, "list"),
+            "show": _timed(zsnap, runs, "show", ids[len(ids) // 2]),
+        }
+        if selection is not None:
+            after["select"] = _timed(zsnap, runs, *selection)
+    finally:
+        began = time.monotonic()
+        remove_sets(zfs, list(real["datasets"]), ids)
+        removed_s = time.monotonic() - began
+    return {
+        "sets": count,
+        "datasets_per_set": len(real["datasets"]),
+        "snapshots_on_host": host_snapshots,
+        "create_s": round(made_s, 1),
+        "remove_s": round(removed_s, 1),
+        "before": before,
+        "after": after,
+    }

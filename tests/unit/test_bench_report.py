@@ -1,0 +1,88 @@
+"""bench's pure helpers: summaries, ratios and the Markdown tables built from results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.report import doubling_table, restore_table, schedule_table, table
+from bench.stats import Summary, percentile, ratio
+
+floats = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+
+
+@given(st.lists(floats, min_size=1))
+def test_summary_median_lies_within_the_spread(values: list[float]) -> None:
+    s = Summary.of(values)
+    assert s.n == len(values)
+    assert s.low <= s.median <= s.high
+
+
+def test_summary_of_three_runs() -> None:
+    assert Summary.of([3.0, 1.0, 2.0]) == Summary(3, 2.0, 1.0, 3.0)
+
+
+def test_summary_refuses_no_values() -> None:
+    with pytest.raises(ValueError):
+        Summary.of([])
+
+
+def test_ratio() -> None:
+    assert ratio(10.0, 4.0) == 2.5
+    assert ratio(1.0, 0.0) is None
+
+
+@given(st.lists(floats, min_size=1), st.floats(min_value=0, max_value=1))
+def test_percentile_is_one_of_the_values(values: list[float], fraction: float) -> None:
+    assert percentile(values, fraction) in values
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 21)]
+    assert percentile(values, 0.5) == 10.0
+    assert percentile(values, 0.95) == 19.0
+    assert percentile(values, 1.0) == 20.0
+    assert percentile(values, 0.0) == 1.0
+
+
+def test_table_renders_none_as_dash() -> None:
+    assert table(["a", "b"], [[None, 1.23456]]) == "| a | b |\n|---|---|\n| - | 1.23 |"
+
+
+def outcome(scenario: str, path: str, total: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "scenario": scenario, "path": path, "total_s": total, "copy_s": None,
+        "recover_s": None, "filesystem": "ext4 (/dev/vda)", "history_rows": 100,
+        "size_bytes": 2 * 1024**3, **extra,
+    }
+
+
+def test_restore_table_ratios_to_zsnap() -> None:
+    outcomes = [outcome("a", "zsnap", t) for t in (2.0, 4.0, 3.0)]
+    outcomes += [outcome("a", "pgbackrest", t, copy_s=1.0, recover_s=t - 1) for t in (9, 12, 6)]
+    text = restore_table(outcomes, "a")
+    zsnap_row, pgbr_row = text.splitlines()[2:]
+    assert "3.0 s (2.0-4.0)" in zsnap_row and "1.0x" in zsnap_row
+    assert "9.0 s (6.0-12.0)" in pgbr_row and "3.0x" in pgbr_row
+
+
+def test_schedule_table_has_a_median_row() -> None:
+    outcomes = [
+        outcome("b", "zsnap", 1.0, day=0.5, detail={"set": "S1"}),
+        outcome("b", "pgbackrest", 5.0, day=0.5),
+        outcome("b", "zsnap", 3.0, day=4.0, detail={"set": "S2"}),
+        outcome("b", "pgbackrest", 9.0, day=4.0),
+    ]
+    lines = schedule_table(outcomes).splitlines()
+    assert "1.0 s (set S1)" in lines[2]
+    assert lines[-1] == "| **median** | **2.0 s** | **7.0 s** |"
+
+
+def test_doubling_table_compares_sizes() -> None:
+    outcomes = [outcome("a", "pgbackrest", 10.0), outcome("c", "pgbackrest", 18.0,
+                                                         size_bytes=4 * 1024**3)]
+    row = doubling_table(outcomes).splitlines()[2]
+    assert "2.00 GiB" in row and "4.00 GiB" in row and "1.8x" in row
