@@ -1,0 +1,117 @@
+"""What zsnap reads from zfs: capabilities from the usage text of the two implementations,
+errors classified from stderr, which mount holds a path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zsnap.errors import (
+    DatasetBusy,
+    DatasetExists,
+    DatasetNotFound,
+    NoSpace,
+    ZfsError,
+    ZfsUnsupported,
+)
+from zsnap.zfs import Capabilities, Mount, mount_of, mounts, pool_of, zfs_error
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_zfs_fuse_snapshots_one_at_a_time_and_has_no_list_p() -> None:
+    # Captured by running `zfs` without arguments on zfs-fuse 0.7 (this machine).
+    caps = Capabilities.from_usage((DATA / "zfs-fuse-0.7-usage.txt").read_text())
+    assert caps == Capabilities(atomic_snapshots=False, list_parsable=False)
+
+
+def test_openzfs_2_snapshots_atomically_and_lists_parsable() -> None:
+    # The usage lines of OpenZFS 2.1's zfs_main.c (get_usage).
+    caps = Capabilities.from_usage((DATA / "openzfs-2.1-usage.txt").read_text())
+    assert caps == Capabilities(atomic_snapshots=True, list_parsable=True)
+
+
+def test_unknown_usage_assumes_the_least() -> None:
+    assert Capabilities.from_usage("zfs: command not understood") == Capabilities(False, False)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind"),
+    [
+        ("cannot open 'nopool/x': dataset does not exist", DatasetNotFound),
+        ("cannot open 'gone': no such pool", DatasetNotFound),
+        ("could not find any snapshots to destroy; check snapshot names.", DatasetNotFound),
+        ("cannot create snapshot 'a/b@x': dataset already exists", DatasetExists),
+        ("cannot destroy 'a/b': dataset is busy", DatasetBusy),
+        ("cannot destroy 'a/b@s': snapshot has dependent clones", DatasetBusy),
+        ("cannot create snapshot 'a/b@x': out of space", NoSpace),
+        ("too many arguments\nusage:\n\tsnapshot [-r] ...", ZfsUnsupported),
+        ("invalid option 'p'\nusage:\n\tlist [-rH][-d max] ...", ZfsUnsupported),
+        ("cannot mount 'a/b': permission denied", ZfsError),
+    ],
+)
+def test_errors_are_typed_from_stderr(stderr: str, kind: type[ZfsError]) -> None:
+    error = zfs_error(["zfs", "snapshot", "a/b@x"], 1, stderr)
+    assert type(error) is kind
+    assert str(error) == f"zfs: {stderr.splitlines()[0]}"
+    assert error.argv == ["zfs", "snapshot", "a/b@x"]
+
+
+TABLE = [
+    Mount("/dev/vda", Path("/"), "ext4"),
+    Mount("tmpfs", Path("/run"), "tmpfs"),
+    Mount("pool_a/pgdata", Path("/srv/pg"), "fuse"),
+    Mount("pool_a/ts", Path("/srv/pg/ts"), "fuse"),
+    Mount("pool_b/ts", Path("/srv/pg-other"), "fuse"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "source"),
+    [
+        ("/srv/pg", "pool_a/pgdata"),
+        ("/srv/pg/data/base", "pool_a/pgdata"),
+        ("/srv/pg/ts/PG_15", "pool_a/ts"),
+        ("/srv/pg-other/x", "pool_b/ts"),  # a shared name prefix is not a parent
+        ("/srv", "/dev/vda"),
+        ("/run/postgresql", "tmpfs"),
+    ],
+)
+def test_mount_of_takes_the_deepest_mountpoint(path: str, source: str) -> None:
+    found = mount_of(Path(path), TABLE)
+    assert found is not None and found.source == source
+
+
+def test_the_last_mount_on_a_mountpoint_wins() -> None:
+    stacked = [*TABLE, Mount("pool_c/over", Path("/srv/pg"), "zfs")]
+    found = mount_of(Path("/srv/pg/data"), stacked)
+    assert found is not None and found.source == "pool_c/over"
+
+
+def test_no_mount_without_a_root() -> None:
+    assert mount_of(Path("/srv/pg"), [Mount("x", Path("/other"), "ext4")]) is None
+
+
+def test_mounts_reads_escaped_mountpoints(tmp_path: Path) -> None:
+    table = tmp_path / "mounts"
+    table.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        "pool/with\\040space /srv/a\\040b fuse rw 0 0\n"
+        "broken\n"
+    )
+    assert mounts(str(table)) == [
+        Mount("/dev/vda", Path("/"), "ext4"),
+        Mount("pool/with\\040space", Path("/srv/a b"), "fuse"),
+    ]
+
+
+NAMES = st.text(alphabet="abcdefghij_0123456789", min_size=1, max_size=8)
+
+
+@given(NAMES, st.lists(NAMES, max_size=3), st.none() | NAMES)
+def test_pool_of_is_the_first_component(pool: str, children: list[str], snap: str | None) -> None:
+    name = "/".join([pool, *children]) + (f"@{snap}" if snap else "")
+    assert pool_of(name) == pool
