@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -213,7 +213,7 @@ class Daemon:
     def start(self) -> None:
         resume_abandoned(self.config.state.dir)
         self.scheduler.start()
-        self._build_jobs()
+        self._build_jobs(catch_up=True)
         self._heartbeat("running")
         log.info("zsnap daemon started (pid %d, config %s)", os.getpid(),
                  config_module.config_path(self.config_path))
@@ -243,12 +243,17 @@ class Daemon:
             log.info("SIGHUP: config reloaded")
         sd_notify("READY=1")
 
-    def _build_jobs(self) -> None:
+    def _build_jobs(self, catch_up: bool = False) -> None:
         """Replace every job by the ones the current config names. A run in progress goes on;
-        its job id stays counted, so the rebuilt job still runs one instance at a time."""
+        its job id stays counted, so the rebuilt job still runs one instance at a time.
+
+        With `catch_up` (at start), a job whose run fell due while no daemon was running, less
+        than the misfire grace ago and with no run recorded since, runs at once (as anacron
+        would): jobs live in memory, so a reboot at 03:00 must not skip the 03:00 snapshot."""
         self.scheduler.remove_all_jobs()
         zone = schedule_zone(self.config)
-        grace = int(self.config.schedule.misfire_grace.total_seconds())
+        grace = self.config.schedule.misfire_grace
+        history = History(self.config.state.dir)
         for job, expr in crons(self.config).items():
             if is_off(expr):
                 continue
@@ -256,10 +261,23 @@ class Daemon:
                 log.warning("[schedule] %s is set but this zsnap has no %s operation yet: "
                             "not scheduled", job, job)
                 continue
+            trigger = cron_trigger(expr, zone)
+            options: dict[str, Any] = {}
+            if catch_up:
+                now = datetime.now(zone)
+                since = now - grace
+                last = history.last(job)
+                if last is not None and last.started_at > since:
+                    since = last.started_at
+                due = trigger.get_next_fire_time(None, since + timedelta(seconds=1))
+                if due is not None and due <= now:
+                    log.warning("%s: the run due at %s did not happen (no daemon running); "
+                                "running it now", job, due)
+                    options["next_run_time"] = now
             self.scheduler.add_job(
-                self._run_job, cron_trigger(expr, zone), args=[job], id=job, name=job,
-                misfire_grace_time=grace, coalesce=True, max_instances=1,
-                replace_existing=True,
+                self._run_job, trigger, args=[job], id=job, name=job,
+                misfire_grace_time=int(grace.total_seconds()), coalesce=True, max_instances=1,
+                replace_existing=True, **options,
             )
             log.info("job %s scheduled: %s", job, expr)
 

@@ -4,7 +4,7 @@ Like borg/sanoid/zrepl grids: for each of hourly, daily, weekly (ISO weeks) and 
 newest complete set of each of the last N periods that have a set is kept. On top:
 - the newest set is always kept, and so is the newest complete set;
 - a protected set (a hold or a clone on any member, i.e. userrefs > 0) is always kept;
-- every set younger than keep_within is kept;
+- every complete set younger than keep_within is kept;
 - at least min_sets complete sets are kept (the newest ones) when that many exist;
 - an incomplete set older than the newest complete set can never be restored: prunable. One
   newer than that may still be being taken (members are snapshotted pool by pool): kept.
@@ -77,7 +77,7 @@ def decide(candidates: Sequence[Candidate], policy: Policy, now: datetime) -> li
     for c in newest_first:
         if c.protected:
             keep[c.id].append(f"protected: {c.protected}")
-        if policy.keep_within and now - c.created < policy.keep_within:
+        if c.complete and policy.keep_within and now - c.created < policy.keep_within:
             keep[c.id].append(f"within {format_duration(policy.keep_within)}")
         if not c.complete and newest_complete is not None and c.created > newest_complete.created:
             keep[c.id].append("incomplete but newer than every complete set (may be in progress)")

@@ -1,0 +1,108 @@
+"""The daemon's scheduling, in process, with a stand-in job that records when it ran (the real
+jobs run against a lab in tests/integration/test_ops_daemon.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zsnap import daemon as daemon_module
+from zsnap.daemon import Daemon, plan
+from zsnap.history import History
+
+
+def write_config(path: Path, schedule: str) -> Path:
+    path.write_text(f'[state]\ndir = "{path.parent / "state"}"\n[schedule]\n{schedule}\n')
+    return path
+
+
+@pytest.fixture
+def fired(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[datetime]]:
+    times: list[datetime] = []
+    monkeypatch.setattr(daemon_module, "JOBS", {"snapshot": recorder(times, 0),
+                                                "prune": recorder([], 0)})
+    yield times
+
+
+def recorder(times: list[datetime], seconds: float) -> Callable[[Any], dict[str, Any]]:
+    def job(cfg: Any) -> dict[str, Any]:
+        times.append(datetime.now(UTC))
+        time.sleep(seconds)
+        return {"detail": "ran"}
+    return job
+
+
+def run_for(d: Daemon, seconds: float) -> None:
+    d.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        d.stop()
+
+
+def test_jobs_fire_at_their_cron_times(tmp_path: Path, fired: list[datetime]) -> None:
+    cfg = write_config(tmp_path / "z.toml", 'snapshot = "*/2 * * * * *"\nprune = "off"')
+    d = Daemon(cfg)
+    run_for(d, 5.2)
+    assert len(fired) >= 2
+    # Every run starts on an even second, as the cron string says (fires are on the second).
+    assert all(t.second % 2 == 0 for t in fired), fired
+    entries = History(tmp_path / "state").entries("snapshot")
+    assert len(entries) == len(fired)
+    assert all(e.outcome == "ok" and e.origin == "daemon" and e.detail == "ran" for e in entries)
+    beat = (tmp_path / "state" / "daemon.json").read_text()
+    assert '"state": "stopped"' in beat
+
+
+def test_one_instance_at_a_time_and_stop_waits(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    times: list[datetime] = []
+    done = threading.Event()
+
+    def slow(cfg: Any) -> dict[str, Any]:
+        times.append(datetime.now(UTC))
+        time.sleep(2.5)
+        done.set()
+        return {}
+
+    monkeypatch.setattr(daemon_module, "JOBS", {"snapshot": slow})
+    cfg = write_config(tmp_path / "z.toml", 'snapshot = "* * * * * *"\nprune = "off"')
+    d = Daemon(cfg)
+    d.start()
+    time.sleep(1.5)
+    d.stop()  # a run is going: stop returns only when it is done
+    assert done.is_set()
+    assert len(times) == 1
+    outcomes = [e.outcome for e in History(tmp_path / "state").entries("snapshot")]
+    assert "busy" in outcomes and outcomes[-1] == "ok"
+
+
+def test_a_run_due_while_no_daemon_ran_is_caught_up(tmp_path: Path,
+                                                   fired: list[datetime]) -> None:
+    # Daily at midnight, with a grace of two days: the last midnight is within it.
+    cfg = write_config(tmp_path / "z.toml",
+                       'snapshot = "0 0 * * *"\nprune = "off"\nmisfire_grace = "2d"')
+    run_for(Daemon(cfg), 1.0)
+    assert len(fired) == 1
+    # It ran since: the next start has nothing to catch up.
+    run_for(Daemon(cfg), 1.0)
+    assert len(fired) == 1
+
+
+def test_plan_lists_next_runs_and_unavailable_jobs(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "z.toml",
+                       'snapshot = "0 3 * * 0"\nverify = "@weekly"\ntimezone = "UTC"')
+    from zsnap import config
+
+    now = datetime(2026, 11, 21, tzinfo=UTC)  # Saturday
+    jobs = {p.job: p for p in plan(config.load(cfg), now, 2)}
+    assert [t.isoformat() for t in jobs["snapshot"].next_runs] == [
+        "2026-11-22T03:00:00+00:00", "2026-11-29T03:00:00+00:00"]
+    assert jobs["prune"].next_runs[0] - now == timedelta(hours=3, minutes=30)
+    assert jobs["verify"].next_runs and not jobs["verify"].runnable
