@@ -24,12 +24,20 @@ def available(names: Iterable[str], segment_size: int) -> Available:
     return found
 
 
-def listing(*dirs: Path | None) -> list[str]:
-    names: list[str] = []
-    for d in dirs:
-        if d is not None and d.is_dir():
-            names.extend(p.name for p in d.iterdir())
-    return names
+def listing(directory: Path | None) -> list[str]:
+    if directory is None or not directory.is_dir():
+        return []
+    return [p.name for p in directory.iterdir()]
+
+
+def merge(found: Available, pg_wal: Available, up_to: int) -> Available:
+    """The archive plus the clone's pg_wal up to the set's replay position: further names in
+    pg_wal may be recycled segments, renamed ahead of use and still holding old WAL."""
+    merged = {n: set(tlis) for n, tlis in found.items()}
+    for number, tlis in pg_wal.items():
+        if number <= up_to:
+            merged.setdefault(number, set()).update(tlis)
+    return merged
 
 
 def newest(found: Available, timeline: int, segment_size: int) -> Segment | None:

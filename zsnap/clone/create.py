@@ -324,8 +324,13 @@ class CreateClone:
     # --- WAL -----------------------------------------------------------------------------
 
     def _available(self, s: SnapshotSet, pg_wal: Path) -> archive.Available:
-        return archive.available(archive.listing(self.config.archive.path, pg_wal),
-                                 s.wal_segment_size)
+        size = s.wal_segment_size
+        replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, size).number
+        return archive.merge(
+            archive.available(archive.listing(self.config.archive.path), size),
+            archive.available(archive.listing(pg_wal), size),
+            replayed,
+        )
 
     def _check_wal(self, plan: ClonePlan, pg_wal: Path) -> None:
         """Before starting: with a local archive, every segment from the set's redo point to

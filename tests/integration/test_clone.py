@@ -1,0 +1,432 @@
+"""Flashback instances on real labs, judged by the primary's commit timestamps
+(track_commit_timestamp = on): a clone at target T must hold exactly the rows whose
+transaction committed at or before T, in both tables (tablespaces on two pools), with intact
+indexes. Targets sit in quiet gaps of the write load, or on a commit with no other within
+100 ms, because commit timestamps are not monotonic in WAL order (DOMAIN.md section 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from zsnap.lab import LabInfo, LoadWriter, port_free
+from zsnap.lsn import Lsn, Segment
+from zsnap.pg.binaries import PgTools
+from zsnap.runner import Runner
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+TABLES = ("lab_a", "lab_b")
+QUIET_S = 0.1
+
+
+def connect(conninfo: str) -> Conn:
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+def one(conn: Conn, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+class Cli:
+    """The real `zsnap` command against one lab's config, as a user runs it."""
+
+    def __init__(self, config: Path):
+        self.config = config
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "zsnap", "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=900)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"zsnap {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
+class Load:
+    """The lab's write load on both pools, which can hold still for a moment so that a target
+    has no commit within QUIET_S of it."""
+
+    def __init__(self, conninfo: str):
+        self.conninfo = conninfo
+        self.writer: LoadWriter | None = LoadWriter(conninfo).start()
+
+    def quiet(self, action: Callable[[Conn], Any]) -> Any:
+        self.stop()
+        time.sleep(QUIET_S)
+        with connect(self.conninfo) as conn:
+            result = action(conn)
+        time.sleep(QUIET_S)
+        self.writer = LoadWriter(self.conninfo).start()
+        return result
+
+    def point(self) -> datetime:
+        """A moment with no commit near it."""
+        return self.quiet(lambda conn: one(conn, "SELECT clock_timestamp()"))  # type: ignore[no-any-return]
+
+    def commit(self) -> tuple[datetime, str]:
+        """One transaction writing into both pools, alone in its gap: its commit timestamp and
+        transaction id."""
+
+        def write(conn: Conn) -> tuple[datetime, str]:
+            with conn.transaction():
+                for table in TABLES:
+                    conn.execute(f"INSERT INTO {table} (payload) VALUES ('marker')")
+                xid = str(one(conn, "SELECT xmin FROM lab_a WHERE id = lastval()"))
+            ts = one(conn, "SELECT pg_xact_commit_timestamp(%s::text::xid)", (xid,))
+            return ts, xid
+
+        return self.quiet(write)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+            self.writer = None
+
+
+def archive_all(primary: str, archive: Path) -> None:
+    """Switch to a new WAL segment and wait until the finished one is archived: a flashback
+    reads the WAL up to its target from the archive."""
+    with connect(primary) as conn:
+        name = one(conn, "SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.monotonic() + 120
+    while not (archive / name).exists():
+        assert time.monotonic() < deadline, f"{name} was not archived"
+        time.sleep(0.2)
+
+
+def committed(primary: str, target: datetime) -> dict[str, set[int]]:
+    """The oracle: rows whose transaction committed at or before `target`."""
+    with connect(primary) as conn:
+        return {t: {r[0] for r in conn.execute(
+            f"SELECT id FROM {t} WHERE pg_xact_commit_timestamp(xmin) <= %s", (target,))}
+            for t in TABLES}
+
+
+def rows(dsn: str) -> dict[str, set[int]]:
+    with connect(dsn) as conn:
+        return {t: {r[0] for r in conn.execute(f"SELECT id FROM {t}")} for t in TABLES}
+
+
+def amcheck(dsn: str) -> None:
+    with connect(dsn) as conn:
+        indexes = [r[0] for r in conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree'"
+            " AND i.indrelid IN ('lab_a'::regclass, 'lab_b'::regclass)")]
+        assert len(indexes) == 4
+        for index in indexes:
+            conn.execute("SELECT bt_index_check(%s::regclass, true)", (index,))
+
+
+def check_clone(result: dict[str, Any], primary: str, target: datetime) -> None:
+    expected = committed(primary, target)
+    got = rows(result["dsn"])
+    for table in TABLES:
+        assert expected[table], f"{table}: the oracle is empty"
+        assert got[table] == expected[table], (
+            f"{table}: {len(got[table] - expected[table])} rows too many, "
+            f"{len(expected[table] - got[table])} missing")
+    amcheck(result["dsn"])
+
+
+def clone_datasets() -> list[str]:
+    out = Runner().run(["zfs", "list", "-H", "-o", "name", "-t", "all"], mutates=False).stdout
+    return [line for line in out.splitlines() if "/zsnap-clones/" in line]
+
+
+def assert_gone(info: LabInfo, name: str) -> None:
+    """No dataset, mount directory or process of clone `name` is left."""
+    assert not [d for d in clone_datasets()
+                if d.split("/")[2:3] == [name] and d.startswith(tuple(info.pools))]
+    assert not (info.clone_root / name).exists()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert f"{info.clone_root / name}/" not in ps.stdout
+
+
+def userrefs(snapshot: str) -> int:
+    out = Runner().run(["zfs", "get", "-H", "-p", "-o", "value", "userrefs", snapshot],
+                       mutates=False).stdout
+    return int(out.strip())
+
+
+def fails(cli: Cli, *args: str) -> tuple[int, str]:
+    proc = cli(*args, check=False)
+    assert proc.returncode != 0, proc.stdout
+    message = proc.stderr.strip()
+    assert message.count("\n") == 0, f"more than one line: {message}"
+    assert "Traceback" not in message
+    return proc.returncode, message
+
+
+# --- the main job: exact to the commit ----------------------------------------------------
+
+
+def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: LabInfo) -> None:
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    primary = info.conninfo("primary")
+    load = Load(primary)
+    try:
+        time.sleep(1)
+        s1 = cli.json("snapshot")
+        time.sleep(0.5)
+        between = load.point()
+        marker_ts, marker_xid = load.commit()
+        time.sleep(0.5)
+        s2 = cli.json("snapshot")
+        time.sleep(0.5)
+        exact, _ = load.commit()
+        time.sleep(0.5)
+        after = load.point()
+        time.sleep(0.3)
+    finally:
+        load.stop()
+    archive_all(primary, info.archive)
+
+    # Between two sets, given as local time without an offset: served from the older set.
+    local = between.astimezone().replace(tzinfo=None).isoformat()
+    r = cli.json("clone", "--at", local, "--name", "between")
+    assert r["set"] == s1["id"] and r["fell_back_from"] == []
+    assert r["target_note"] and "local time" in r["target_note"]
+    assert datetime.fromisoformat(r["target"].removeprefix("time:")) == between
+    assert r["state"] == "promoted" and r["elapsed_s"] > 0
+    check_clone(r, primary, between)
+    with connect(r["dsn"]) as conn:
+        assert one(conn, "SELECT pg_is_in_recovery()") is False
+        assert one(conn, "SHOW fsync") == "on"  # back on before `clone` returned
+
+    # Exactly at one commit's timestamp: that commit is in, the next one is not.
+    r = cli.json("clone", "--at", exact.isoformat(), "--name", "exact")
+    assert r["set"] == s2["id"]
+    assert datetime.fromisoformat(r["recovered_to"]) == exact
+    check_clone(r, primary, exact)
+    with connect(r["dsn"]) as conn:
+        assert one(conn, "SELECT count(*) FROM lab_b WHERE payload = 'marker'") == 2
+
+    # After the last set, paused at the target instead of promoted: read-only, still exact.
+    r = cli.json("clone", "--at", after.isoformat(), "--name", "paused", "--pause")
+    assert r["set"] == s2["id"] and r["state"] == "paused"
+    check_clone(r, primary, after)
+    with connect(r["dsn"]) as conn:
+        assert one(conn, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+
+    # A transaction id committed before s2 is consistent: PostgreSQL refuses to stop there
+    # from s2 ("requested recovery stop point is before consistent recovery point"); zsnap
+    # falls back to s1 by itself.
+    r = cli.json("clone", "--xid", marker_xid, "--name", "byxid")
+    assert r["set"] == s1["id"] and r["fell_back_from"] == [s2["id"]]
+    check_clone(r, primary, marker_ts)
+
+    listed = {c["name"]: c for c in cli.json("clones")}
+    assert set(listed) == {"between", "exact", "paused", "byxid"}
+    assert all(c["state"] == "running" for c in listed.values())
+    assert listed["paused"]["set"] == s2["id"] and listed["paused"]["used_bytes"] > 0
+    s1_snapshots = [f"{d}@zsnap_{s1['id']}" for d in s1["datasets"]]
+    # Held by "between" and "byxid": the set cannot be pruned under them.
+    assert [userrefs(s) for s in s1_snapshots] == [2, 2, 2]
+
+    dry = cli.json("destroy", "exact", "--dry-run")
+    assert dry["dry_run"] is True and len(dry["datasets"]) == 3
+    assert (info.clone_root / "exact").exists()
+    for name in ("between", "exact", "paused", "byxid"):
+        assert cli.json("destroy", name)["destroyed"] is True
+        assert_gone(info, name)
+    assert [userrefs(s) for s in s1_snapshots] == [0, 0, 0]
+    assert cli.json("clones") == []
+
+
+def test_consistent_lsn_is_where_postgres_finds_the_clone_consistent(fresh_lab: LabInfo) -> None:
+    """Issue 2, item 8: under writes to both pools, the consistent_lsn a set records is the
+    LSN a clone of it logs as 'consistent recovery state reached at'."""
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    load = Load(info.conninfo("primary"))
+    try:
+        sets = []
+        for _ in range(3):
+            time.sleep(1)
+            sets.append(cli.json("snapshot"))
+    finally:
+        load.stop()
+    for i, s in enumerate(sets):
+        r = cli.json("clone", "--set", s["id"], "--immediate", "--name", f"cons{i}")
+        text = Path(r["log"]).read_text()
+        line = next(x for x in text.splitlines() if "consistent recovery state reached at" in x)
+        assert Lsn.parse(line.rsplit(" ", 1)[1]) == Lsn.parse(s["consistent_lsn"]), line
+        assert r["consistent_lsn"] == s["consistent_lsn"]
+        cli("destroy", f"cons{i}")
+        assert_gone(info, f"cons{i}")
+
+
+# --- failures: one line, non-zero, nothing left behind --------------------------------------
+
+
+def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> None:
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    primary = info.conninfo("primary")
+    load = Load(primary)
+    try:
+        time.sleep(1)
+        s1 = cli.json("snapshot")
+        with connect(primary) as conn:
+            for _ in range(3):  # several segments archived after the set
+                time.sleep(0.3)
+                conn.execute("SELECT pg_switch_wal()")
+        time.sleep(0.3)
+        target = load.point()
+    finally:
+        load.stop()
+    archive_all(primary, info.archive)
+
+    consistent_at = datetime.fromisoformat(s1["consistent_at"])
+    code, msg = fails(cli, "clone", "--at", (consistent_at - timedelta(hours=1)).isoformat(),
+                      "--name", "early")
+    assert code == 2 and "before the oldest set" in msg
+    assert_gone(info, "early")
+
+    code, msg = fails(cli, "clone", "--at", (datetime.now().astimezone() + timedelta(hours=1))
+                      .isoformat(), "--name", "future")
+    assert code == 2 and "in the future" in msg
+    assert_gone(info, "future")
+
+    kept = cli.json("clone", "--immediate", "--name", "taken")
+    code, msg = fails(cli, "clone", "--immediate", "--name", "taken")
+    assert code == 2 and "taken" in msg
+    with connect(kept["dsn"]) as conn:  # the existing clone is untouched
+        assert one(conn, "SELECT count(*) FROM lab_a") > 0
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, msg = fails(cli, "clone", "--immediate", "--name", "busyport", "--port", str(port))
+    assert code == 2 and f"port {port} is in use" in msg
+    assert_gone(info, "busyport")
+
+    # A segment after the set's consistency point goes missing from the archive.
+    size = int(s1["wal_segment_size"])
+    replayed = Lsn.parse(s1["replay_lsn"]).segment(int(s1["timeline"]), size)
+    archived = sorted(Segment.parse(p.name, size) for p in info.archive.iterdir()
+                      if len(p.name) == 24 and p.name.isalnum())
+    victim = next(s for s in archived if s.number > replayed.number + 1)
+    away = info.root / victim.name
+    shutil.move(info.archive / victim.name, away)
+    try:
+        code, msg = fails(cli, "clone", "--at", target.isoformat(), "--name", "nowal")
+        assert code == 4 and victim.name in msg and "missing from the archive" in msg
+        assert_gone(info, "nowal")
+    finally:
+        shutil.move(away, info.archive / victim.name)
+    r = cli.json("clone", "--at", target.isoformat(), "--name", "nowal")
+    check_clone(r, primary, target)
+
+    for name in ("taken", "nowal"):
+        cli("destroy", name)
+        assert_gone(info, name)
+    code, msg = fails(cli, "destroy", "taken")
+    assert code == 4 and "no flashback instance named taken" in msg
+
+
+# --- a timeline switch --------------------------------------------------------------------
+
+
+def free_port(start: int) -> int:
+    return next(p for p in range(start, start + 1000) if port_free(p))
+
+
+def test_clone_after_a_timeline_switch(fresh_lab: LabInfo) -> None:
+    """The primary fails over to another replica; the ZFS standby follows it onto timeline 2
+    and sets continue. A clone from the set before the switch replays across it, and one
+    from a set after it starts on timeline 2; both hold exactly what the new primary says."""
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    pg = PgTools(Runner(), info.pg_bin, "postgres")
+    owner = pwd.getpwnam("postgres")
+    load = Load(info.conninfo("primary"))
+    try:
+        time.sleep(1)
+        s1 = cli.json("snapshot")
+        time.sleep(0.5)
+    finally:
+        load.stop()
+
+    # A second replica of the primary on local disk, archiving into the same archive once
+    # promoted (its configuration is the primary's, copied by pg_basebackup).
+    replica = info.root / "replica2"
+    mapping = []
+    for ts in ("ts1", "ts2"):
+        d = info.root / "replica2_ts" / ts
+        d.mkdir(parents=True, mode=0o700)
+        os.chown(d, owner.pw_uid, owner.pw_gid)
+        os.chown(d.parent, owner.pw_uid, owner.pw_gid)
+        mapping += ["-T", f"{info.root / 'primary_ts' / ts}={d}"]
+    pg.run("pg_basebackup", "-h", str(info.socket_dir), "-p", str(info.primary_port),
+           "-U", "postgres", "-D", str(replica), "-R", "-X", "stream", "-c", "fast", *mapping,
+           timeout=600)
+    port2 = free_port(info.primary_port + 2)
+    with (replica / "postgresql.auto.conf").open("a") as f:
+        f.write(f"port = {port2}\n")
+    pg.run("pg_ctl", "-D", str(replica), "-l", str(info.log_dir / "replica2.log"), "-w",
+           "start", timeout=300)
+    new_primary = f"host={info.socket_dir} port={port2} user=postgres dbname=postgres"
+
+    # Fail over: both replicas have all of timeline 1 once the old primary has shut down.
+    with connect(info.conninfo("primary")) as conn:
+        end = Lsn.parse(one(conn, "SELECT pg_current_wal_lsn()::text"))
+    for conninfo in (new_primary, info.conninfo("standby")):
+        with connect(conninfo) as conn:
+            deadline = time.monotonic() + 60
+            while Lsn.parse(one(conn, "SELECT pg_last_wal_replay_lsn()::text")) < end:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    pg.run("pg_ctl", "-D", str(info.primary_data), "-m", "fast", "-w", "stop", timeout=120)
+    pg.run("pg_ctl", "-D", str(replica), "-w", "promote", timeout=120)
+    with connect(info.conninfo("standby")) as conn:
+        conn.execute(f"ALTER SYSTEM SET primary_conninfo = '{new_primary}'")
+        conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 120
+        while one(conn, "SELECT coalesce(max(received_tli), 0) FROM pg_stat_wal_receiver") != 2:
+            assert time.monotonic() < deadline, "the standby did not follow timeline 2"
+            time.sleep(0.2)
+
+    load = Load(new_primary)
+    try:
+        time.sleep(0.5)
+        switched = load.point()
+        time.sleep(0.5)
+        s2 = cli.json("snapshot")
+        assert (s1["timeline"], s2["timeline"]) == (1, 2)
+        time.sleep(0.5)
+        after, _ = load.commit()
+        time.sleep(0.3)
+    finally:
+        load.stop()
+    archive_all(new_primary, info.archive)
+    assert (info.archive / "00000002.history").exists()
+
+    r = cli.json("clone", "--at", switched.isoformat(), "--name", "across")
+    assert r["set"] == s1["id"]
+    check_clone(r, new_primary, switched)
+    r = cli.json("clone", "--at", after.isoformat(), "--name", "ontl2")
+    assert r["set"] == s2["id"]
+    check_clone(r, new_primary, after)
+    for name in ("across", "ontl2"):
+        cli("destroy", name)
+        assert_gone(info, name)
