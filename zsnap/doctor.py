@@ -22,7 +22,15 @@ from zsnap.errors import LockBusy, NotOnZfs, ZsnapError
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
 from zsnap.pg.connection import Connection, connect, scalar
-from zsnap.pg.layout import ROLE_TABLESPACE, Layout, Place, discover_paths, map_to_datasets
+from zsnap.pg.layout import (
+    ROLE_PGDATA,
+    ROLE_POLAR,
+    ROLE_TABLESPACE,
+    Layout,
+    Place,
+    discover_paths,
+    map_to_datasets,
+)
 from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
@@ -213,19 +221,21 @@ class Doctor:
                      f"{state}")
 
     def _layout(self, conn: Connection, report: Report) -> Layout:
-        """Map every place on its own, so that one place off ZFS does not hide the others."""
+        """Map every place on its own, so that one place off ZFS does not hide the others.
+        The report keeps the discovery order (data_directory first)."""
+        paths = discover_paths(conn)
+        # pg_control lives in polar_datadir on PolarDB, else in data_directory.
+        control_role = ROLE_POLAR if any(r == ROLE_POLAR for r, _, _ in paths) else ROLE_PGDATA
         places: list[Place] = []
-        for role, path, oid in discover_paths(conn):
+        for role, path, oid in paths:
+            control = role == control_role
             try:
-                places.extend(map_to_datasets([(role, path, oid)], self.zfs).places)
+                place = map_to_datasets([(role, path, oid)], self.zfs).places[0]
             except NotOnZfs as e:
-                report.places.append(PlaceReport(role, path, oid, None, False, str(e)))
-        layout = Layout(tuple(places))
-        control = layout.control if places else None
-        mapped = [
-            PlaceReport(p.role, p.path, p.oid, p.dataset, p is control, None) for p in places
-        ]
-        report.places[:0] = mapped
+                report.places.append(PlaceReport(role, path, oid, None, control, str(e)))
+                continue
+            places.append(place)
+            report.places.append(PlaceReport(role, path, oid, place.dataset, control, None))
         off = [p for p in report.places if p.dataset is None]
         if off:
             names = ", ".join(
@@ -236,20 +246,21 @@ class Doctor:
                 "layout on ZFS", Status.FAIL, f"not on ZFS: {names}",
                 "move each of these onto a ZFS dataset: a set must hold every place",
             ))
-        else:
-            assert control is not None  # data_directory is always a place
-            report.checks.append(Check(
-                "layout on ZFS", Status.OK,
-                f"{len(places)} places on {len(layout.datasets)} datasets; control file on "
-                f"{control.dataset}",
-            ))
+            return Layout(tuple(places))
+        layout = Layout(tuple(places))
+        report.checks.append(Check(
+            "layout on ZFS", Status.OK,
+            f"{len(places)} places on {len(layout.datasets)} datasets; control file on "
+            f"{layout.control.dataset}",
+        ))
         return layout
 
     def _recordsize(self, conn: Connection, layout: Layout) -> Check:
         if not layout.places:
             return Check("recordsize", Status.SKIP, "no place on ZFS")
         block = int(scalar(conn, "SELECT current_setting('block_size')"))
-        sizes = self.zfs.get(layout.datasets, ["recordsize"])
+        datasets = list(dict.fromkeys(p.dataset for p in layout.places))
+        sizes = self.zfs.get(datasets, ["recordsize"])
         small = {
             ds: int(props["recordsize"]) for ds, props in sizes.items()
             if props.get("recordsize", UNSET) != UNSET and int(props["recordsize"]) < block
@@ -260,7 +271,7 @@ class Doctor:
                          f"below the {block} byte block size: {listed}",
                          f"zfs set recordsize={block // 1024}K (or more) on these; a page "
                          "split over two records can be torn inside a snapshot")
-        listed = ", ".join(f"{ds}={sizes[ds]['recordsize']}" for ds in layout.datasets)
+        listed = ", ".join(f"{ds}={sizes[ds]['recordsize']}" for ds in datasets)
         return Check("recordsize", Status.OK, f">= {block}: {listed}")
 
     def _privileges(self, conn: Connection) -> Check:

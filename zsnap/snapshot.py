@@ -138,8 +138,10 @@ class TakeSnapshot:
                     if in_recovery:
                         replay.resume()
             except BaseException as e:
-                # Still under the lock: no other run can see the partial set.
-                if created:
+                # Still under the lock: no other run can see the partial set. A set whose
+                # members all exist is whole even if resuming failed (the marker stays, and
+                # the next zsnap command resumes replay).
+                if created and len(created) < len(datasets):
                     self._remove_partial(set_id, created, e)
                 raise
             pause_ms = round((time.monotonic() - started) * 1000)
