@@ -85,9 +85,8 @@ class Load:
 
         def write(conn: Conn) -> tuple[datetime, str]:
             with conn.transaction():
-                for table in TABLES:
-                    conn.execute(f"INSERT INTO {table} (payload) VALUES ('marker')")
-                xid = str(one(conn, "SELECT xmin FROM lab_a WHERE id = lastval()"))
+                xid = str(one(conn, "INSERT INTO lab_a (payload) VALUES ('marker') RETURNING xmin"))
+                conn.execute("INSERT INTO lab_b (payload) VALUES ('marker')")
             ts = one(conn, "SELECT pg_xact_commit_timestamp(%s::text::xid)", (xid,))
             return ts, xid
 
@@ -370,6 +369,8 @@ def test_clone_after_a_timeline_switch(fresh_lab: LabInfo) -> None:
     # A second replica of the primary on local disk, archiving into the same archive once
     # promoted (its configuration is the primary's, copied by pg_basebackup).
     replica = info.root / "replica2"
+    replica.mkdir(mode=0o700)
+    os.chown(replica, owner.pw_uid, owner.pw_gid)
     mapping = []
     for ts in ("ts1", "ts2"):
         d = info.root / "replica2_ts" / ts
