@@ -279,14 +279,20 @@ class WalCheck:
             return WalCheckResult(str(path), None, None, archive.partials, [])
         start = oldest.redo.segment(oldest.timeline, size)
         report = find_gaps(archive, histories, start, size)
+        # A segment past the newest archived one is not archived yet, not missing: only the
+        # gaps found make a set unusable.
+        holes = {
+            (g.timeline, n) for g in report.gaps
+            for n in range(Segment.parse(g.first, size).number,
+                           Segment.parse(g.last, size).number + 1)
+        }
         unusable = []
         for s in sets:
             if not s.complete:
                 continue
             first = s.redo.segment(s.timeline, size).number
             last = s.consistent.segment(s.timeline, size).number
-            have = archive.segments.get(s.timeline, set())
-            if any(n not in have for n in range(first, last + 1)):
+            if any((s.timeline, n) in holes for n in range(first, last + 1)):
                 unusable.append(s.id)
         return WalCheckResult(str(path), oldest.id, report, archive.partials, unusable)
 
