@@ -65,7 +65,6 @@ class ZsnapPath:
     """`zsnap clone --at T` (with `--set` for a common start, else zsnap's own choice)."""
 
     cli: ZsnapCli
-    clone_root: Path
     force_set: bool
     key: str = "zsnap"
     extra: tuple[str, ...] = ()
@@ -78,11 +77,12 @@ class ZsnapPath:
             # The clone returns once promoted; confirm as for the other paths (not timed).
             wait_ready(str(data["dsn"]), timeout_s=60)
             rows, recovered = oracle(str(data["dsn"]))
+            fs = filesystem(Path(data["pgdata"]))
         finally:
             self.cli.destroy(str(data["name"]))
         return Outcome(
             path=self.key, target=target, total_s=timed.seconds, copy_s=None,
-            recover_s=None, filesystem=filesystem(self.clone_root), history_rows=rows,
+            recover_s=None, filesystem=fs, history_rows=rows,
             recovered_to=recovered,
             detail={k: data.get(k) for k in ("set", "elapsed_s", "recovered_to", "name")}
             | {"clone": data},

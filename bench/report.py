@@ -9,6 +9,7 @@ from bench.stats import Summary, ratio
 
 LABELS = {
     "zsnap": "zsnap clone --at T",
+    "zsnap-defaults": "zsnap clone --at T --no-fast-recovery (PostgreSQL's settings)",
     "pgbackrest": "pgBackRest restore --type=time",
     "pgbackrest-zfs": "pgBackRest restore --type=time onto ZFS",
     "basebackup": "pg_basebackup (tar) extract + PITR",
@@ -145,7 +146,8 @@ def scale_table(scale: dict[str, Any]) -> str:
     for when, label in (("before", "real sets only"), ("after", f"+{scale['sets']} sets")):
         for command, data in scale[when].items():
             s = data["seconds"]
-            rows.append([f"zsnap {command}", label, data["rows"],
+            name = "clone --at T --dry-run (set selection)" if command == "select" else command
+            rows.append([f"zsnap {name}", label, data["rows"],
                          f"{s['median']:.2f} s ({s['low']:.2f}-{s['high']:.2f})",
                          data["zfs_calls"]])
     return table(["command", "catalog", "sets listed", "time (median, min-max)", "zfs calls"],

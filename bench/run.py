@@ -57,7 +57,6 @@ class Options:
     port: int = 47320
     keep: bool = False
     out: Path = Path("bench/results/latest.json")
-    zsnap_extra: tuple[str, ...] = ()
 
     @property
     def wal_bytes(self) -> int:
@@ -142,8 +141,13 @@ class BenchRun:
 
         local = LocalDir(home / "restore")
         pgbr_local = copy_path("pgbackrest", local, pgbackrest=pgbr)
+        zsnap_a = ZsnapPath(zsnap, force_set=True)
         paths_a: list[RestorePath] = [
-            ZsnapPath(zsnap, info.clone_root, force_set=True, extra=o.zsnap_extra), pgbr_local,
+            zsnap_a,
+            # Issue 6 item 1: the same clone and WAL, replayed with PostgreSQL's defaults.
+            ZsnapPath(zsnap, force_set=True, key="zsnap-defaults",
+                      extra=("--no-fast-recovery",)),
+            pgbr_local,
         ]
         if o.basebackup:
             paths_a.append(copy_path("basebackup", local, basebackup=bb, archive=info.archive))
@@ -170,7 +174,7 @@ class BenchRun:
             window.began + (window.target - window.began) * rng.random() for _ in range(o.targets)
         )
         paths_b: list[RestorePath] = [
-            ZsnapPath(zsnap, info.clone_root, force_set=False, extra=o.zsnap_extra), pgbr_local,
+            ZsnapPath(zsnap, force_set=False), pgbr_local,
         ]
         for target in targets:
             day = (target - window.began).total_seconds() / span * o.days
@@ -182,14 +186,17 @@ class BenchRun:
 
         if o.double:
             size2 = self._load(db, scale * 2, key="load_double")
-            start2, _w2 = self._common_start(db, zsnap, pgbr, None, size2, days=1, key="window_c")
-            paths_c: list[RestorePath] = [paths_a[0], pgbr_local]
+            start2, window2 = self._common_start(
+                db, zsnap, pgbr, None, size2, days=1, key="window_c"
+            )
+            paths_c: list[RestorePath] = [zsnap_a, pgbr_local]
             for run in range(o.runs):
                 for p in paths_c:
-                    self.record("c", p.restore(_w2.target, start2), run=run, size_bytes=size2)
+                    self.record("c", p.restore(window2.target, start2), run=run, size_bytes=size2)
 
         real = self.results["sets"][0]
-        self.results["scale"] = catalog_at_scale(zfs, zsnap, real, o.scale_sets, o.runs, None)
+        select = ("clone", "--at", window.target.isoformat(), "--dry-run")
+        self.results["scale"] = catalog_at_scale(zfs, zsnap, real, o.scale_sets, o.runs, select)
         self.save()
 
     def _load(self, db: Database, scale: int, key: str = "load") -> int:
