@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,7 +13,10 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output (a log, a mail from cron) has no terminal width; rich would assume 80 columns and
+# cut identifiers. Use $COLUMNS when set, else room enough for every table zsnap prints.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+console = Console(width=_WIDTH)
 err_console = Console(stderr=True)
 
 
@@ -37,8 +41,9 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     t = Table(title=title, show_lines=False)
-    for c in columns:
-        t.add_column(c)
+    for i, c in enumerate(columns):
+        # The first column names the row (a set id, a clone, a check): never wrap or cut it.
+        t.add_column(c, no_wrap=i == 0)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     console.print(t)
