@@ -49,7 +49,9 @@ class Cli:
 
     config: Path
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "zsnap", "--config", str(self.config), *args],
             capture_output=True, text=True, timeout=timeout,
