@@ -17,6 +17,7 @@ from zsnap.commands.doctor import doctor
 from zsnap.commands.lab import lab
 from zsnap.commands.prune import prune
 from zsnap.commands.sets import list_sets, show, snapshot
+from zsnap.commands.verify import verify
 from zsnap.commands.wal import wal
 from zsnap.errors import ZsnapError
 from zsnap.output import error_line
@@ -46,6 +47,7 @@ for command in (snapshot, list_sets, show, lab, doctor,
     cli.add_command(command)
 for command in (clone, clones, destroy):
     cli.add_command(command)
+cli.add_command(verify)
 
 
 def main() -> None:

@@ -168,6 +168,17 @@ class CheckConfig(Section):
     prometheus_textfile: Path | None = None
 
 
+class VerifyConfig(Section):
+    """What `zsnap verify` checks in a set's throwaway instance, besides recovery, the system
+    identifier and (when data checksums are on) pg_checksums."""
+
+    # bt_index_check(heapallindexed) on every btree index, verify_heapam on every table.
+    amcheck: bool = True
+    # Queries run in the instance (in the database of [standby] conninfo); each must return
+    # true in its first column of its first row. Named sql[0], sql[1]... in the results.
+    sql: list[str] = []
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -184,6 +195,7 @@ class Config(BaseSettings):
     schedule: ScheduleConfig = ScheduleConfig()
     retention: RetentionConfig = RetentionConfig()
     check: CheckConfig = CheckConfig()
+    verify: VerifyConfig = VerifyConfig()
 
     @classmethod
     def settings_customise_sources(

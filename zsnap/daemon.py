@@ -42,13 +42,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from zsnap import config as config_module
 from zsnap.config import Config
 from zsnap.cron import cron_trigger, is_off, next_times
-from zsnap.errors import ConfigError, ZsnapError
+from zsnap.errors import ConfigError, VerificationFailed, ZsnapError
 from zsnap.health import HEARTBEAT
 from zsnap.history import BUSY, MISSED, History
 from zsnap.pg.replay import resume_abandoned
 from zsnap.prune import Prune
 from zsnap.runner import Runner
 from zsnap.snapshot import TakeSnapshot
+from zsnap.verify import Selection, VerifySet, failure_line
 from zsnap.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,21 @@ def prune_job(cfg: Config) -> JobResult:
     return info
 
 
+def verify_job(cfg: Config) -> JobResult:
+    """`zsnap verify --latest`: the newest set is the one a restore would most likely use."""
+    results = VerifySet(cfg, Zfs(Runner())).run(Selection())
+    line = failure_line(results)
+    if line is not None:
+        raise VerificationFailed(line)
+    return {"detail": "; ".join(v.summary() for v in results),
+            "sets": [{"set": v.set_id, "rto_s": v.rto_s} for v in results]}
+
+
 # The jobs `[schedule]` can name, each the same operation the command line runs.
-# [schedule] verify is accepted and documented; it is wired here once zsnap.verify exists.
 JOBS: dict[str, Callable[[Config], JobResult]] = {
     "snapshot": snapshot_job,
     "prune": prune_job,
+    "verify": verify_job,
 }
 
 

@@ -109,3 +109,7 @@ class WalMissing(RecoveryFailed):
 
 class SnapshotFailed(ZsnapError):
     """A snapshot set could not be completed; the members already taken were removed."""
+
+
+class VerificationFailed(ZsnapError):
+    """A set was restored and a named check of it failed (or it did not restore)."""

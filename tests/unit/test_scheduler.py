@@ -95,7 +95,7 @@ def test_a_run_due_while_no_daemon_ran_is_caught_up(tmp_path: Path,
     assert len(fired) == 1
 
 
-def test_plan_lists_next_runs_and_unavailable_jobs(tmp_path: Path) -> None:
+def test_plan_lists_next_runs_of_every_job(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "z.toml",
                        'snapshot = "0 3 * * 0"\nverify = "@weekly"\ntimezone = "UTC"')
     from zsnap import config
@@ -105,4 +105,4 @@ def test_plan_lists_next_runs_and_unavailable_jobs(tmp_path: Path) -> None:
     assert [t.isoformat() for t in jobs["snapshot"].next_runs] == [
         "2026-11-22T03:00:00+00:00", "2026-11-29T03:00:00+00:00"]
     assert jobs["prune"].next_runs[0] - now == timedelta(hours=3, minutes=30)
-    assert jobs["verify"].next_runs and not jobs["verify"].runnable
+    assert jobs["verify"].next_runs and jobs["verify"].runnable

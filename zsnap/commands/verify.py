@@ -1,0 +1,64 @@
+"""`zsnap verify`: restore a set into a throwaway instance and check it."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+
+from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.errors import UsageError, VerificationFailed
+from zsnap.history import History
+from zsnap.output import console, emit, table
+
+STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
+
+
+@click.command()
+@click.argument("set_id", metavar="[ID]", required=False)
+@click.option("--latest", is_flag=True, help="Verify the newest complete set (the default).")
+@click.option("--unverified", is_flag=True, help="Verify every complete set never verified.")
+@dry_run_option
+@json_option
+@pass_ctx
+@handled
+def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry_run: bool,
+           as_json: bool) -> None:
+    """Prove that snapshot sets restore: clone each into a throwaway instance, recover it to
+    the set's consistency point, check it, record the outcome on the set, remove it.
+
+    Exits 0 when every set passed, 1 when a check failed."""
+    from zsnap.verify import Selection, VerifySet, failure_line, instance_name
+
+    if sum([set_id is not None, latest, unverified]) > 1:
+        raise UsageError("give a set ID, --latest or --unverified, not several")
+    cfg = obj.config
+    selection = Selection(set_id=set_id, unverified=unverified)
+    if dry_run:
+        chosen = VerifySet(cfg, obj.zfs(dry_run=True)).select(selection)
+        data = {"dry_run": True,
+                "sets": [{"set": s.id, "instance": instance_name(s.id)} for s in chosen]}
+        emit(data, as_json, lambda: table(
+            "would verify (dry run: nothing made)", ["set", "throwaway instance"],
+            [[s.id, instance_name(s.id)] for s in chosen]))
+        return
+    with History(cfg.state.dir).run("verify") as info:
+        results = VerifySet(cfg, obj.zfs()).run(selection)
+        info.update(
+            detail=f"{len(results)} set(s) verified",
+            sets=[{"set": v.set_id, "outcome": v.outcome.value,
+                   "failed_check": v.failed_check, "rto_s": v.rto_s} for v in results],
+        )
+
+        def human() -> None:
+            if not results:
+                console.print("nothing to verify: every complete set has been verified",
+                              highlight=False)
+            for v in results:
+                rows = [[c.name, f"[{STYLE[c.outcome.value]}]{c.outcome.value}[/]",
+                         escape(c.detail)] for c in v.checks]
+                table(escape(v.summary()), ["check", "outcome", "detail"], rows)
+
+        emit([v.to_json() for v in results], as_json, human)
+        line = failure_line(results)
+        if line is not None:
+            raise VerificationFailed(line)
