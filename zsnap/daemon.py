@@ -111,7 +111,6 @@ def crons(cfg: Config) -> dict[str, str]:
 class Planned:
     job: str
     cron: str
-    runnable: bool
     next_runs: list[datetime]
 
 
@@ -120,10 +119,10 @@ def plan(cfg: Config, now: datetime, count: int = 3) -> list[Planned]:
     result = []
     for job, expr in crons(cfg).items():
         if is_off(expr):
-            result.append(Planned(job, "off", job in JOBS, []))
+            result.append(Planned(job, "off", []))
             continue
         times = next_times(cron_trigger(expr, zone), now.astimezone(zone), count)
-        result.append(Planned(job, expr, job in JOBS, times))
+        result.append(Planned(job, expr, times))
     return result
 
 
@@ -267,10 +266,6 @@ class Daemon:
         history = History(self.config.state.dir)
         for job, expr in crons(self.config).items():
             if is_off(expr):
-                continue
-            if job not in JOBS:
-                log.warning("[schedule] %s is set but this zsnap has no %s operation yet: "
-                            "not scheduled", job, job)
                 continue
             trigger = cron_trigger(expr, zone)
             options: dict[str, Any] = {}

@@ -38,7 +38,7 @@ def schedule(obj: Context, count: int, as_json: bool) -> None:
     beat = read_heartbeat(cfg.state.dir)
     data = {
         "jobs": [
-            {"job": p.job, "cron": p.cron, "available": p.runnable,
+            {"job": p.job, "cron": p.cron,
              "next_runs": [t.isoformat() for t in p.next_runs]}
             for p in planned
         ],
@@ -49,8 +49,7 @@ def schedule(obj: Context, count: int, as_json: bool) -> None:
         rows = []
         for p in planned:
             runs = ", ".join(fmt_time(t) for t in p.next_runs) or "-"
-            note = "" if p.runnable else " (not available in this zsnap)"
-            rows.append([p.job, p.cron + note, runs])
+            rows.append([p.job, p.cron, runs])
         table("schedule", ["job", "cron", "next runs"], rows)
         if beat is None:
             console.print("daemon: no heartbeat (never ran with this state dir)")
