@@ -290,6 +290,7 @@ def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> No
                 conn.execute("SELECT pg_switch_wal()")
         time.sleep(0.3)
         target = load.point()
+        time.sleep(0.3)  # commits after the target: recovery stops at the first of them
     finally:
         load.stop()
     archive_all(primary, info.archive)
@@ -297,26 +298,38 @@ def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> No
     consistent_at = datetime.fromisoformat(s1["consistent_at"])
     code, msg = fails(cli, "clone", "--at", (consistent_at - timedelta(hours=1)).isoformat(),
                       "--name", "early")
-    assert code == 2 and "before the oldest set" in msg
+    assert code == 2 and "before the oldest set" in msg, msg
     assert_gone(info, "early")
 
     code, msg = fails(cli, "clone", "--at", (datetime.now().astimezone() + timedelta(hours=1))
                       .isoformat(), "--name", "future")
-    assert code == 2 and "in the future" in msg
+    assert code == 2 and "in the future" in msg, msg
     assert_gone(info, "future")
 
     kept = cli.json("clone", "--immediate", "--name", "taken")
     code, msg = fails(cli, "clone", "--immediate", "--name", "taken")
-    assert code == 2 and "taken" in msg
+    assert code == 2 and "taken" in msg, msg
     with connect(kept["dsn"]) as conn:  # the existing clone is untouched
         assert one(conn, "SELECT count(*) FROM lab_a") > 0
+    cli("destroy", "taken")
+    assert_gone(info, "taken")
+
+    # No space: a quota on the pool's parent of clones stands in for a full pool.
+    parent = f"{info.pools[0]}/zsnap-clones"
+    Runner().run(["zfs", "set", "quota=4M", parent])
+    try:
+        code, msg = fails(cli, "clone", "--at", target.isoformat(), "--name", "nospace")
+    finally:
+        Runner().run(["zfs", "set", "quota=none", parent])
+    assert code == 1 and "no space left" in msg and info.pools[0] in msg, msg
+    assert_gone(info, "nospace")
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         code, msg = fails(cli, "clone", "--immediate", "--name", "busyport", "--port", str(port))
-    assert code == 2 and f"port {port} is in use" in msg
+    assert code == 2 and f"port {port} is in use" in msg, msg
     assert_gone(info, "busyport")
 
     # A segment after the set's consistency point goes missing from the archive.
@@ -329,18 +342,17 @@ def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> No
     shutil.move(info.archive / victim.name, away)
     try:
         code, msg = fails(cli, "clone", "--at", target.isoformat(), "--name", "nowal")
-        assert code == 4 and victim.name in msg and "missing from the archive" in msg
+        assert code == 4 and victim.name in msg and "missing from the archive" in msg, msg
         assert_gone(info, "nowal")
     finally:
         shutil.move(away, info.archive / victim.name)
     r = cli.json("clone", "--at", target.isoformat(), "--name", "nowal")
     check_clone(r, primary, target)
 
-    for name in ("taken", "nowal"):
-        cli("destroy", name)
-        assert_gone(info, name)
+    cli("destroy", "nowal")
+    assert_gone(info, "nowal")
     code, msg = fails(cli, "destroy", "taken")
-    assert code == 4 and "no flashback instance named taken" in msg
+    assert code == 4 and "no flashback instance named taken" in msg, msg
 
 
 # --- a timeline switch --------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zsnap.clone.archive import available, first_gap, newest
+from zsnap.clone.archive import available, first_gap, merge, newest
 from zsnap.clone.naming import ClonePaths, check_name
 from zsnap.clone.recovery import GB, MB, fast_settings, instance_settings, rewrite_auto_conf
 from zsnap.clone.serverlog import Cause, consistent_at, failure, last_restored
@@ -95,6 +95,8 @@ def test_failure_causes() -> None:
     assert failure(bind).cause is Cause.PORT_IN_USE
     assert failure("x PANIC:  could not write to file: No space left on device").cause \
         is Cause.NO_SPACE
+    full = "cp: error writing 'pg_wal/RECOVERYXLOG': Disk quota exceeded\n" + ended
+    assert failure(full).cause is Cause.NO_SPACE
     other = failure("x [2] FATAL:  something else\nx LOG:  shutting down\n")
     assert other.cause is Cause.OTHER and other.line == "FATAL: something else"
     assert failure("").line == "the server log is empty"
@@ -136,3 +138,11 @@ def test_clone_names_and_paths() -> None:
     assert p.mountpoint(0) == Path("/clones/c1/0")
     with pytest.raises(UsageError, match="too long"):
         ClonePaths("c" * 40, Path("/x" * 40)).check()
+
+
+def test_pg_wal_counts_only_up_to_the_replay_position() -> None:
+    archived = available(names((1, 2), (1, 5)), SIZE)
+    pg_wal = available(names((1, 3), (1, 4)), SIZE)
+    assert first_gap(merge(archived, pg_wal, up_to=4), Segment(1, 2, SIZE)) is None
+    # A name past the replay position may be a recycled segment with old content.
+    assert first_gap(merge(archived, pg_wal, up_to=3), Segment(1, 2, SIZE)) == Segment(1, 4, SIZE)

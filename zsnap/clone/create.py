@@ -8,9 +8,10 @@ import contextlib
 import logging
 import os
 import pwd
+import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from zsnap.config import Config
 from zsnap.errors import (
     ConfigError,
     DatasetExists,
+    LockBusy,
     RecoveryFailed,
     UsageError,
     WalMissing,
@@ -44,6 +46,7 @@ from zsnap.zfs import Zfs, pool_of
 log = logging.getLogger(__name__)
 
 CLONE_LOCK = "clone"
+LOCK_WAIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ class CreateClone:
         name = check_name(request.name or default_name(self.now().astimezone()))
         paths = ClonePaths(name, self.config.clones.mount_root)
         paths.check()
-        clones = registry.read(self.zfs)
+        clones = registry.read(self.zfs, sizes=False)  # every cluster's: ports are shared
         self._check_name_free(name, paths, clones, chosen)
         port = self._port(request.port, {c.port for c in clones})
         datasets = [paths.dataset(i, d) for i, d in enumerate(chosen.datasets)]
@@ -204,7 +207,7 @@ class CreateClone:
         cfg = self.config
         pg = self.pg
         owner = pwd.getpwnam(cfg.standby.os_user)
-        with locked(cfg.state.dir, CLONE_LOCK):
+        with self._allocation_lock():
             plan = self.plan(request, s)
             teardown = Teardown(plan.name)
             try:
@@ -217,6 +220,22 @@ class CreateClone:
         except BaseException:
             self._undo(teardown, pg)
             raise
+
+    @contextlib.contextmanager
+    def _allocation_lock(self) -> Iterator[None]:
+        """Held while a name and port are chosen and the datasets that claim them are made
+        (seconds), so that two clones never pick the same; a second clone waits its turn."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        with contextlib.ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(locked(self.config.state.dir, CLONE_LOCK))
+                    break
+                except LockBusy:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            yield
 
     def _undo(self, teardown: Teardown, pg: PgTools) -> None:
         """Remove a clone that failed; the failure itself is what the user must see, so a
@@ -292,14 +311,19 @@ class CreateClone:
         instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, internal=True))
         try:
             instance.start()
-            state = instance.wait_for_target(self.on_progress, request.timeout_s)
+            state = instance.wait_for_target(self.on_progress, request.timeout_s,
+                                             self._goal(plan, data.pgdata / "pg_wal"))
             promoted = False
             if not request.pause:
                 instance.promote()
                 promoted = True
             instance.make_durable(data.mountpoints, self.zfs.runner, request.fast_recovery)
         except ServerStopped as e:
-            raise self._explain(e, plan, data.pgdata / "pg_wal") from None
+            error = self._explain(e, plan, data.pgdata / "pg_wal")
+            if not isinstance(error, _BeforeConsistent):
+                kept = self._keep_log(plan)
+                error.args = (f"{error} (server log kept in {kept})",)
+            raise error from None
         text = plan.paths.log.read_text(errors="replace")
         return CloneResult(
             name=plan.name, set_id=plan.set.id, port=plan.port,
@@ -309,6 +333,14 @@ class CreateClone:
             elapsed_s=time.monotonic() - started, pgdata=data.pgdata, log=plan.paths.log,
             datasets=plan.datasets,
         )
+
+    def _keep_log(self, plan: ClonePlan) -> Path:
+        """The server log of a failed clone outlives the clone, for whoever investigates."""
+        kept = self.config.state.dir / "failed-clones" / f"{plan.name}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if plan.paths.log.exists():
+            shutil.copyfile(plan.paths.log, kept)
+        return kept
 
     def _conninfo(self, plan: ClonePlan, *, internal: bool) -> str:
         """The standby's connection parameters aimed at the clone's socket. For people (the
@@ -331,6 +363,14 @@ class CreateClone:
             archive.available(archive.listing(pg_wal), size),
             replayed,
         )
+
+    def _goal(self, plan: ClonePlan, pg_wal: Path) -> Lsn | None:
+        """How far replay can get: an LSN target, else the end of the newest segment at hand."""
+        if plan.target.lsn is not None:
+            return plan.target.lsn
+        s = plan.set
+        last = archive.newest(self._available(s, pg_wal), s.timeline, s.wal_segment_size)
+        return last.next().start() if last is not None else None
 
     def _check_wal(self, plan: ClonePlan, pg_wal: Path) -> None:
         """Before starting: with a local archive, every segment from the set's redo point to
@@ -361,7 +401,9 @@ class CreateClone:
         if cause is Cause.PORT_IN_USE:
             return UsageError(f"port {plan.port} is in use ({e.failure.line})")
         if cause is Cause.NO_SPACE:
-            return RecoveryFailed(f"no space left for the flashback instance: {e.failure.line}")
+            pools = ", ".join(sorted({pool_of(d) for d in plan.datasets}))
+            return RecoveryFailed(f"no space left on the clone's datasets (pools {pools}): "
+                                  f"{e.failure.line}")
         if cause is Cause.TARGET_NOT_REACHED:
             return self._missing_wal(plan, pg_wal)
         return e
@@ -380,9 +422,9 @@ class CreateClone:
             last = archive.newest(found, s.timeline, s.wal_segment_size)
             after = last.next().name if last else "after the set"
             return WalMissing(
-                f"WAL segment {after} is not in the archive {where} yet: the target "
-                f"{plan.target} lies beyond the archived WAL (wait for archiving, or run "
-                "SELECT pg_switch_wal() on the primary)"
+                f"WAL segment {after} is not in the archive {where} yet, and the archived WAL "
+                f"ends before the target {plan.target} (a time target needs the first commit "
+                "after it): wait for archiving, or run SELECT pg_switch_wal() on the primary"
             )
         restored = last_restored(plan.paths.log.read_text(errors="replace"))
         nxt = Segment.parse(restored, s.wal_segment_size).next().name if restored else "?"

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -43,6 +43,8 @@ class ReplayState:
     pause_state: str
     replay_lsn: Lsn | None
     replay_time: datetime | None  # the last replayed commit's timestamp
+    # Where replay can get to at most: an LSN target, else the end of the WAL available.
+    goal: Lsn | None = None
 
 
 STATE_SQL = """
@@ -88,6 +90,8 @@ class Instance:
         try:
             return psycopg.connect(conninfo_for(self.conninfo), autocommit=True)
         except psycopg.Error as e:
+            # Recovery that fails just after consistency takes the server down as we connect.
+            self._wait_exit(10)
             if not self.running():
                 raise ServerStopped(self.failure()) from None
             raise PostgresError(f"cannot connect to the flashback instance: {_first(e)}") from None
@@ -96,6 +100,7 @@ class Instance:
         self,
         on_progress: Callable[[ReplayState], None] | None = None,
         timeout_s: float | None = None,
+        goal: Lsn | None = None,
     ) -> ReplayState:
         """Poll until replay is paused at the target (recovery_target_action is always pause)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -103,7 +108,7 @@ class Instance:
         try:
             while True:
                 try:
-                    state = self._state(conn)
+                    state = replace(self._state(conn), goal=goal)
                 except psycopg.Error:
                     # The server went away under us: recovery failed; its log says why.
                     self._wait_exit(30)

@@ -4,6 +4,7 @@ the zsnap that made it."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 
 from zsnap.catalog import PREFIX
 from zsnap.clone.naming import ClonePaths
-from zsnap.errors import NotFoundError
+from zsnap.errors import DatasetNotFound, NotFoundError
 from zsnap.zfs import UNSET, Zfs
 
 # Written on every clone dataset in the `zfs clone` call itself.
@@ -47,8 +48,9 @@ class Clone(BaseModel):
         return ClonePaths(self.name, self.dir.parent)
 
 
-def read(zfs: Zfs, cluster: str | None = None) -> list[Clone]:
-    """Every clone (of `cluster`, if given), by name; one `zfs list` and one `zfs get` call."""
+def read(zfs: Zfs, cluster: str | None = None, *, sizes: bool = True) -> list[Clone]:
+    """Every clone (of `cluster`, if given), by name; one `zfs list` call, and one `zfs get`
+    for the space used."""
     out = zfs.run("list", "-H", "-t", "filesystem", "-o", ",".join(["name", *COLUMNS]),
                   mutates=False, timeout=300)
     rows: dict[str, list[dict[str, str]]] = {}
@@ -60,12 +62,24 @@ def read(zfs: Zfs, cluster: str | None = None) -> list[Clone]:
             continue
         rows.setdefault(fields[NAME], []).append(fields)
     clones = [_build(name, members) for name, members in sorted(rows.items())]
+    if sizes:
+        _add_sizes(zfs, clones)
+    return clones
+
+
+def _add_sizes(zfs: Zfs, clones: list[Clone]) -> None:
     datasets = [d for c in clones for d in c.datasets]
-    used = zfs.get(datasets, ["used"]) if datasets else {}
+    try:
+        used = zfs.get(datasets, ["used"])
+    except DatasetNotFound:
+        # A clone destroyed since the listing: ask for each one left.
+        used = {}
+        for d in datasets:
+            with contextlib.suppress(DatasetNotFound):
+                used.update(zfs.get([d], ["used"]))
     for c in clones:
         sizes = [used.get(d, {}).get("used", UNSET) for d in c.datasets]
         c.used_bytes = sum(int(s) for s in sizes if s.isdigit())
-    return clones
 
 
 def get(zfs: Zfs, name: str, cluster: str | None = None) -> Clone:

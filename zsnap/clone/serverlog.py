@@ -22,14 +22,16 @@ class Cause(StrEnum):
     OTHER = "other"
 
 
+# In this order: a full pool shows first as a failed restore_command, and only then as
+# "recovery ended before configured recovery target was reached".
 _CAUSES: list[tuple[re.Pattern[str], Cause]] = [
+    (re.compile(r"No space left on device|Disk quota exceeded"), Cause.NO_SPACE),
     (re.compile(r"requested recovery stop point is before consistent recovery point"),
      Cause.BEFORE_CONSISTENT),
     (re.compile(r"recovery ended before configured recovery target was reached"),
      Cause.TARGET_NOT_REACHED),
     (re.compile(r"could not bind .* Address already in use|could not create any TCP/IP sockets|"
                 r'lock file ".*\.s\.PGSQL\.\d+\.lock" already exists'), Cause.PORT_IN_USE),
-    (re.compile(r"No space left on device"), Cause.NO_SPACE),
 ]
 
 

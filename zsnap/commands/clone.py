@@ -16,6 +16,7 @@ from zsnap.clone.instance import ReplayState
 from zsnap.clone.target import Target
 from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
 from zsnap.errors import UsageError
+from zsnap.lsn import Lsn
 from zsnap.output import console, emit, err_console, fmt_time, table
 from zsnap.pg.binaries import PgTools, find_bindir
 
@@ -36,34 +37,30 @@ def _target(at: str | None, lsn: str | None, xid: str | None, restore_point: str
 
 
 @contextmanager
-def _progress_bar(
-    target: Target, show: bool
-) -> Iterator[Callable[[ReplayState], None] | None]:
-    """Replay against the target on a terminal: commit time for time targets, WAL position
-    for LSN targets, the replayed position alone otherwise."""
+def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
+    """Replayed WAL against how far replay can go (an LSN target, or the end of the WAL at
+    hand), with the last replayed commit's time beside it."""
     if not show:
         yield None
         return
     with Progress(TextColumn("replaying"), BarColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task: TaskID = bar.add_task("", total=None)
-        first: list[ReplayState] = []
+        start: list[Lsn] = []
 
         def update(state: ReplayState) -> None:
-            if not first:
-                first.append(state)
-            start = first[0]
-            if target.time and start.replay_time and state.replay_time:
-                total = (target.time - start.replay_time).total_seconds()
-                done = (state.replay_time - start.replay_time).total_seconds()
-                bar.update(task, total=max(total, 0.001), completed=done,
-                           description=f"commits to {fmt_time(state.replay_time)}")
-            elif target.lsn and start.replay_lsn and state.replay_lsn:
-                bar.update(task, total=max(target.lsn - start.replay_lsn, 1),
-                           completed=state.replay_lsn - start.replay_lsn,
-                           description=f"at {state.replay_lsn}")
+            if state.replay_lsn is None:
+                return
+            if not start:
+                start.append(state.replay_lsn)
+            commit = fmt_time(state.replay_time) if state.replay_time else "none yet"
+            description = f"{state.replay_lsn}, last commit {commit}"
+            if state.goal is not None and state.goal > start[0]:
+                bar.update(task, total=state.goal - start[0],
+                           completed=min(state.replay_lsn - start[0], state.goal - start[0]),
+                           description=description)
             else:
-                bar.update(task, description=f"at {state.replay_lsn}")
+                bar.update(task, description=description)
 
         yield update
 
@@ -107,7 +104,7 @@ def clone(obj: Context, at: str | None, lsn: str | None, xid: str | None,
             "flashback instance (dry run: nothing made)", ["what", "value"],
             [[k, v] for k, v in data.items() if k != "dry_run"]))
         return
-    with _progress_bar(target, err_console.is_terminal and not as_json) as on_progress:
+    with _progress_bar(err_console.is_terminal and not as_json) as on_progress:
         result = CreateClone(obj.config, obj.zfs(), on_progress=on_progress).run(request)
     emit(result.to_json(), as_json, lambda: _print_result(result))
 
