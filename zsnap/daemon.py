@@ -45,6 +45,7 @@ from zsnap.cron import cron_trigger, is_off, next_times
 from zsnap.errors import ConfigError, VerificationFailed, ZsnapError
 from zsnap.health import HEARTBEAT
 from zsnap.history import BUSY, MISSED, History
+from zsnap.lock import locked
 from zsnap.pg.replay import resume_abandoned
 from zsnap.prune import Prune
 from zsnap.runner import Runner
@@ -55,6 +56,7 @@ from zsnap.zfs import Zfs
 log = logging.getLogger(__name__)
 
 JobResult = dict[str, Any]
+DAEMON_LOCK = "daemon"
 
 
 def snapshot_job(cfg: Config) -> JobResult:
@@ -203,6 +205,11 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
+        # One daemon per state directory; a second one exits with LockBusy.
+        with locked(self.config.state.dir, DAEMON_LOCK):
+            return self._serve()
+
+    def _serve(self) -> int:
         self.start()
         sd_notify("READY=1\nSTATUS=scheduling")
         next_beat = time.monotonic()

@@ -296,6 +296,8 @@ def test_daemon_fires_reloads_and_stops_cleanly(ops_lab: LabInfo, tmp_path: Path
         status = check_results(cli)
         assert status["scheduler"]["status"] == "OK", status["scheduler"]
         assert wait_for("heartbeat", lambda: heartbeat(state).get("jobs", {}).get("snapshot"))
+        second = cli("daemon", check=False, timeout=60)
+        assert second.returncode == 3 and "another zsnap daemon is running" in second.stderr
         # Logging for the journal: syslog priorities, no timestamps.
         assert "<6>zsnap.daemon: job snapshot scheduled: */4 * * * * *" in log_path.read_text()
 

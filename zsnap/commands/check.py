@@ -39,12 +39,16 @@ def check(obj: Context, as_json: bool, nagios: bool, prometheus: Path | None) ->
         target = prometheus or cfg.check.prometheus_textfile
         if target is not None:
             write_textfile(target, prometheus_text(results, cfg.snapshot.cluster, started))
-        bad = [f"{r.name} {r.status.name}" for r in results if r.status != Status.OK]
-        History(cfg.state.dir).record(
-            "check", state.name.lower(), started=started,
-            duration_s=(datetime.now(UTC) - started).total_seconds(),
-            detail=", ".join(bad) or "all OK",
-        )
+        # Monitoring runs this every few minutes: the history keeps changes of state only.
+        history = History(cfg.state.dir)
+        last = history.last("check")
+        if last is None or last.outcome != state.name.lower():
+            bad = [f"{r.name} {r.status.name}" for r in results if r.status != Status.OK]
+            history.record(
+                "check", state.name.lower(), started=started,
+                duration_s=(datetime.now(UTC) - started).total_seconds(),
+                detail=", ".join(bad) or "all OK",
+            )
     except ZsnapError as e:
         if nagios:
             print(f"ZSNAP UNKNOWN - {e}")
