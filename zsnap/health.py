@@ -307,8 +307,8 @@ class Health:
         parts = []
         metrics = []
         for pool in pools:
-            used = float(values[pool]["used"].split("\t")[0])
-            avail = float(values[pool]["available"].split("\t")[0])
+            used = float(values[pool]["used"])
+            avail = float(values[pool]["available"])
             pct = 100.0 * avail / (used + avail) if used + avail else 0.0
             metrics.append(Metric("pool_free_percent", round(pct, 2), c.pool_free_warning_pct,
                                   c.pool_free_critical_pct, (("pool", pool),)))

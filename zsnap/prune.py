@@ -80,7 +80,7 @@ def protection(zfs: Zfs, sets: list[SnapshotSet]) -> dict[str, str]:
     reasons: dict[str, list[str]] = {}
     values = zfs.get(list(present), ["userrefs"]) if present else {}
     for name, props in values.items():
-        refs = props.get("userrefs", UNSET).split("\t")[0]
+        refs = props.get("userrefs", UNSET)
         if refs not in (UNSET, "0"):
             reasons.setdefault(present[name], []).append(f"{refs} hold(s) on {name}")
     # zfs-fuse has no `clones` property; every clone names its origin.
@@ -145,7 +145,7 @@ class Prune:
         keys = [PREFIX + "set", PREFIX + "cluster", "userrefs"]
         values = self.zfs.get(names, keys)
         for name in names:
-            props = {k: v.split("\t")[0] for k, v in values.get(name, {}).items()}
+            props = values.get(name, {})
             if name.split("@", 1)[1] != f"{SNAP_PREFIX}{s.id}":
                 return f"{name} is not a zsnap snapshot of set {s.id}"
             if props.get(PREFIX + "set") != s.id or props.get(PREFIX + "cluster") != s.cluster:

@@ -154,7 +154,8 @@ class Zfs:
         )
         values: dict[str, dict[str, str]] = {}
         for line in out.splitlines():
-            name, prop, value = line.split("\t", 2)
+            # zfs-fuse appends the source column to some native properties despite `-o`.
+            name, prop, value = line.split("\t")[:3]
             values.setdefault(name, {})[prop] = value
         return values
 
