@@ -12,7 +12,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,9 @@ class CloneResult:
     log: Path
     datasets: list[str]
     fell_back_from: list[str] = field(default_factory=list)
+    # Seconds each step took, in order: clone (everything before the server starts; for the
+    # first attempt also choosing the set), consistent, target, promote, durable.
+    steps_s: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +107,7 @@ class CloneResult:
             "log": str(self.log),
             "datasets": self.datasets,
             "fell_back_from": self.fell_back_from,
+            "steps_s": self.steps_s,
         }
 
 
@@ -115,6 +119,17 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+class Stopwatch:
+    def __init__(self, since: float):
+        self.last = since
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.laps[step] = round(now - self.last, 3)
+        self.last = now
 
 
 class _BeforeConsistent(Exception):
@@ -142,11 +157,14 @@ class CreateClone:
                               "the WAL after its set with it")
         if chosen is None:
             chosen = self.candidates(request)[0]
-        name = check_name(request.name or default_name(self.now().astimezone()))
-        paths = ClonePaths(name, self.config.clones.mount_root)
-        paths.check()
         clones = registry.read(self.zfs, sizes=False)  # every cluster's: ports are shared
-        self._check_name_free(name, paths, clones, chosen)
+        if request.name is not None:
+            name = check_name(request.name)
+            paths = ClonePaths(name, self.config.clones.mount_root)
+            self._check_name_free(name, paths, clones, chosen)
+        else:
+            name, paths = self._default_name(clones, chosen)
+        paths.check()
         port = self._port(request.port, {c.port for c in clones})
         datasets = [paths.dataset(i, d) for i, d in enumerate(chosen.datasets)]
         return ClonePlan(name, chosen, port, paths, datasets, request.target)
@@ -154,6 +172,21 @@ class CreateClone:
     def candidates(self, request: CloneRequest) -> list[SnapshotSet]:
         sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
         return candidates(sets, request.target, self.now(), request.set_id)
+
+    def _default_name(
+        self, clones: list[registry.Clone], s: SnapshotSet
+    ) -> tuple[str, ClonePaths]:
+        """clone-<local time>, with a suffix when another clone got that name this second."""
+        base = default_name(self.now().astimezone())
+        for n in range(1, 100):
+            name = base if n == 1 else f"{base}-{n}"
+            paths = ClonePaths(name, self.config.clones.mount_root)
+            try:
+                self._check_name_free(name, paths, clones, s)
+            except UsageError:
+                continue
+            return name, paths
+        raise UsageError(f"no free clone name like {base}: give one with --name")
 
     def _check_name_free(
         self, name: str, paths: ClonePaths, clones: list[registry.Clone], s: SnapshotSet
@@ -200,7 +233,7 @@ class CreateClone:
                     f"target {request.target} is before the consistency point of set {s.id}"
                     + (", and there is no older set" if request.set_id is None else "")
                 ) from None
-            return CloneResult(**{**result.__dict__, "fell_back_from": tried})
+            return replace(result, fell_back_from=tried)
         raise AssertionError("candidates() never returns an empty list")
 
     def _attempt(self, request: CloneRequest, s: SnapshotSet, started: float) -> CloneResult:
@@ -309,15 +342,21 @@ class CreateClone:
         prepare(data, settings, cfg.standby.os_user)
         self._check_wal(plan, data.pgdata / "pg_wal")
         instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, internal=True))
+        steps = Stopwatch(started)
+        steps.lap("clone")
         try:
             instance.start()
+            steps.lap("consistent")
             state = instance.wait_for_target(self.on_progress, request.timeout_s,
                                              self._goal(plan, data.pgdata / "pg_wal"))
+            steps.lap("target")
             promoted = False
             if not request.pause:
                 instance.promote()
                 promoted = True
+                steps.lap("promote")
             instance.make_durable(data.mountpoints, self.zfs.runner, request.fast_recovery)
+            steps.lap("durable")
         except ServerStopped as e:
             error = self._explain(e, plan, data.pgdata / "pg_wal")
             if not isinstance(error, _BeforeConsistent):
@@ -331,7 +370,7 @@ class CreateClone:
             recovered_to=state.replay_time, replay_lsn=state.replay_lsn,
             consistent_lsn=consistent_at(text), promoted=promoted,
             elapsed_s=time.monotonic() - started, pgdata=data.pgdata, log=plan.paths.log,
-            datasets=plan.datasets,
+            datasets=plan.datasets, steps_s=steps.laps,
         )
 
     def _keep_log(self, plan: ClonePlan) -> Path:
@@ -385,8 +424,6 @@ class CreateClone:
         found = self._available(s, pg_wal)
         gap = archive.first_gap(found, start)
         last = needed.segment(s.timeline, s.wal_segment_size)
-        if gap is None and archive.newest(found, s.timeline, s.wal_segment_size) is None:
-            gap = start
         if gap is not None and gap.number <= last.number:
             goal = "consistency" if needed == s.consistent else "the target"
             raise WalMissing(

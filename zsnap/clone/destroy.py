@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zsnap.clone import registry
+from zsnap.clone.instance import Instance
 from zsnap.clone.naming import hold_tag
 from zsnap.config import Config
 from zsnap.errors import DatasetNotFound, UsageError, ZfsError
@@ -36,8 +37,8 @@ class Teardown:
         return list(dict.fromkeys(d.rsplit("/", 1)[0] for d in self.datasets))
 
     def run(self, zfs: Zfs, pg: PgTools, *, dry_run: bool = False) -> None:
-        if self.pgdata is not None and (self.pgdata / "postmaster.pid").exists():
-            _stop(pg, self.pgdata)
+        if self.pgdata is not None:
+            Instance(pg, self.pgdata, self.pgdata / "postmaster.log", "").stop()
         for dataset in [*reversed(self.datasets), *self.parents]:
             with contextlib.suppress(DatasetNotFound):
                 zfs.destroy(dataset)
@@ -53,14 +54,6 @@ class Teardown:
             if inside:
                 raise UsageError(f"{inside[0].mountpoint} is still mounted: {self.dir} kept")
             shutil.rmtree(self.dir)
-
-
-def _stop(pg: PgTools, pgdata: Path) -> None:
-    result = pg.run("pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", "120", "stop",
-                    timeout=150, check=False)
-    if result.returncode != 0 and (pgdata / "postmaster.pid").exists():
-        pg.run("pg_ctl", "-D", str(pgdata), "-m", "immediate", "-w", "stop", timeout=150,
-               check=False)
 
 
 @dataclass(frozen=True)

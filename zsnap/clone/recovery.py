@@ -150,15 +150,15 @@ def prepare(data: DataDir, settings: dict[str, str], os_user: str) -> None:
     owner = pwd.getpwnam(os_user)
     for name in REMOVE:
         (pgdata / name).unlink(missing_ok=True)
+    settings = dict(settings)
     for place in data.layout.places:
+        where = data.path_of(place.dataset, place.subpath)
         if place.role == ROLE_TABLESPACE:
-            _relink(pgdata / "pg_tblspc" / str(place.oid),
-                    data.path_of(place.dataset, place.subpath), owner)
+            _relink(pgdata / "pg_tblspc" / str(place.oid), where, owner)
         elif place.role == ROLE_PG_WAL:
-            _relink(pgdata / "pg_wal", data.path_of(place.dataset, place.subpath), owner)
+            _relink(pgdata / "pg_wal", where, owner)
         elif place.role == ROLE_POLAR:
-            settings = {**settings, "polar_datadir": str(data.path_of(place.dataset,
-                                                                      place.subpath))}
+            settings["polar_datadir"] = str(where)
     signal = pgdata / "recovery.signal"
     signal.touch(mode=0o600)
     os.chown(signal, owner.pw_uid, owner.pw_gid)
