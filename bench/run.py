@@ -45,6 +45,10 @@ class Options:
     runs: int = 3
     wal_gb: float | None = None  # writes after the common start; default half the size
     days: int = 7  # the write window stands for this many days: one set a day
+    # A real day holds hundreds of the primary's checkpoints (checkpoint_timeout 5 min); a
+    # window of minutes holds none, and a standby's restartpoint, hence a set's redo point,
+    # can only move to a checkpoint the primary wrote. One CHECKPOINT per "day" keeps that.
+    checkpoint_per_day: bool = True
     targets: int = 5  # scenario b: random targets over the window
     double: bool = True  # scenario c
     basebackup: bool = True
@@ -239,9 +243,12 @@ class BenchRun:
         try:
             while (written := db.wal_since(lsn0)) < total:
                 if len(sets) + 1 < days and written >= total * (len(sets) + 1) / days:
+                    if self.o.checkpoint_per_day:
+                        db.checkpoint()
+                        db.wait_standby()
                     s = zsnap.snapshot()
                     sets.append({"id": s["id"], "day": len(sets) + 1, "wal_bytes": written,
-                                 "pause_ms": s["pause_ms"]})
+                                 "pause_ms": s["pause_ms"], "redo_lsn": s["redo_lsn"]})
                 time.sleep(0.25)
         finally:
             transactions = load.stop()
@@ -250,7 +257,8 @@ class BenchRun:
         window = Window(w_began, target, db.wal_since(lsn0), transactions, seconds, sets)
         self.results[key] = {
             "size_bytes": size, "backup_label": label, "pgbackrest_backup_s": round(backup_s, 1),
-            "start_set": first["id"], **asdict(window),
+            "start_set": first["id"], "checkpoint_per_day": self.o.checkpoint_per_day,
+            **asdict(window),
         }
         self.save()
         return start, window

@@ -65,6 +65,10 @@ class Database:
                 )
             conn.execute("CHECKPOINT")
 
+    def checkpoint(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
     def size_bytes(self) -> int:
         return int(self._sql("SELECT pg_database_size('postgres')"))
 
