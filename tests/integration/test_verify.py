@@ -243,13 +243,22 @@ def test_an_interrupted_run_leaves_nothing_and_records_nothing(verify_lab: LabIn
     proc = subprocess.Popen(
         [sys.executable, "-m", "zsnap", "--config", str(info.config_file), "verify", set_id],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server_log = instance / "postgresql.log"
+
+    def checking() -> bool:
+        """Promoted and checkpointed: the clone is made, the checks (amcheck first) begin."""
+        text = server_log.read_text(errors="replace") if server_log.exists() else ""
+        promoted = text.find("selected new timeline ID")
+        return promoted >= 0 and "checkpoint complete" in text[promoted:]
+
     try:
         deadline = time.monotonic() + 300
-        # Interrupted once its server runs: the instance has datasets, holds and a process.
-        while not list(instance.glob("*/*/postmaster.pid")):
+        # Interrupted while the checks run: the instance has datasets, holds and a server.
+        while not checking():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the instance did not start"
+            assert time.monotonic() < deadline, "the instance was not promoted"
             time.sleep(0.05)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
     finally:
