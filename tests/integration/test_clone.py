@@ -198,6 +198,10 @@ def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: La
         load.stop()
     archive_all(primary, info.archive)
 
+    plan = cli.json("clone", "--at", between.isoformat(), "--name", "between", "--dry-run")
+    assert plan["dry_run"] is True and plan["set"] == s1["id"] and len(plan["datasets"]) == 3
+    assert_gone(info, "between")
+
     # Between two sets, given as local time without an offset: served from the older set.
     local = between.astimezone().replace(tzinfo=None).isoformat()
     r = cli.json("clone", "--at", local, "--name", "between")
