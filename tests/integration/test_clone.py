@@ -359,6 +359,40 @@ def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> No
     assert code == 4 and "no flashback instance named taken" in msg, msg
 
 
+def test_a_clone_stopped_half_way_leaves_nothing(fresh_lab: LabInfo) -> None:
+    """SIGTERM while the instance replays: the half-made clone is removed as on any failure."""
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    primary = info.conninfo("primary")
+    cli.json("snapshot")
+    with connect(primary) as conn:  # enough WAL for replay to take a while
+        conn.execute("INSERT INTO lab_a (payload) SELECT repeat('x', 200) "
+                     "FROM generate_series(1, 400000)")
+    load = Load(primary)
+    try:
+        target = load.point()
+        time.sleep(0.3)
+    finally:
+        load.stop()
+    archive_all(primary, info.archive)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zsnap", "--config", str(info.config_file), "clone", "--at",
+         target.isoformat(), "--name", "halfway"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = info.clone_root / "halfway" / "postgresql.log"
+    deadline = time.monotonic() + 120
+    while "ready to accept read-only connections" not in (log.read_text() if log.exists()
+                                                              else ""):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and err.strip().endswith("interrupted"), err
+    assert_gone(info, "halfway")
+    assert cli.json("clones") == []
+
+
 # --- a timeline switch --------------------------------------------------------------------
 
 

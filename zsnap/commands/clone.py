@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -104,9 +106,15 @@ def clone(obj: Context, at: str | None, lsn: str | None, xid: str | None,
             "flashback instance (dry run: nothing made)", ["what", "value"],
             [[k, v] for k, v in data.items() if k != "dry_run"]))
         return
+    # Stopped by a service manager or `kill`: remove the half-made clone as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     with _progress_bar(err_console.is_terminal and not as_json) as on_progress:
         result = CreateClone(obj.config, obj.zfs(), on_progress=on_progress).run(request)
     emit(result.to_json(), as_json, lambda: _print_result(result))
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_result(r: CloneResult) -> None:
