@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from zsnap.lab import Lab, LabInfo, port_free
+from zsnap.lab import Lab, LabInfo
+from zsnap.ports import port_free
 
 TEST_BASE = Path("/var/tmp/zsnap-test")
 

@@ -9,7 +9,6 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import psycopg
 
 from zsnap.errors import CommandError, UsageError, ZsnapError
 from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.ports import port_free
 from zsnap.runner import Runner
 from zsnap.zfs import Zfs
 
@@ -102,16 +102,6 @@ def load_info(root: Path) -> LabInfo:
     if not path.is_file():
         raise UsageError(f"no lab at {root} (run `zsnap lab up` first)")
     return LabInfo.from_json(path.read_text())
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def ensure_zfs(runner: Runner) -> None:

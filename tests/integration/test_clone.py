@@ -21,9 +21,10 @@ from typing import Any
 
 import psycopg
 
-from zsnap.lab import LabInfo, LoadWriter, port_free
+from zsnap.lab import LabInfo, LoadWriter
 from zsnap.lsn import Lsn, Segment
 from zsnap.pg.binaries import PgTools
+from zsnap.ports import port_free
 from zsnap.runner import Runner
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -9,7 +9,6 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,7 @@ from zsnap.errors import (
 from zsnap.lock import locked
 from zsnap.lsn import Lsn, Segment
 from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.ports import port_free
 from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -109,16 +109,6 @@ class CloneResult:
             "fell_back_from": self.fell_back_from,
             "steps_s": self.steps_s,
         }
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Stopwatch:
