@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,26 +68,29 @@ class Cli:
         return json.loads(self(*args, "--json").stdout)
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[LabInfo]:
-    """One lab for the session, for tests that do not change its primary or standby."""
-    the_lab = make_lab()
+@contextmanager
+def running_lab(prefix: str = "t") -> Iterator[LabInfo]:
+    """A lab that is up for the `with` block and removed after it, whatever happened."""
+    the_lab = make_lab(prefix)
     info = the_lab.up()
     try:
         yield info
     finally:
         the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabInfo]:
+    """One lab for the session, for tests that do not change its primary or standby."""
+    with running_lab() as info:
+        yield info
 
 
 @pytest.fixture
 def fresh_lab() -> Iterator[LabInfo]:
     """A lab of its own, for a test that promotes, breaks or reconfigures servers."""
-    the_lab = make_lab("f")
-    info = the_lab.up()
-    try:
+    with running_lab("f") as info:
         yield info
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Cli, make_lab
+from tests.conftest import Cli, running_lab
 from zsnap.lab import LabInfo
 
 ZERO_RETENTION = {"hourly": 0, "daily": 0, "weekly": 0, "monthly": 0, "min_sets": 1}
@@ -30,12 +30,8 @@ QUIET_CHECKS = {"verify_age_warning": "off", "verify_age_critical": "off",
 
 @pytest.fixture(scope="module")
 def ops_lab() -> Iterator[LabInfo]:
-    the_lab = make_lab("o")
-    info = the_lab.up()
-    try:
+    with running_lab("o") as info:
         yield info
-    finally:
-        the_lab.down()
 
 
 def _toml_value(value: object) -> str:
