@@ -53,6 +53,7 @@ CHECKSUMS_TIMEOUT_S = 24 * 3600.0
 # Problems listed in one check's detail; the rest are counted.
 MAX_PROBLEMS = 5
 REMOVE_ATTEMPTS = 3
+MAX_NAME = 48  # a clone name's length
 
 # Every btree index that can be checked (ready and valid, not another session's temp index),
 # system catalogs included; and every heap relation with storage.
@@ -183,8 +184,11 @@ class Selection:
         return [complete[-1]]
 
 
-def instance_name(set_id: str) -> str:
-    return f"verify-{set_id}"
+def instance_name(cluster: str, set_id: str) -> str:
+    """`verify-<cluster>-<set>`: clusters sharing pools and a mount root take sets at the same
+    second (same schedule), so the set id alone would collide. The cluster is cut to fit a
+    clone name (48 characters)."""
+    return f"verify-{cluster[:MAX_NAME - len(set_id) - 8]}-{set_id}"
 
 
 def instance_conninfo(standby: str, socket_dir: str, port: int, dbname: str | None = None) -> str:
@@ -278,7 +282,7 @@ class VerifySet:
                 "(wait for archiving, or run SELECT pg_switch_wal() on the primary)")
 
     def verify(self, s: SnapshotSet) -> Verification:
-        name = instance_name(s.id)
+        name = instance_name(s.cluster, s.id)
         self._remove(name, s, leftover=True)
         result = Verification(s.id, name, self.now())
         try:
@@ -421,7 +425,8 @@ class VerifySet:
     def _remove(self, name: str, s: SnapshotSet, *, leftover: bool = False) -> None:
         """Whatever exists of instance `name`: its server, datasets, holds, directory."""
         paths = ClonePaths(name, self.config.clones.mount_root)
-        found = next((c for c in registry.read(self.zfs) if c.name == name), None)
+        clones = registry.read(self.zfs, self.config.snapshot.cluster)
+        found = next((c for c in clones if c.name == name), None)
         if found is None and not paths.dir.exists():
             return
         if leftover:

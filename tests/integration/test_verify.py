@@ -68,10 +68,12 @@ def config_with(info: LabInfo, path: Path, extra: str) -> Path:
     return path
 
 
-def snapshots_of(set_id: str) -> list[str]:
+def snapshots_of(info: LabInfo, set_id: str) -> list[str]:
+    """The set's snapshots in this lab's pools (another lab may take a set the same second)."""
     out = Runner().run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name"],
                        mutates=False).stdout
-    return [n for n in out.split() if n.endswith(f"@zsnap_{set_id}")]
+    return [n for n in out.split()
+            if n.endswith(f"@zsnap_{set_id}") and n.split("/", 1)[0] in info.pools]
 
 
 def userrefs(snapshot: str) -> int:
@@ -81,14 +83,14 @@ def userrefs(snapshot: str) -> int:
 
 
 def assert_nothing_left(info: LabInfo, set_id: str) -> None:
-    name = f"verify-{set_id}"
+    name = f"verify-{info.name}-{set_id}"
     out = Runner().run(["zfs", "list", "-H", "-o", "name"], mutates=False).stdout
     clones = [d for d in out.split() if "zsnap-clones/" in d and d.startswith(tuple(info.pools))]
     assert clones == []
     assert not (info.clone_root / name).exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert str(info.clone_root / name) not in ps.stdout
-    members = snapshots_of(set_id)
+    members = snapshots_of(info, set_id)
     assert len(members) == 3
     assert [userrefs(s) for s in members] == [0, 0, 0]
 
@@ -239,7 +241,7 @@ def test_an_interrupted_run_leaves_nothing_and_records_nothing(verify_lab: LabIn
     cli = Cli(info.config_file)
     set_id = cli.json("snapshot")["id"]
     archive_past(info)
-    instance = info.clone_root / f"verify-{set_id}"
+    instance = info.clone_root / f"verify-{info.name}-{set_id}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "zsnap", "--config", str(info.config_file), "verify", set_id],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from zsnap.catalog import NONE, SnapshotSet
+from zsnap.clone.naming import check_name
 from zsnap.errors import NotFoundError, UsageError
 from zsnap.verify import (
     Check,
@@ -72,7 +73,7 @@ def test_bad_selections_are_refused() -> None:
 
 
 def verification(*outcomes: tuple[str, Outcome]) -> Verification:
-    v = Verification("20261121T120000Z", instance_name("20261121T120000Z"), T0,
+    v = Verification("20261121T120000Z", instance_name("c", "20261121T120000Z"), T0,
                      [Check(name, outcome, f"{name} said so") for name, outcome in outcomes],
                      finished=T0 + timedelta(seconds=9), rto_s=3.25, wal_replayed_bytes=4096)
     return v
@@ -138,6 +139,13 @@ def test_pg_checksums_output_is_read() -> None:
                                  '"/x/base/5/16415", block 1')
     unclean = checksums_check(1, "", "pg_checksums: error: cluster must be shut down\n")
     assert unclean == Check("checksums", Outcome.FAILED, "cluster must be shut down")
+
+
+def test_instance_names_hold_the_cluster_and_fit_a_clone_name() -> None:
+    assert instance_name("main", "20261121T120000Z") == "verify-main-20261121T120000Z"
+    long = instance_name("x" * 64, "20261121T120000Z")
+    assert long == f"verify-{'x' * 24}-20261121T120000Z"
+    assert check_name(long) == long
 
 
 def test_the_instance_is_reached_with_the_standbys_credentials_on_its_socket() -> None:

@@ -36,10 +36,10 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
     if dry_run:
         chosen = VerifySet(cfg, obj.zfs(dry_run=True)).select(selection)
         data = {"dry_run": True,
-                "sets": [{"set": s.id, "instance": instance_name(s.id)} for s in chosen]}
+                "sets": [{"set": s.id, "instance": instance_name(s.cluster, s.id)} for s in chosen]}
         emit(data, as_json, lambda: table(
             "would verify (dry run: nothing made)", ["set", "throwaway instance"],
-            [[s.id, instance_name(s.id)] for s in chosen]))
+            [[s.id, instance_name(s.cluster, s.id)] for s in chosen]))
         return
     with History(cfg.state.dir).run("verify") as info:
         results = VerifySet(cfg, obj.zfs()).run(selection)
