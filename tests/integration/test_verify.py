@@ -235,8 +235,9 @@ def test_a_set_holding_a_corrupt_page_fails_naming_the_check(fresh_lab: LabInfo)
     assert_nothing_left(info, set_id)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_leaves_nothing_and_records_nothing(verify_lab: LabInfo,
-                                                               tmp_path: Path) -> None:
+                                                               signum: int) -> None:
     info = verify_lab
     cli = Cli(info.config_file)
     set_id = cli.json("snapshot")["id"]
@@ -261,7 +262,7 @@ def test_an_interrupted_run_leaves_nothing_and_records_nothing(verify_lab: LabIn
             assert time.monotonic() < deadline, "the instance was not promoted"
             time.sleep(0.05)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import click
 from rich.markup import escape
 
@@ -41,6 +44,8 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
             "would verify (dry run: nothing made)", ["set", "throwaway instance"],
             [[s.id, instance_name(s.cluster, s.id)] for s in chosen]))
         return
+    # Stopped by a service manager, `timeout` or `kill`: remove the instance as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     with History(cfg.state.dir).run("verify") as info:
         results = VerifySet(cfg, obj.zfs()).run(selection)
         info.update(
@@ -62,3 +67,7 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
         line = failure_line(results)
         if line is not None:
             raise VerificationFailed(line)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
