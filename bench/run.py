@@ -31,6 +31,7 @@ from bench.scale import catalog_at_scale
 from bench.snapcost import snapshot_cost
 from bench.workload import Database, PgbenchLoad, scale_for
 from bench.zsnapcli import ZsnapCli
+from zsnap.catalog import SNAP_PREFIX
 from zsnap.lab import Lab, LabInfo
 from zsnap.pg.binaries import PgTools
 from zsnap.runner import Runner
@@ -189,6 +190,8 @@ class BenchRun:
         self.save()
 
         if o.double:
+            # The sets of a and b hold the old table's blocks (copy-on-write): let them go.
+            self._drop_sets(zfs, info)
             size2 = self._load(db, scale * 2, key="load_double")
             start2, window2 = self._common_start(
                 db, zsnap, pgbr, None, size2, days=1, key="window_c"
@@ -198,10 +201,16 @@ class BenchRun:
                 for p in paths_c:
                     self.record("c", p.restore(window2.target, start2), run=run, size_bytes=size2)
 
-        real = self.results["sets"][0]
+        real = self.results["sets"][-1]
         select = ("clone", "--at", window.target.isoformat(), "--dry-run")
         self.results["scale"] = catalog_at_scale(zfs, zsnap, real, o.scale_sets, o.runs, select)
         self.save()
+
+    def _drop_sets(self, zfs: Zfs, info: LabInfo) -> None:
+        for row in zfs.list_snapshots([]):
+            dataset, _, snap = row["name"].partition("@")
+            if dataset.split("/")[0] in info.pools and snap.startswith(SNAP_PREFIX):
+                zfs.destroy(row["name"])
 
     def _load(self, db: Database, scale: int, key: str = "load") -> int:
         began = time.monotonic()
