@@ -46,6 +46,15 @@ def gib(size: float) -> str:
     return f"{size / 1024**3:.2f} GiB"
 
 
+def short_fs(text: str) -> str:
+    """'zfs-fuse (pool/zsnap-clones/clone-x/0)' -> 'zfs-fuse (pool pool)': one row stands for
+    runs on different clones of the same pool."""
+    kind, _, rest = text.partition(" (")
+    if kind.startswith("zfs"):
+        return f"{kind} (pool {rest.split('/')[0].rstrip(')')})"
+    return text
+
+
 def by_path(outcomes: list[dict[str, Any]], scenario: str) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for o in outcomes:
@@ -68,7 +77,7 @@ def restore_table(outcomes: list[dict[str, Any]], scenario: str) -> str:
         total = summary_of(entries, "total_s")
         assert total is not None
         rows.append([
-            LABELS.get(path, path), entries[0]["filesystem"], total.n, seconds(total),
+            LABELS.get(path, path), short_fs(entries[0]["filesystem"]), total.n, seconds(total),
             seconds(summary_of(entries, "copy_s")), seconds(summary_of(entries, "recover_s")),
             times(ratio(total.median, base.median)) if base else "-",
             ", ".join(sorted({str(e["history_rows"]) for e in entries})),
@@ -106,7 +115,7 @@ def doubling_table(outcomes: list[dict[str, Any]]) -> str:
         big = summary_of(entries, "total_s")
         assert big is not None
         rows.append([
-            LABELS.get(path, path), entries[0]["filesystem"],
+            LABELS.get(path, path), short_fs(entries[0]["filesystem"]),
             gib(a[path][0]["size_bytes"]) if path in a else "-", seconds(small),
             gib(entries[0]["size_bytes"]), seconds(big),
             times(ratio(big.median, small.median)) if small else "-",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.report import doubling_table, restore_table, schedule_table, table
+from bench.report import doubling_table, restore_table, schedule_table, short_fs, table
 from bench.stats import Summary, percentile, ratio
 
 floats = st.floats(min_value=0, max_value=1e6, allow_nan=False)
@@ -86,3 +86,9 @@ def test_doubling_table_compares_sizes() -> None:
                                                          size_bytes=4 * 1024**3)]
     row = doubling_table(outcomes).splitlines()[2]
     assert "2.00 GiB" in row and "4.00 GiB" in row and "1.8x" in row
+
+
+def test_short_fs_names_the_pool() -> None:
+    assert short_fs("zfs-fuse (zb_a/zsnap-clones/clone-1/0)") == "zfs-fuse (pool zb_a)"
+    assert short_fs("zfs-fuse (zb_a/benchrestore)") == "zfs-fuse (pool zb_a)"
+    assert short_fs("ext4 (/dev/vda)") == "ext4 (/dev/vda)"
