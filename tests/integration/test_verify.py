@@ -237,14 +237,19 @@ def test_a_set_holding_a_corrupt_page_fails_naming_the_check(fresh_lab: LabInfo)
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_leaves_nothing_and_records_nothing(verify_lab: LabInfo,
+                                                               tmp_path: Path,
                                                                signum: int) -> None:
     info = verify_lab
     cli = Cli(info.config_file)
     set_id = cli.json("snapshot")["id"]
     archive_past(info)
     instance = info.clone_root / f"verify-{info.name}-{set_id}"
+    # A user check that takes a minute keeps the run in its checks long enough to be caught
+    # there, however fast or loaded the machine is.
+    slow = config_with(info, tmp_path / "slow.toml",
+                       '[verify]\nsql = ["SELECT pg_sleep(60) IS NOT NULL"]\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zsnap", "--config", str(info.config_file), "verify", set_id],
+        [sys.executable, "-m", "zsnap", "--config", str(slow), "verify", set_id],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     server_log = instance / "postgresql.log"
 
