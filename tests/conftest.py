@@ -8,12 +8,14 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from zsnap.lab import Lab, LabInfo
@@ -96,3 +98,32 @@ def fresh_lab() -> Iterator[LabInfo]:
 @pytest.fixture
 def cli(lab: LabInfo) -> Cli:
     return Cli(lab.config_file)
+
+
+def sql(info: LabInfo, which: str, statement: str) -> Any:
+    """One statement on the lab's primary or standby; the first column of its row, if any."""
+    with psycopg.connect(info.conninfo(which), autocommit=True) as conn:
+        cur = conn.execute(statement)
+        row = cur.fetchone() if cur.description else None
+    return None if row is None else row[0]
+
+
+def replicated(info: LabInfo) -> None:
+    """Wait until the standby has replayed everything the primary wrote so far."""
+    written = sql(info, "primary", "SELECT pg_current_wal_lsn()::text")
+    deadline = time.monotonic() + 120
+    while not sql(info, "standby", f"SELECT pg_last_wal_replay_lsn() >= '{written}'::pg_lsn"):
+        assert time.monotonic() < deadline, "the standby did not replay"
+        time.sleep(0.1)
+
+
+def archive_all(primary: str, archive: Path) -> None:
+    """Switch to a new WAL segment and wait until the finished one is archived: a flashback
+    reads the WAL up to its target from the archive."""
+    with psycopg.connect(primary, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+    assert row is not None
+    deadline = time.monotonic() + 120
+    while not (archive / row[0]).exists():
+        assert time.monotonic() < deadline, f"{row[0]} was not archived"
+        time.sleep(0.2)

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from tests.conftest import archive_all
 from zsnap.lab import LabInfo, LoadWriter
 from zsnap.lsn import Lsn, Segment
 from zsnap.pg.binaries import PgTools
@@ -97,17 +98,6 @@ class Load:
         if self.writer is not None:
             self.writer.stop()
             self.writer = None
-
-
-def archive_all(primary: str, archive: Path) -> None:
-    """Switch to a new WAL segment and wait until the finished one is archived: a flashback
-    reads the WAL up to its target from the archive."""
-    with connect(primary) as conn:
-        name = one(conn, "SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.monotonic() + 120
-    while not (archive / name).exists():
-        assert time.monotonic() < deadline, f"{name} was not archived"
-        time.sleep(0.2)
 
 
 def committed(primary: str, target: datetime) -> dict[str, set[int]]:

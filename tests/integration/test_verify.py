@@ -15,10 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.conftest import Cli, make_lab
+from tests.conftest import Cli, archive_all, replicated, running_lab, sql
 from zsnap.daemon import Daemon
 from zsnap.lab import LabInfo
 from zsnap.runner import Runner
@@ -26,19 +25,8 @@ from zsnap.runner import Runner
 
 @pytest.fixture(scope="module")
 def verify_lab() -> Iterator[LabInfo]:
-    the_lab = make_lab("v")
-    info = the_lab.up()
-    try:
+    with running_lab("v") as info:
         yield info
-    finally:
-        the_lab.down()
-
-
-def sql(info: LabInfo, which: str, statement: str) -> Any:
-    with psycopg.connect(info.conninfo(which), autocommit=True) as conn:
-        cur = conn.execute(statement)
-        row = cur.fetchone() if cur.description else None
-    return None if row is None else row[0]
 
 
 def archive_past(info: LabInfo) -> None:
@@ -46,20 +34,7 @@ def archive_past(info: LabInfo) -> None:
     to the set's consistency point, which needs a WAL record after it in the archive."""
     for _ in range(2):
         sql(info, "primary", "INSERT INTO lab_a (payload) VALUES ('past the set')")
-        name = sql(info, "primary", "SELECT pg_walfile_name(pg_switch_wal())")
-        deadline = time.monotonic() + 120
-        while not (info.archive / name).exists():
-            assert time.monotonic() < deadline, f"{name} was not archived"
-            time.sleep(0.2)
-
-
-def replicated(info: LabInfo) -> None:
-    """Until the standby has replayed everything the primary wrote so far."""
-    written = sql(info, "primary", "SELECT pg_current_wal_lsn()::text")
-    deadline = time.monotonic() + 120
-    while not sql(info, "standby", f"SELECT pg_last_wal_replay_lsn() >= '{written}'::pg_lsn"):
-        assert time.monotonic() < deadline, "the standby did not replay"
-        time.sleep(0.1)
+        archive_all(info.conninfo("primary"), info.archive)
 
 
 def config_with(info: LabInfo, path: Path, extra: str) -> Path:

@@ -26,12 +26,13 @@ from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_n
 from zsnap.clone.recovery import DataDir, instance_settings, prepare
 from zsnap.clone.select import candidates
 from zsnap.clone.serverlog import Cause, consistent_at, last_restored
-from zsnap.clone.target import Target
+from zsnap.clone.target import Kind, Target
 from zsnap.config import Config
 from zsnap.errors import (
     ConfigError,
     DatasetExists,
     LockBusy,
+    NotFoundError,
     RecoveryFailed,
     UsageError,
     WalMissing,
@@ -126,6 +127,11 @@ class _BeforeConsistent(Exception):
     """PostgreSQL found the stop point before the set's consistency point: try an older set."""
 
 
+class _NotAfterSet(Exception):
+    """Recovery from the set replayed all the WAL there is without meeting the transaction or
+    restore point: it may lie before the set, so try an older set."""
+
+
 @dataclass
 class CreateClone:
     config: Config
@@ -213,12 +219,18 @@ class CreateClone:
         for index, s in enumerate(sets):
             try:
                 result = self._attempt(request, s, started)
-            except _BeforeConsistent:
+            except (_BeforeConsistent, _NotAfterSet) as e:
                 tried.append(s.id)
                 if index + 1 < len(sets):
-                    log.warning("target %s is before set %s is consistent; trying set %s",
+                    log.warning("target %s is not after set %s; trying set %s",
                                 request.target, s.id, sets[index + 1].id)
                     continue
+                if isinstance(e, _NotAfterSet):
+                    raise NotFoundError(
+                        f"{_describe(request.target)} was not found in the WAL after set {s.id}"
+                        + (", the oldest" if request.set_id is None else "")
+                        + ": it lies before it, never happened, or is not archived yet"
+                    ) from None
                 raise RecoveryFailed(
                     f"target {request.target} is before the consistency point of set {s.id}"
                     + (", and there is no older set" if request.set_id is None else "")
@@ -349,7 +361,7 @@ class CreateClone:
             steps.lap("durable")
         except ServerStopped as e:
             error = self._explain(e, plan, data.pgdata / "pg_wal")
-            if not isinstance(error, _BeforeConsistent):
+            if not isinstance(error, (_BeforeConsistent, _NotAfterSet)):
                 kept = self._keep_log(plan)
                 error.args = (f"{error} (server log kept in {kept})",)
             raise error from None
@@ -432,15 +444,27 @@ class CreateClone:
             return RecoveryFailed(f"no space left on the clone's datasets (pools {pools}): "
                                   f"{e.failure.line}")
         if cause is Cause.TARGET_NOT_REACHED:
+            searched = plan.target.kind in (Kind.XID, Kind.NAME)
+            if searched and self._first_gap(plan, pg_wal) is None:
+                return _NotAfterSet()
             return self._missing_wal(plan, pg_wal)
         return e
+
+    def _first_gap(self, plan: ClonePlan, pg_wal: Path) -> Segment | None:
+        """The first segment missing after the set's redo point (None without a local archive
+        to look into)."""
+        if self.config.archive.path is None:
+            return None
+        s = plan.set
+        found = self._available(s, pg_wal)
+        return archive.first_gap(found, s.redo.segment(s.timeline, s.wal_segment_size))
 
     def _missing_wal(self, plan: ClonePlan, pg_wal: Path) -> Exception:
         s = plan.set
         where = self.config.archive.path
         if where is not None:
             found = self._available(s, pg_wal)
-            gap = archive.first_gap(found, s.redo.segment(s.timeline, s.wal_segment_size))
+            gap = self._first_gap(plan, pg_wal)
             if gap is not None:
                 return WalMissing(
                     f"WAL segment {gap.name} is missing from the archive {where}: recovery "
@@ -459,3 +483,9 @@ class CreateClone:
             f"recovery ended before the target {plan.target}: WAL segment {nxt} could not be "
             "restored (missing from the archive, or not archived yet)"
         )
+
+
+def _describe(target: Target) -> str:
+    if target.kind is Kind.XID:
+        return f"transaction {target.value}"
+    return f"restore point {target.value!r}"
