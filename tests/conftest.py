@@ -54,7 +54,7 @@ class Cli:
     config: Path
 
     def __call__(
-        self, *args: str, check: bool = True, timeout: float = 600
+        self, *args: str, check: bool = True, timeout: float = 900
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "zsnap", "--config", str(self.config), *args],

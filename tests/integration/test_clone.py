@@ -6,7 +6,6 @@ indexes. Targets sit in quiet gaps of the write load, or on a commit with no oth
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import archive_all
+from tests.conftest import Cli, archive_all
 from zsnap.lab import LabInfo, LoadWriter
 from zsnap.lsn import Lsn, Segment
 from zsnap.pg.binaries import PgTools
@@ -41,23 +40,6 @@ def one(conn: Conn, sql: str, params: tuple[Any, ...] = ()) -> Any:
     row = conn.execute(sql, params).fetchone()
     assert row is not None
     return row[0]
-
-
-class Cli:
-    """The real `zsnap` command against one lab's config, as a user runs it."""
-
-    def __init__(self, config: Path):
-        self.config = config
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "zsnap", "--config", str(self.config), *args],
-                              capture_output=True, text=True, timeout=900)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"zsnap {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
-        return proc
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
 
 
 class Load:
