@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from zsnap.errors import NotFoundError
+from zsnap.errors import NotFoundError, ZsnapError
 from zsnap.lsn import Lsn
+from zsnap.pg.backup_mode import BackupLabel
 from zsnap.pg.layout import Layout
 from zsnap.zfs import UNSET, Zfs
 
@@ -28,6 +29,13 @@ SET_PROPS = [
     "checkpoint_lsn", "consistent_lsn", "replay_lsn", "replay_timestamp", "system_identifier",
     "server_version", "wal_segment_size", "block_size", "data_checksums",
 ]
+# Sets of a primary only (snapshots inside backup mode): `pending` is "backup" from the
+# snapshot call until pg_backup_stop's results are written on every member, then "none"; a
+# set with a member still pending is incomplete. `backup_label` is base64 (BackupLabel.encode).
+BACKUP_PROPS = ["pending", "backup_label"]
+PENDING_BACKUP = "backup"
+# What `missing` names for a set whose backup mode never ended (zsnap died in between).
+BACKUP_END = "backup end (pg_backup_stop)"
 # Written after the set exists.
 LATER_PROPS = ["pause_ms", "verified_at", "verify_outcome", "verify_failed_check", "rto_s"]
 
@@ -63,6 +71,8 @@ class SnapshotSet(BaseModel):
     layout: str
     complete: bool
     missing: list[str]
+    # The backup label of a set taken from a primary in backup mode; a clone starts from it.
+    backup_label: str | None = None
     pause_ms: int | None = None
     verified_at: datetime | None = None
     verify_outcome: str | None = None
@@ -102,6 +112,17 @@ def _opt(value: str | None) -> str | None:
     return None if value in (None, UNSET, NONE, "") else value
 
 
+def _label(value: str | None, missing: list[str]) -> str | None:
+    """The decoded backup label; one that cannot be decoded makes the set unusable."""
+    if value is None:
+        return None
+    try:
+        return BackupLabel.decode(value).text
+    except ZsnapError:
+        missing.append("backup label (unreadable)")
+        return None
+
+
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -113,7 +134,7 @@ class Catalog:
 
     def sets(self) -> list[SnapshotSet]:
         """Every set of this cluster, oldest first; one `zfs list` call however many sets."""
-        props = [PREFIX + k for k in SET_PROPS + LATER_PROPS]
+        props = [PREFIX + k for k in SET_PROPS + BACKUP_PROPS + LATER_PROPS]
         by_set: dict[str, dict[str, dict[str, str]]] = {}
         for row in self.zfs.list_snapshots(props):
             set_id = row[PREFIX + "set"]
@@ -139,6 +160,10 @@ class Catalog:
         members = (prop("members") or "").split(",")
         expected = [f"{ds}@{snapshot_name(set_id)}" for ds in members]
         missing = [name for name in expected if name not in rows]
+        # Every member, not just the first: zsnap may have died while writing them.
+        if any(_opt(row.get(PREFIX + "pending")) is not None for row in rows.values()):
+            missing.append(BACKUP_END)
+        label = _label(prop("backup_label"), missing)
         later = {key: _opt(first.get(PREFIX + key)) for key in LATER_PROPS}
         # Later properties go to every member; the control-file member is the reference.
         control = rows.get(expected[0]) if expected else None
@@ -163,6 +188,7 @@ class Catalog:
             layout=prop("layout") or "[]",
             complete=not missing and prop("format") == FORMAT,
             missing=missing,
+            backup_label=label,
             pause_ms=int(later["pause_ms"]) if later["pause_ms"] else None,
             verified_at=_time(later["verified_at"]),
             verify_outcome=later["verify_outcome"],

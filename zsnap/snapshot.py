@@ -8,6 +8,10 @@
 4. snapshot the control-file dataset first, then the rest, one call per pool (atomic within the
    pool where zfs allows it), the metadata written as user properties in the same call;
 5. resume replay in `finally` (and on the next start of zsnap if this process dies).
+
+A primary (standby.allow_primary) has no replay to freeze: its snapshots are taken between
+pg_backup_start and pg_backup_stop on the same session, and the set carries the backup label
+(docs/protocol.md, "Sets of a primary").
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from itertools import groupby
 from zsnap.catalog import (
     FORMAT,
     NONE,
+    PENDING_BACKUP,
     PREFIX,
     Catalog,
     SnapshotSet,
@@ -31,6 +36,7 @@ from zsnap.catalog import (
 from zsnap.config import Config
 from zsnap.errors import NotInRecovery, PostgresError, SnapshotFailed, UsageError, ZsnapError
 from zsnap.lock import SNAPSHOT_LOCK, locked
+from zsnap.pg.backup_mode import BackupEnd, BackupMode, check_version
 from zsnap.pg.connection import Connection, connected, execute, scalar
 from zsnap.pg.layout import Layout, discover
 from zsnap.pg.replay import ReplayPause
@@ -122,6 +128,10 @@ class TakeSnapshot:
             created: list[str] = []
             started = time.monotonic()
             in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
+            # A primary (allow_primary) has no replay to freeze: its snapshots are taken in
+            # backup mode instead, and the set is finished only once backup mode has ended.
+            backup = None if in_recovery else BackupMode(conn)
+            finished = False
             try:
                 try:
                     # Inside the try: a pause that times out is still resumed below.
@@ -129,27 +139,56 @@ class TakeSnapshot:
                         replay.pause()
                     timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
                     execute(conn, f"SET statement_timeout = {timeout_ms}")
-                    execute(conn, "CHECKPOINT")
-                    record = self._record(conn, set_id, layout, datasets)
+                    if backup is None:
+                        execute(conn, "CHECKPOINT")
+                        record = self._record(conn, set_id, layout, datasets)
+                    else:
+                        # pg_backup_start's fast checkpoint is the set's redo point.
+                        start = backup.start(f"zsnap {cfg.snapshot.cluster} {set_id}")
+                        record = self._record_primary(conn, set_id, layout, datasets, start)
                     for names in calls:
                         self.zfs.snapshot(names, record)
                         created.extend(names)
+                    if backup is not None:
+                        self._finish_backup(created, backup.stop())
+                    finished = True
                 finally:
                     if in_recovery:
                         replay.resume()
+                    if backup is not None:
+                        backup.abort()
             except BaseException as e:
                 # Still under the lock: no other run can see the partial set. A set whose
                 # members all exist is whole even if resuming failed (the marker stays, and
-                # the next zsnap command resumes replay).
-                if created and len(created) < len(datasets):
+                # the next zsnap command resumes replay); a primary's set is whole only once
+                # backup mode's results are on every member.
+                partial = len(created) < len(datasets) or (backup is not None and not finished)
+                if created and partial:
                     self._remove_partial(set_id, created, e)
                 raise
             pause_ms = round((time.monotonic() - started) * 1000)
         self._write_pause(created, pause_ms)
-        log.info("snapshot set %s taken, replay paused for %d ms", set_id, pause_ms)
+        log.info("snapshot set %s taken, %s for %d ms", set_id,
+                 "replay paused" if in_recovery else "in backup mode", pause_ms)
         taken = Catalog(self.zfs, cfg.snapshot.cluster).get(set_id)
         # The measured window is the answer even if writing it onto a member failed.
         return taken.model_copy(update={"pause_ms": pause_ms})
+
+    def _finish_backup(self, names: list[str], end: BackupEnd) -> None:
+        """What only pg_backup_stop knows, on every member; `pending` is cleared last on
+        each, so that a set read meanwhile (or left by a zsnap that died) is incomplete."""
+        label = end.label
+        done = {
+            PREFIX + "timeline": str(label.timeline),
+            PREFIX + "checkpoint_lsn": label.checkpoint_lsn,
+            # Recovery from the label is consistent once it has replayed the backup end.
+            PREFIX + "consistent_lsn": end.lsn,
+            PREFIX + "replay_timestamp": end.finished.isoformat(),
+            PREFIX + "backup_label": label.encode(),
+            PREFIX + "pending": NONE,
+        }
+        for name in names:
+            self.zfs.set(name, done)
 
     def _remove_partial(self, set_id: str, created: list[str], error: BaseException) -> None:
         """Destroy the members this run took before a later one failed, and say so in one
@@ -184,6 +223,7 @@ class TakeSnapshot:
                     "the server is not a standby (pg_is_in_recovery() is false); "
                     "set standby.allow_primary = true to snapshot a primary"
                 )
+            check_version(conn)
         elif scalar(conn, "SELECT current_setting('hot_standby')") != "on":
             raise UsageError("the standby needs hot_standby = on for zsnap to pause its replay")
 
@@ -203,11 +243,6 @@ class TakeSnapshot:
             raise PostgresError("could not read the standby's control data")
         (replay_lsn, replay_ts, redo, checkpoint, ckpt_tli, min_rec, min_rec_tli, sysid,
          version, seg_size, block_size, checksums) = row
-        in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
-        if not in_recovery:
-            # A primary (allow_primary): the set is crash-consistent at the checkpoint.
-            replay_lsn = str(scalar(conn, "SELECT pg_current_wal_lsn()::text"))
-            min_rec, min_rec_tli = replay_lsn, ckpt_tli
         # After the CHECKPOINT with replay paused, minRecoveryPoint bounds every page on disk:
         # a clone of this set is consistent once its replay reaches it.
         consistent = min_rec if min_rec and min_rec != "0/0" else replay_lsn
@@ -231,3 +266,22 @@ class TakeSnapshot:
             "data_checksums": str(checksums),
         }
         return properties(record)
+
+    def _record_primary(
+        self, conn: Connection, set_id: str, layout: Layout, datasets: list[str], start: str
+    ) -> dict[str, str]:
+        """A primary's set as far as it is known before the snapshots: recovery starts at
+        backup mode's checkpoint (`start`); the consistency point, the checkpoint record and
+        the label come from pg_backup_stop and are written by `_finish_backup`. `replay_lsn`
+        is the WAL flushed before the snapshots: the PGDATA snapshot's pg_wal holds it."""
+        record = self._record(conn, set_id, layout, datasets)
+        flushed = str(scalar(conn, "SELECT pg_current_wal_flush_lsn()::text"))
+        record.update({
+            PREFIX + "redo_lsn": start,
+            PREFIX + "checkpoint_lsn": NONE,
+            PREFIX + "consistent_lsn": NONE,
+            PREFIX + "replay_lsn": flushed,
+            PREFIX + "replay_timestamp": NONE,
+            PREFIX + "pending": PENDING_BACKUP,
+        })
+        return record

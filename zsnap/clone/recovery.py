@@ -137,8 +137,14 @@ class DataDir:
         return self.path_of(place.dataset, place.subpath)
 
 
-def prepare(data: DataDir, settings: dict[str, str], os_user: str) -> None:
-    """Rewire the cloned PGDATA. Runs as root; what it creates is given to the cluster's owner."""
+def prepare(
+    data: DataDir, settings: dict[str, str], os_user: str, backup_label: str | None = None
+) -> None:
+    """Rewire the cloned PGDATA. Runs as root; what it creates is given to the cluster's owner.
+    A set taken from a primary in backup mode brings its `backup_label`: recovery then starts
+    at the backup's checkpoint and is consistent only past the backup's end. (No
+    `tablespace_map`: it would point the clone at the primary's tablespaces; the symlinks in
+    pg_tblspc are repointed into the clone instead.)"""
     pgdata = data.pgdata
     if not (pgdata / "global" / "pg_control").is_file():
         raise UsageError(f"the clone has no {pgdata}/global/pg_control: is the set's layout right?")
@@ -162,13 +168,20 @@ def prepare(data: DataDir, settings: dict[str, str], os_user: str) -> None:
     signal = pgdata / "recovery.signal"
     signal.touch(mode=0o600)
     os.chown(signal, owner.pw_uid, owner.pw_gid)
+    if backup_label is not None:
+        _write_private(pgdata / "backup_label", backup_label, owner)
     auto = pgdata / "postgresql.auto.conf"
     old = auto.read_text(errors="replace") if auto.exists() else ""
-    tmp = auto.with_name(auto.name + ".zsnap")
-    tmp.write_text(rewrite_auto_conf(old, settings))
+    _write_private(auto, rewrite_auto_conf(old, settings), owner)
+
+
+def _write_private(path: Path, text: str, owner: pwd.struct_passwd) -> None:
+    """`path` replaced whole (written aside, then renamed), mode 0600, owned by `owner`."""
+    tmp = path.with_name(path.name + ".zsnap")
+    tmp.write_text(text)
     os.chmod(tmp, 0o600)
     os.chown(tmp, owner.pw_uid, owner.pw_gid)
-    tmp.rename(auto)
+    tmp.rename(path)
 
 
 def _relink(link: Path, target: Path, owner: pwd.struct_passwd) -> None:
