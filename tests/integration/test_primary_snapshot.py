@@ -103,3 +103,17 @@ def test_a_primary_is_snapshotted_in_backup_mode(fresh_lab: LabInfo) -> None:
     assert r["set"] == s["id"] and r["fell_back_from"] == []
     check_clone(r, server, after)
     cli("destroy", "after")
+
+    # Backup mode that cannot end (its WAL is never archived) times out: the set's members
+    # are removed again, in one line, and the server is left out of backup mode.
+    sql(info, "standby", "ALTER SYSTEM SET archive_command = 'false'")
+    sql(info, "standby", "SELECT pg_reload_conf()")
+    stuck = info.root / "zsnap-stuck.toml"
+    stuck.write_text(cli.config.read_text().replace(
+        "[standby]\n", "[standby]\ncheckpoint_timeout_s = 3\n", 1))
+    _, message = fails(Cli(stuck), "snapshot")
+    assert "pg_backup_stop failed" in message and "removed the 3 member(s)" in message
+    assert [x["id"] for x in cli.json("list")] == [s["id"]]
+    sql(info, "standby", "ALTER SYSTEM RESET archive_command")
+    sql(info, "standby", "SELECT pg_reload_conf()")
+    assert cli.json("snapshot")["complete"] is True

@@ -110,12 +110,13 @@ class BackupMode:
 
     def stop(self) -> BackupEnd:
         """End backup mode, waiting until the WAL up to its end is archived: a clone of the
-        set needs that WAL before it is consistent."""
+        set needs that WAL before it is consistent. Not retried by `abort` if it fails:
+        either backup mode has ended already, or it ends with the session."""
+        self.active = False
         row = self._row(
             "SELECT lsn::text, labelfile, clock_timestamp()"
             " FROM pg_backup_stop(wait_for_archive => true)"
         )
-        self.active = False
         lsn, labelfile, finished = row
         return BackupEnd(str(lsn), BackupLabel(str(labelfile)), finished)
 
