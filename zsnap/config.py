@@ -44,7 +44,7 @@ class StandbyConfig(Section):
     conninfo: str = "host=/run/postgresql port=5432 user=postgres dbname=postgres"
     os_user: str = "postgres"
     pg_bin: Path | None = None
-    # A snapshot of a primary is crash-consistent only; refuse unless asked for.
+    # A primary is snapshotted in backup mode, which acts on production; refuse unless asked.
     allow_primary: bool = False
     pause_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     checkpoint_timeout_s: Annotated[float, Field(gt=0)] = 600.0

@@ -205,7 +205,8 @@ class Doctor:
         if not scalar(conn, "SELECT pg_is_in_recovery()"):
             if self.config.standby.allow_primary:
                 return Check("in recovery", Status.WARN,
-                             "the server is a primary: sets are crash-consistent only",
+                             "the server is a primary: sets are taken in backup mode, and every "
+                             "CHECKPOINT and WAL switch of it lands on production",
                              "point standby.conninfo at a streaming standby")
             return Check("in recovery", Status.FAIL, "the server is not in recovery",
                          "point standby.conninfo at a streaming standby "
