@@ -3,10 +3,12 @@ the C locale, optional switch to another OS user, dry-run enforced here, typed e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
 import shlex
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -64,18 +66,43 @@ class Runner:
         # Parsed output must not depend on the operator's locale.
         run_env["LC_ALL"] = "C"
         run_env.pop("LANGUAGE", None)
+        # Started in the background and waited for here, with our own watchdog: sh's `_timeout`
+        # costs about 100 ms per command and leaves a timer thread behind when interrupted.
+        proc = command(
+            *full[1:],
+            _bg=True,
+            _bg_exc=False,
+            # Its own process group, so that a timeout or an interrupt takes the command's
+            # children along (a shell's, runuser's). pg_ctl's postmaster leaves it by setsid().
+            _new_group=True,
+            _env=run_env,
+            _in=stdin,
+            _cwd=cwd,
+            _ok_code=list(range(256)),
+            _return_cmd=True,
+        )
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _kill(proc)
+
+        watchdog = threading.Timer(timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            proc = command(
-                *full[1:],
-                _timeout=timeout,
-                _env=run_env,
-                _in=stdin,
-                _cwd=cwd,
-                _ok_code=list(range(256)),
-                _return_cmd=True,
-            )
-        except sh.TimeoutException:
-            raise CommandTimeout(full, timeout) from None
+            proc.wait()
+        except sh.SignalException:
+            if not expired.is_set():
+                raise
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM turned into an exception): the child goes too.
+            _kill(proc)
+            raise
+        finally:
+            watchdog.cancel()
+        if expired.is_set():
+            raise CommandTimeout(full, timeout)
         out = _text(proc.stdout)
         err = _text(proc.stderr)
         code = int(proc.exit_code)
@@ -84,6 +111,12 @@ class Runner:
             if check:
                 raise error(full, code, err, out)
         return Result(full, code, out, err)
+
+
+def _kill(proc: sh.RunningCommand) -> None:
+    with contextlib.suppress(OSError, sh.ErrorReturnCode):
+        if proc.is_alive():
+            proc.kill_group()
 
 
 def _text(data: bytes | str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,10 +61,6 @@ def handled(fn: F) -> F:
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             error_line("interrupted")
-            # Every `finally` has run. An external command cut short leaves sh's timeout timer,
-            # a non-daemon thread, behind: a normal exit would wait for it (up to the timeout).
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,85 @@
+"""The one wrapper every external command goes through, on real (harmless) commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from zsnap.errors import CommandError, CommandNotFound, CommandTimeout
+from zsnap.runner import Runner, as_user
+
+
+def test_output_and_exit_code() -> None:
+    result = Runner().run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    assert (result.stdout, result.stderr, result.returncode) == ("out\n", "err\n", 3)
+
+
+def test_a_failure_is_typed_and_names_the_last_stderr_line() -> None:
+    with pytest.raises(CommandError) as caught:
+        Runner().run(["sh", "-c", "echo first >&2; echo 'cannot do it' >&2; exit 1"])
+    assert caught.value.returncode == 1
+    assert str(caught.value) == "sh failed: cannot do it"
+
+
+def test_a_custom_error_factory_is_used() -> None:
+    class Mine(CommandError):
+        pass
+
+    with pytest.raises(Mine):
+        Runner().run(["false"], error=Mine)
+
+
+def test_timeout_kills_the_command() -> None:
+    marker = f"sleep {40 + os.getpid() % 7}.5"
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout):
+        Runner().run(["sh", "-c", marker], timeout=0.5)
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == ""
+
+
+def test_missing_program() -> None:
+    with pytest.raises(CommandNotFound):
+        Runner().run(["no-such-program-zsnap"])
+
+
+def test_the_c_locale_is_forced() -> None:
+    env = dict(os.environ, LC_ALL="de_DE.UTF-8", LANGUAGE="de")
+    out = Runner().run(["sh", "-c", 'echo "$LC_ALL ${LANGUAGE:-unset}"'], env=env).stdout
+    assert out == "C unset\n"
+
+
+def test_dry_run_skips_changes_but_runs_reads(tmp_path: os.PathLike[str]) -> None:
+    runner = Runner(dry_run=True)
+    target = f"{tmp_path}/made"
+    assert runner.run(["touch", target]).returncode == 0
+    assert not os.path.exists(target)
+    assert runner.skipped == [["touch", target]]
+    assert runner.run(["echo", "read"], mutates=False).stdout == "read\n"
+
+
+def test_another_user_goes_through_runuser() -> None:
+    assert as_user(None, ["id"]) == ["id"]
+    if os.geteuid() == 0:
+        assert as_user("postgres", ["id"]) == ["runuser", "-u", "postgres", "--", "id"]
+        assert as_user("root", ["id"]) == ["id"]
+
+
+def test_an_interrupted_run_takes_its_command_along() -> None:
+    marker = f"sleep {60 + os.getpid() % 7}.25"
+    code = f"from zsnap.runner import Runner; Runner().run(['sh', '-c', '{marker}'], timeout=120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(2)  # SIGINT to the parent only, as `kill -INT` or a service manager sends
+    assert proc.wait(timeout=20) != 0
+    time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
