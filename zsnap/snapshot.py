@@ -126,8 +126,14 @@ class TakeSnapshot:
             calls = snapshot_calls(datasets, set_id, self.zfs.capabilities.atomic_snapshots)
             # Every snapshot this run made, so that a failure removes exactly these.
             created: list[str] = []
-            started = time.monotonic()
             in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
+            timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
+            execute(conn, f"SET statement_timeout = {timeout_ms}")
+            if in_recovery:
+                # A restartpoint while replay still runs flushes most dirty buffers, so the
+                # CHECKPOINT inside the pause has little left to write: a shorter pause.
+                execute(conn, "CHECKPOINT")
+            started = time.monotonic()
             # A primary (allow_primary) has no replay to freeze: its snapshots are taken in
             # backup mode instead, and the set is finished only once backup mode has ended.
             backup = None if in_recovery else BackupMode(conn)
@@ -137,8 +143,6 @@ class TakeSnapshot:
                     # Inside the try: a pause that times out is still resumed below.
                     if in_recovery:
                         replay.pause()
-                    timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
-                    execute(conn, f"SET statement_timeout = {timeout_ms}")
                     if backup is None:
                         execute(conn, "CHECKPOINT")
                         record = self._record(conn, set_id, layout, datasets)
