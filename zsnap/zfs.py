@@ -5,7 +5,6 @@ zfs-fuse 0.7 here) rather than assumed."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +18,6 @@ from zsnap.errors import (
     DatasetExists,
     DatasetNotFound,
     NoSpace,
-    NotOnZfs,
     ZfsError,
     ZfsUnsupported,
 )
@@ -127,15 +125,6 @@ class Zfs:
         """Every filesystem dataset and its mountpoint property."""
         out = self.run("list", "-H", "-t", "filesystem", "-o", "name,mountpoint", mutates=False)
         return dict(line.split("\t", 1) for line in out.splitlines() if line)
-
-    def dataset_for(self, path: Path) -> str:
-        """The ZFS dataset that holds `path`; NotOnZfs if it is on any other filesystem."""
-        real = Path(os.path.realpath(path))
-        mount = mount_of(real, mounts())
-        if mount is None or mount.source not in self.filesystems():
-            where = f"{mount.fstype} ({mount.source})" if mount else "no filesystem"
-            raise NotOnZfs(f"{path} is not on a ZFS dataset: it is on {where}")
-        return mount.source
 
     def exists(self, name: str) -> bool:
         try:

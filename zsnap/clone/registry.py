@@ -5,6 +5,7 @@ the zsnap that made it."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -49,22 +50,31 @@ class Clone(BaseModel):
 
 
 def read(zfs: Zfs, cluster: str | None = None, *, sizes: bool = True) -> list[Clone]:
-    """Every clone (of `cluster`, if given), by name; one `zfs list` call, and one `zfs get`
-    for the space used."""
-    out = zfs.run("list", "-H", "-t", "filesystem", "-o", ",".join(["name", *COLUMNS]),
-                  mutates=False, timeout=300)
+    """Every clone (of `cluster`, if given), by name. One `zfs list` call where it prints
+    parsable numbers (`-p`, OpenZFS); else the space used takes one `zfs get -p` more."""
+    inline = sizes and zfs.capabilities.list_parsable
+    columns = [*COLUMNS, "used"] if inline else COLUMNS
+    out = zfs.run("list", "-H", *(["-p"] if inline else []), "-t", "filesystem",
+                  "-o", ",".join(["name", *columns]), mutates=False, timeout=300)
     rows: dict[str, list[dict[str, str]]] = {}
     for line in out.splitlines():
-        fields = dict(zip(["name", *COLUMNS], line.split("\t"), strict=True))
+        fields = dict(zip(["name", *columns], line.split("\t"), strict=True))
         if fields[NAME] in (UNSET, "") or fields[MEMBER] == UNSET:
             continue
         if cluster is not None and fields[CLUSTER] != cluster:
             continue
         rows.setdefault(fields[NAME], []).append(fields)
     clones = [_build(name, members) for name, members in sorted(rows.items())]
-    if sizes:
+    if inline:
+        for c in clones:
+            c.used_bytes = _total(m["used"] for m in rows[c.name])
+    elif sizes:
         _add_sizes(zfs, clones)
     return clones
+
+
+def _total(sizes: Iterable[str]) -> int:
+    return sum(int(s) for s in sizes if s.isdigit())
 
 
 def _add_sizes(zfs: Zfs, clones: list[Clone]) -> None:
@@ -78,8 +88,7 @@ def _add_sizes(zfs: Zfs, clones: list[Clone]) -> None:
             with contextlib.suppress(DatasetNotFound):
                 used.update(zfs.get([d], ["used"]))
     for c in clones:
-        sizes = [used.get(d, {}).get("used", UNSET) for d in c.datasets]
-        c.used_bytes = sum(int(s) for s in sizes if s.isdigit())
+        c.used_bytes = _total(used.get(d, {}).get("used", UNSET) for d in c.datasets)
 
 
 def get(zfs: Zfs, name: str, cluster: str | None = None) -> Clone:
