@@ -317,6 +317,19 @@ dir = "{self.root / 'state'}"
 
     # --- down ----------------------------------------------------------------------------
 
+    def down_plan(self) -> dict[str, Any]:
+        """What `down` would remove, found the same way (`zsnap lab down --dry-run`)."""
+        path = self.root / "lab.json"
+        info = LabInfo.from_json(path.read_text()) if path.exists() else None
+        running = sorted(self.root.rglob("postmaster.pid")) if self.root.exists() else []
+        listed = self.runner.run(["zpool", "list", "-H", "-o", "name"], check=False,
+                                 mutates=False).stdout.split()
+        return {
+            "servers": [str(p.parent) for p in running],
+            "pools": [p for p in (info.pools if info else []) if p in listed],
+            "directory": str(self.root) if self.root.exists() else None,
+        }
+
     def down(self) -> None:
         """Remove everything `up` made, whatever state it is in. Flashback instances and
         clones made inside the lab's pools go with it."""

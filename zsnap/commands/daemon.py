@@ -13,13 +13,14 @@ from zsnap.output import console, emit, fmt_time, table
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help="Log one JSON object per line.")
 @pass_ctx
 @handled
-def daemon(obj: Context) -> None:
+def daemon(obj: Context, as_json: bool) -> None:
     """Run the [schedule] jobs until SIGTERM (SIGHUP reloads the config)."""
     from zsnap.daemon import Daemon, setup_logging
 
-    setup_logging(obj.debug)
+    setup_logging(obj.debug, as_json)
     sys.exit(Daemon(obj.config_path, obj.debug).run())
 
 

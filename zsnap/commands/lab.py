@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zsnap.commands import handled, json_option
+from zsnap.commands import dry_run_option, handled, json_option
 from zsnap.lab import DEFAULT_ROOT, Lab, LoadWriter, lab_root, load_info
 from zsnap.output import console, emit, table
 
@@ -46,11 +46,26 @@ def up(name: str, base: Path, port: int, pool_size: str, as_json: bool) -> None:
 @lab.command()
 @name_option
 @base_option
+@dry_run_option
 @json_option
 @handled
-def down(name: str, base: Path, as_json: bool) -> None:
+def down(name: str, base: Path, dry_run: bool, as_json: bool) -> None:
     """Stop the lab's servers and remove its pools and files."""
-    Lab(name, base).down()
+    the_lab = Lab(name, base)
+    if dry_run:
+        plan = the_lab.down_plan()
+
+        def human() -> None:
+            for server in plan["servers"]:
+                console.print(f"would stop the server in {server}", highlight=False)
+            for pool in plan["pools"]:
+                console.print(f"would destroy pool {pool}", highlight=False)
+            if plan["directory"]:
+                console.print(f"would remove {plan['directory']}", highlight=False)
+
+        emit({"name": name, "dry_run": True, **plan}, as_json, human)
+        return
+    the_lab.down()
     emit({"name": name, "down": True}, as_json, lambda: console.print(f"lab {name} is down"))
 
 
