@@ -142,7 +142,7 @@ class Doctor:
                 "check standby.conninfo and that the standby accepts connections",
             ))
             for name in ("in recovery", "layout on ZFS", "recordsize", "privileges",
-                         "synchronous standby", "restore_command"):
+                         "verify privileges", "synchronous standby", "restore_command"):
                 report.checks.append(Check(name, Status.SKIP, "no connection to the standby"))
             return report
         with conn:
@@ -155,6 +155,7 @@ class Doctor:
                 report.checks.append(Check("layout on ZFS", Status.FAIL, str(e)))
             report.checks.append(guarded("recordsize", lambda: self._recordsize(conn, layout)))
             report.checks.append(guarded("privileges", lambda: self._privileges(conn)))
+            report.checks.append(guarded("verify privileges", lambda: self._verify(conn)))
             report.checks.append(guarded("synchronous standby", lambda: self._synchronous(conn)))
             report.checks.append(guarded("restore_command", lambda: self._restore(conn)))
         return report
@@ -305,6 +306,40 @@ class Doctor:
                          f"pg_read_all_settings TO {user} (see docs/install.md)")
         return Check("privileges", Status.OK,
                      f"{user} may pause/resume replay, CHECKPOINT and read settings")
+
+    def _verify(self, conn: Connection) -> Check:
+        """`zsnap verify` runs amcheck in a throwaway instance as this same role: it installs
+        the extension where it is missing (a superuser's right) and calls bt_index_check and
+        verify_heapam, whose EXECUTE amcheck revokes from PUBLIC."""
+        name = "verify privileges"
+        if not self.config.verify.amcheck:
+            return Check(name, Status.OK, "[verify] amcheck = false: nothing to check")
+        row = conn.execute(
+            "SELECT current_user, current_database(), rolsuper, "
+            "EXISTS (SELECT FROM pg_extension WHERE extname = 'amcheck') "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        assert row is not None  # current_user is always a role
+        user, database, superuser, installed = row
+        if superuser:
+            return Check(name, Status.OK, f"{user} is a superuser: verify can run amcheck")
+        hint = (f"on the primary, in every database: CREATE EXTENSION amcheck; GRANT EXECUTE ON "
+                f"FUNCTION bt_index_check(regclass, boolean), verify_heapam(regclass, boolean, "
+                f"boolean, text, bigint, bigint) TO {user} (or set [verify] amcheck = false)")
+        if not installed:
+            return Check(name, Status.WARN,
+                         f"amcheck is not installed in {database}, and {user} may not install it",
+                         hint)
+        granted = conn.execute(
+            "SELECT has_function_privilege('bt_index_check(regclass, boolean)', 'EXECUTE') "
+            "AND has_function_privilege('verify_heapam(regclass, boolean, boolean, text, "
+            "bigint, bigint)', 'EXECUTE')"
+        ).fetchone()
+        if not granted or not granted[0]:
+            return Check(name, Status.WARN,
+                         f"{user} may not run amcheck's functions in {database}", hint)
+        return Check(name, Status.OK,
+                     f"{user} may run amcheck in {database} (verify needs it in every database)")
 
     def _synchronous(self, conn: Connection) -> Check:
         """A synchronous standby whose primary waits for remote_apply stalls every commit on

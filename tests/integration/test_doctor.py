@@ -203,3 +203,25 @@ def test_role_without_grants_is_named(lab: LabInfo, cli: Any, tmp_path: Path) ->
     assert "GRANT" in privileges["hint"]
     # The checks that could still run did.
     assert checks(report)["restore_command"]["status"] == "OK"
+
+
+AMCHECK_FUNCTIONS = ("bt_index_check(regclass, boolean), "
+                     "verify_heapam(regclass, boolean, boolean, text, bigint, bigint)")
+
+
+@pytest.mark.usefixtures("roles")
+def test_verify_privileges_follow_the_amcheck_grants(
+    lab: LabInfo, cli: Any, tmp_path: Path
+) -> None:
+    limited = replace(cli, config=variant(lab, tmp_path, "user=postgres", "user=zsnap_test"))
+    before = checks(doctor(limited)[1])["verify privileges"]
+    assert before["status"] == "WARN", before
+    assert "may not run amcheck" in before["detail"] and "GRANT EXECUTE" in before["hint"]
+    on_primary(lab, f"GRANT EXECUTE ON FUNCTION {AMCHECK_FUNCTIONS} TO zsnap_test")
+    try:
+        wait_replayed(lab)
+        after = checks(doctor(limited)[1])["verify privileges"]
+        assert after["status"] == "OK", after
+    finally:
+        on_primary(lab, f"REVOKE EXECUTE ON FUNCTION {AMCHECK_FUNCTIONS} FROM zsnap_test")
+        wait_replayed(lab)
