@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from zsnap.errors import NotFoundError, ZsnapError
 from zsnap.lsn import Lsn
 from zsnap.pg.backup_mode import BackupLabel
+from zsnap.pg.config_files import ConfigFiles
 from zsnap.pg.layout import Layout
 from zsnap.zfs import UNSET, Zfs
 
@@ -29,6 +30,9 @@ SET_PROPS = [
     "checkpoint_lsn", "consistent_lsn", "replay_lsn", "replay_timestamp", "system_identifier",
     "server_version", "wal_segment_size", "block_size", "data_checksums",
 ]
+# Only where the standby's postgresql.conf lies outside its PGDATA (the Debian layout):
+# its path and the authentication files', written in the same call; older sets have none.
+CONFIG_PROPS = ["config_file", "hba_file", "ident_file"]
 # Sets of a primary only (snapshots inside backup mode): `pending` is "backup" from the
 # snapshot call until pg_backup_stop's results are written on every member, then "none"; a
 # set with a member still pending is incomplete. `backup_label` is base64 (BackupLabel.encode).
@@ -78,6 +82,16 @@ class SnapshotSet(BaseModel):
     verify_outcome: str | None = None
     verify_failed_check: str | None = None
     rto_s: float | None = None
+    # The standby's configuration files when postgresql.conf is outside PGDATA.
+    config_file: str | None = None
+    hba_file: str | None = None
+    ident_file: str | None = None
+
+    @property
+    def config_files(self) -> ConfigFiles | None:
+        if self.config_file is None or self.hba_file is None or self.ident_file is None:
+            return None
+        return ConfigFiles(self.config_file, self.hba_file, self.ident_file)
 
     @property
     def snapshots(self) -> list[str]:
@@ -104,8 +118,9 @@ class SnapshotSet(BaseModel):
 
 
 def properties(record: Mapping[str, str]) -> dict[str, str]:
-    """The set-level metadata as `zsnap:` user properties."""
-    return {PREFIX + key: record[key] for key in SET_PROPS}
+    """The set-level metadata as `zsnap:` user properties (CONFIG_PROPS where present)."""
+    keys = SET_PROPS + [key for key in CONFIG_PROPS if key in record]
+    return {PREFIX + key: record[key] for key in keys}
 
 
 def _opt(value: str | None) -> str | None:
@@ -134,7 +149,7 @@ class Catalog:
 
     def sets(self) -> list[SnapshotSet]:
         """Every set of this cluster, oldest first; one `zfs list` call however many sets."""
-        props = [PREFIX + k for k in SET_PROPS + BACKUP_PROPS + LATER_PROPS]
+        props = [PREFIX + k for k in SET_PROPS + CONFIG_PROPS + BACKUP_PROPS + LATER_PROPS]
         by_set: dict[str, dict[str, dict[str, str]]] = {}
         for row in self.zfs.list_snapshots(props):
             set_id = row[PREFIX + "set"]
@@ -194,4 +209,7 @@ class Catalog:
             verify_outcome=later["verify_outcome"],
             verify_failed_check=later["verify_failed_check"],
             rto_s=float(later["rto_s"]) if later["rto_s"] else None,
+            config_file=prop("config_file"),
+            hba_file=prop("hba_file"),
+            ident_file=prop("ident_file"),
         )

@@ -37,6 +37,7 @@ from zsnap.config import Config
 from zsnap.errors import NotInRecovery, PostgresError, SnapshotFailed, UsageError, ZsnapError
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.backup_mode import BackupEnd, BackupMode, check_version
+from zsnap.pg.config_files import outside_pgdata
 from zsnap.pg.connection import Connection, connected, execute, scalar
 from zsnap.pg.layout import Layout, discover
 from zsnap.pg.replay import ReplayPause
@@ -269,6 +270,11 @@ class TakeSnapshot:
             "block_size": str(block_size),
             "data_checksums": str(checksums),
         }
+        # A postgresql.conf outside PGDATA (Debian's /etc/postgresql) is not in the snapshot:
+        # a clone of the set includes it from where it is (zsnap/pg/config_files.py).
+        files = outside_pgdata(conn, layout.pgdata.path)
+        if files is not None:
+            record.update(files.record())
         return properties(record)
 
     def _record_primary(

@@ -341,7 +341,8 @@ class CreateClone:
             socket_dir=plan.paths.socket_dir, restore_command=cfg.archive.restore_command,
             target=plan.target, fast=request.fast_recovery,
         )
-        prepare(data, settings, cfg.standby.os_user, plan.set.backup_label)
+        prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
+                plan.set.config_files)
         self._check_wal(plan, data.pgdata / "pg_wal")
         instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, internal=True))
         steps = Stopwatch(started)

@@ -14,6 +14,13 @@ from pathlib import Path
 
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
+from zsnap.pg.config_files import (
+    HBA_COPY,
+    IDENT_COPY,
+    ConfigFiles,
+    auth_file,
+    clone_postgresql_conf,
+)
 from zsnap.pg.layout import ROLE_PG_WAL, ROLE_POLAR, ROLE_TABLESPACE, Layout
 
 MB = 1024 * 1024
@@ -138,25 +145,38 @@ class DataDir:
 
 
 def prepare(
-    data: DataDir, settings: dict[str, str], os_user: str, backup_label: str | None = None
+    data: DataDir,
+    settings: dict[str, str],
+    os_user: str,
+    backup_label: str | None = None,
+    config_files: ConfigFiles | None = None,
 ) -> None:
     """Rewire the cloned PGDATA. Runs as root; what it creates is given to the cluster's owner.
     A set taken from a primary in backup mode brings its `backup_label`: recovery then starts
     at the backup's checkpoint and is consistent only past the backup's end. (No
     `tablespace_map`: it would point the clone at the primary's tablespaces; the symlinks in
-    pg_tblspc are repointed into the clone instead.)"""
+    pg_tblspc are repointed into the clone instead.) A set whose standby kept postgresql.conf
+    outside PGDATA brings `config_files`: the clone gets a postgresql.conf of its own."""
     pgdata = data.pgdata
-    if not (pgdata / "global" / "pg_control").is_file():
-        raise UsageError(f"the clone has no {pgdata}/global/pg_control: is the set's layout right?")
-    conf = pgdata / "postgresql.conf"
-    if conf.is_file() and _DATA_DIRECTORY.search(conf.read_text(errors="replace")):
-        raise UsageError(
-            f"{conf} sets data_directory: a clone would start on the standby's own files"
-        )
-    owner = pwd.getpwnam(os_user)
+    # First of all: the cloned postmaster.pid holds the pid of the standby's running
+    # postmaster, and if anything below refuses, the teardown's `pg_ctl stop` on this
+    # directory would stop the standby.
     for name in REMOVE:
         (pgdata / name).unlink(missing_ok=True)
+    if not (pgdata / "global" / "pg_control").is_file():
+        raise UsageError(f"the clone has no {pgdata}/global/pg_control: is the set's layout right?")
+    owner = pwd.getpwnam(os_user)
+    # Everything else that can refuse is read before anything in the clone changes.
+    outside = None if config_files is None else _outside_config(data, config_files)
     settings = dict(settings)
+    if outside is not None:
+        settings.update(outside.settings)
+    else:
+        conf = pgdata / "postgresql.conf"
+        if conf.is_file() and _DATA_DIRECTORY.search(conf.read_text(errors="replace")):
+            raise UsageError(
+                f"{conf} sets data_directory: a clone would start on the standby's own files"
+            )
     for place in data.layout.places:
         where = data.path_of(place.dataset, place.subpath)
         if place.role == ROLE_TABLESPACE:
@@ -165,6 +185,9 @@ def prepare(
             _relink(pgdata / "pg_wal", where, owner)
         elif place.role == ROLE_POLAR:
             settings["polar_datadir"] = str(where)
+    if outside is not None:
+        for path, text in outside.files.items():
+            _write_private(path, text, owner)
     signal = pgdata / "recovery.signal"
     signal.touch(mode=0o600)
     os.chown(signal, owner.pw_uid, owner.pw_gid)
@@ -173,6 +196,43 @@ def prepare(
     auto = pgdata / "postgresql.auto.conf"
     old = auto.read_text(errors="replace") if auto.exists() else ""
     _write_private(auto, rewrite_auto_conf(old, settings), owner)
+
+
+@dataclass(frozen=True)
+class OutsideConfig:
+    files: dict[Path, str]  # written into the clone
+    settings: dict[str, str]  # for postgresql.auto.conf
+
+
+def _outside_config(data: DataDir, files: ConfigFiles) -> OutsideConfig:
+    """For a standby whose postgresql.conf is outside PGDATA: a postgresql.conf that includes
+    the standby's current one and then names the clone's data directory, and the clone's own
+    authentication files: copies of the standby's as they are now (those outside PGDATA; the
+    others came with the clone), named in postgresql.auto.conf, which is read last."""
+    pgdata = data.pgdata
+    standby_pgdata = data.layout.pgdata.path
+    _readable(Path(files.config_file), "configuration file")
+    written = {pgdata / "postgresql.conf": clone_postgresql_conf(files.config_file, pgdata)}
+    settings = {}
+    for standby_file, copy_name, key in (
+        (files.hba_file, HBA_COPY, "hba_file"),
+        (files.ident_file, IDENT_COPY, "ident_file"),
+    ):
+        where = auth_file(standby_file, standby_pgdata, pgdata, copy_name)
+        if where.copy_from is not None:
+            written[where.path] = _readable(where.copy_from, key)
+        settings[key] = str(where.path)
+    return OutsideConfig(written, settings)
+
+
+def _readable(path: Path, what: str) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError as e:
+        raise UsageError(
+            f"the standby's {what} {path}, which the set names, cannot be read ({e.strerror}):"
+            " a clone of a cluster with its configuration outside PGDATA reads it at clone time"
+        ) from None
 
 
 def _write_private(path: Path, text: str, owner: pwd.struct_passwd) -> None:
