@@ -4,6 +4,7 @@ durable, stop. Failures are read from its server log."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -185,13 +186,31 @@ class Instance:
             conn.close()
 
     def stop(self) -> None:
-        if not (self.pgdata / "postmaster.pid").exists():
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        if not owns_pid_file(self.pgdata):
+            # The standby's own pid file, cloned with its data directory (zsnap died before
+            # preparing the clone): pg_ctl would signal the standby. Nothing runs here.
+            log.warning("%s belongs to another data directory; removed, nothing stopped",
+                        pid_file)
+            pid_file.unlink(missing_ok=True)
             return
         result = self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "120",
                              "stop", timeout=150, check=False)
         if result.returncode != 0 and self.running():
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",
                         timeout=150, check=False)
+
+
+def owns_pid_file(pgdata: Path) -> bool:
+    """Whether postmaster.pid in `pgdata` was written by a server of this data directory: its
+    second line is the data directory the postmaster was started on."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    return len(lines) > 1 and os.path.realpath(lines[1]) == os.path.realpath(pgdata)
 
 
 def _first(e: BaseException) -> str:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from zsnap.clone import registry
 from zsnap.clone.create import CloneRequest, CloneResult, CreateClone
 from zsnap.clone.destroy import DestroyClone
-from zsnap.clone.instance import ReplayState
+from zsnap.clone.instance import ReplayState, owns_pid_file
 from zsnap.clone.target import Target
 from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
 from zsnap.errors import UsageError
@@ -138,6 +138,9 @@ def _print_result(r: CloneResult) -> None:
 def _state(pg: PgTools, c: registry.Clone) -> str:
     if not (c.pgdata / "postmaster.pid").exists():
         return "stopped"
+    if not owns_pid_file(c.pgdata):
+        # zsnap died before preparing it: the pid file is the standby's, cloned with its data.
+        return "unprepared"
     status = pg.run("pg_ctl", "-D", str(c.pgdata), "status", mutates=False, check=False)
     return "running" if status.returncode == 0 else "stopped"
 

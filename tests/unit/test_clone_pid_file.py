@@ -1,0 +1,50 @@
+"""A clone made from a running standby's snapshot carries the standby's postmaster.pid until it
+is prepared; stopping such a clone must never signal the standby."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from zsnap.clone.instance import Instance, owns_pid_file
+from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.runner import Runner
+
+
+def write_pid_file(pgdata: Path, pid: int, data_directory: Path) -> None:
+    pgdata.mkdir(parents=True, exist_ok=True)
+    (pgdata / "postmaster.pid").write_text(f"{pid}\n{data_directory}\n1700000000\n5432\n")
+
+
+def test_owner_is_the_data_directory_on_line_two(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    write_pid_file(clone, 1, clone)
+    assert owns_pid_file(clone)
+    write_pid_file(clone, 1, tmp_path / "standby")
+    assert not owns_pid_file(clone)
+    (clone / "postmaster.pid").unlink()
+    assert not owns_pid_file(clone)
+
+
+def test_stopping_a_clone_with_the_standbys_pid_file_signals_nobody() -> None:
+    # Everything as the cluster's owner, as in production: pg_ctl could signal the process.
+    owner = pwd.getpwnam("postgres")
+    standby = subprocess.Popen(["sleep", "60"], user="postgres")  # the standby's postmaster
+    base = Path(tempfile.mkdtemp(prefix="zsnap-pid-", dir="/var/tmp"))
+    try:
+        clone = base / "clone"
+        write_pid_file(clone, standby.pid, base / "standby")
+        for path in (base, clone, clone / "postmaster.pid"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        pg = PgTools(Runner(), find_bindir(None), "postgres")
+        Instance(pg, clone, clone / "postmaster.log", "").stop()
+        assert standby.poll() is None, "the process named in the copied pid file was signalled"
+        assert not (clone / "postmaster.pid").exists()
+    finally:
+        standby.kill()
+        standby.wait()
+        shutil.rmtree(base)
