@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from zsnap.config import Config
-from zsnap.errors import LockBusy, NotOnZfs, ZsnapError
+from zsnap.errors import LockBusy, NotOnZfs, ZsnapError, first_line
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
 from zsnap.pg.connection import Connection, connect, scalar
@@ -120,8 +120,7 @@ def guarded(name: str, check: Callable[[], Check]) -> Check:
     except ZsnapError as e:
         return Check(name, Status.FAIL, str(e))
     except psycopg.Error as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return Check(name, Status.FAIL, f"PostgreSQL: {first}")
+        return Check(name, Status.FAIL, f"PostgreSQL: {first_line(e)}")
 
 
 @dataclass

@@ -13,6 +13,12 @@ EXIT_BUSY = 3  # another zsnap run holds the lock
 EXIT_NOT_FOUND = 4  # no such set, clone or segment
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (PostgreSQL adds DETAIL/HINT lines), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class ZsnapError(Exception):
     exit_code = EXIT_FAILURE
 

@@ -39,6 +39,7 @@ from zsnap.errors import (
     UsageError,
     WalMissing,
     ZsnapError,
+    first_line,
 )
 from zsnap.lock import locked
 from zsnap.pg.binaries import PgTools, find_bindir
@@ -222,11 +223,6 @@ def checksums_check(returncode: int, stdout: str, stderr: str) -> Check:
     return Check("checksums", Outcome.FAILED, detail)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _problems(name: str, problems: list[str], done: str) -> Check:
     if not problems:
         return Check(name, Outcome.PASSED, done)
@@ -307,7 +303,7 @@ class VerifySet:
         try:
             clone = CreateClone(cfg, self.zfs).run(request)
         except PostgresError as e:  # includes RecoveryFailed and WalMissing: the set's fault
-            result.checks.append(Check("recovery", Outcome.FAILED, _first_line(e)))
+            result.checks.append(Check("recovery", Outcome.FAILED, first_line(e)))
             return
         result.rto_s = clone.elapsed_s
         if clone.replay_lsn is not None:
@@ -359,7 +355,7 @@ class VerifySet:
                 databases = [r[0] for r in conn.execute(
                     "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname")]
         except (ZsnapError, psycopg.Error) as e:
-            return Check("amcheck", Outcome.FAILED, _first_line(e))
+            return Check("amcheck", Outcome.FAILED, first_line(e))
         problems: list[str] = []
         indexes = tables = 0
         for db in databases:
@@ -369,7 +365,7 @@ class VerifySet:
                     conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
                     n_idx, n_tab = self._amcheck_database(conn, db, problems)
             except (ZsnapError, psycopg.Error) as e:
-                problems.append(f"database {db}: {_first_line(e)}")
+                problems.append(f"database {db}: {first_line(e)}")
                 continue
             indexes += n_idx
             tables += n_tab
@@ -384,7 +380,7 @@ class VerifySet:
             try:
                 conn.execute("SELECT bt_index_check(%s::oid::regclass, true)", (oid,))
             except psycopg.Error as e:
-                problems.append(f"index {rel} in {db}: {_first_line(e)}")
+                problems.append(f"index {rel} in {db}: {first_line(e)}")
                 if conn.closed:
                     raise
         for oid, rel in tables:
@@ -393,7 +389,7 @@ class VerifySet:
                     "SELECT blkno, offnum, msg FROM verify_heapam(%s::oid::regclass) LIMIT 1",
                     (oid,)).fetchone()
             except psycopg.Error as e:
-                problems.append(f"table {rel} in {db}: {_first_line(e)}")
+                problems.append(f"table {rel} in {db}: {first_line(e)}")
                 if conn.closed:
                     raise
                 continue
@@ -406,7 +402,7 @@ class VerifySet:
             with connected(conninfo, "verification instance") as conn:
                 row = conn.execute(sql).fetchone()
         except (ZsnapError, psycopg.Error) as e:
-            return Check(name, Outcome.FAILED, _first_line(e))
+            return Check(name, Outcome.FAILED, first_line(e))
         return sql_check(name, None if row is None or not row else row[0])
 
     def _checksums(self, s: SnapshotSet, clone: CloneResult, conninfo: str) -> Check:

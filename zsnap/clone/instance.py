@@ -16,7 +16,7 @@ import psycopg
 
 from zsnap.clone.recovery import FAST_ONLY
 from zsnap.clone.serverlog import Failure, failure
-from zsnap.errors import PostgresError, RecoveryFailed
+from zsnap.errors import PostgresError, RecoveryFailed, first_line
 from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import Connection, conninfo_for
@@ -95,7 +95,9 @@ class Instance:
             self._wait_exit(10)
             if not self.running():
                 raise ServerStopped(self.failure()) from None
-            raise PostgresError(f"cannot connect to the flashback instance: {_first(e)}") from None
+            raise PostgresError(
+                f"cannot connect to the flashback instance: {first_line(e)}"
+            ) from None
 
     def wait_for_target(
         self,
@@ -181,7 +183,7 @@ class Instance:
         try:
             yield conn
         except psycopg.Error as e:
-            raise PostgresError(f"flashback instance: {_first(e)}") from None
+            raise PostgresError(f"flashback instance: {first_line(e)}") from None
         finally:
             conn.close()
 
@@ -211,8 +213,3 @@ def owns_pid_file(pgdata: Path) -> bool:
     except OSError:
         return False
     return len(lines) > 1 and os.path.realpath(lines[1]) == os.path.realpath(pgdata)
-
-
-def _first(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

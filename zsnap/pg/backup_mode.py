@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from zsnap.errors import PostgresError, UsageError
+from zsnap.errors import PostgresError, UsageError, first_line
 from zsnap.pg.connection import Connection, scalar
 
 log = logging.getLogger(__name__)
@@ -130,15 +130,14 @@ class BackupMode:
             self.active = False
         except psycopg.Error as e:
             log.warning("could not end backup mode (it ends with the session): %s",
-                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                        first_line(e))
 
     def _row(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...]:
         try:
             row = self.conn.execute(sql, params).fetchone()
         except psycopg.Error as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             name = "pg_backup_start" if "pg_backup_start" in sql else "pg_backup_stop"
-            raise PostgresError(f"{name} failed: {text}") from None
+            raise PostgresError(f"{name} failed: {first_line(e)}") from None
         if row is None:
             raise PostgresError("backup mode returned no row")
         return tuple(row)

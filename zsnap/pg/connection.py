@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from zsnap.errors import PostgresError
+from zsnap.errors import PostgresError, first_line
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -27,8 +27,9 @@ def connect(conninfo: str, what: str = "standby") -> Connection:
     try:
         return psycopg.connect(conninfo_for(conninfo), autocommit=True)
     except psycopg.Error as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PostgresError(f"cannot connect to the {what} ({conninfo}): {first}") from None
+        raise PostgresError(
+            f"cannot connect to the {what} ({conninfo}): {first_line(e)}"
+        ) from None
 
 
 @contextmanager
@@ -44,7 +45,7 @@ def scalar(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
     try:
         row = conn.execute(sql, params).fetchone()
     except psycopg.Error as e:
-        raise PostgresError(f"{sql.split()[0]} failed: {str(e).strip().splitlines()[0]}") from None
+        raise PostgresError(f"{sql.split()[0]} failed: {first_line(e)}") from None
     return None if row is None else row[0]
 
 
@@ -53,4 +54,4 @@ def execute(conn: Connection, sql: str) -> None:
     try:
         conn.execute(sql)
     except psycopg.Error as e:
-        raise PostgresError(f"{sql.split()[0]} failed: {str(e).strip().splitlines()[0]}") from None
+        raise PostgresError(f"{sql.split()[0]} failed: {first_line(e)}") from None
