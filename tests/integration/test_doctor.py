@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.conftest import replicated, sql
 from zsnap.lab import LabInfo
 from zsnap.pg.replay import MARKER
 
@@ -38,25 +39,8 @@ def variant(lab: LabInfo, tmp_path: Path, old: str, new: str) -> Path:
 
 
 def on_primary(lab: LabInfo, *statements: str) -> None:
-    with psycopg.connect(lab.conninfo("primary"), autocommit=True) as conn:
-        for sql in statements:
-            conn.execute(sql)
-
-
-def wait_replayed(lab: LabInfo) -> None:
-    """Until the standby has replayed everything the primary wrote so far."""
-    with psycopg.connect(lab.conninfo("primary"), autocommit=True) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
-    assert row is not None
-    with psycopg.connect(lab.conninfo("standby"), autocommit=True) as conn:
-        for _ in range(600):
-            done = conn.execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(row[0]),)
-            ).fetchone()
-            if done and done[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError("the standby did not catch up")
+    for statement in statements:
+        sql(lab, "primary", statement)
 
 
 def test_healthy_lab_passes(lab: LabInfo, cli: Any) -> None:
@@ -161,7 +145,7 @@ def roles(lab: LabInfo) -> Iterator[None]:
         "GRANT pg_checkpoint, pg_read_all_settings TO zsnap_test",
         "CREATE ROLE zsnap_nobody LOGIN",
     )
-    wait_replayed(lab)
+    replicated(lab)
     try:
         yield
     finally:
@@ -219,9 +203,9 @@ def test_verify_privileges_follow_the_amcheck_grants(
     assert "may not run amcheck" in before["detail"] and "GRANT EXECUTE" in before["hint"]
     on_primary(lab, f"GRANT EXECUTE ON FUNCTION {AMCHECK_FUNCTIONS} TO zsnap_test")
     try:
-        wait_replayed(lab)
+        replicated(lab)
         after = checks(doctor(limited)[1])["verify privileges"]
         assert after["status"] == "OK", after
     finally:
         on_primary(lab, f"REVOKE EXECUTE ON FUNCTION {AMCHECK_FUNCTIONS} FROM zsnap_test")
-        wait_replayed(lab)
+        replicated(lab)

@@ -17,10 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.conftest import Cli, running_lab
+from tests.conftest import Cli, running_lab, sql
 from zsnap.lab import LabInfo
 
 ZERO_RETENTION = {"hourly": 0, "daily": 0, "weekly": 0, "monthly": 0, "min_sets": 1}
@@ -60,19 +59,12 @@ def write_config(info: LabInfo, path: Path, cluster: str,
     return path
 
 
-def sql_on(info: LabInfo, which: str, sql: str) -> Any:
-    with psycopg.connect(info.conninfo(which), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        row = cur.fetchone() if cur.description else None
-    return None if row is None else row[0]
+def primary_sql(info: LabInfo, statement: str) -> Any:
+    return sql(info, "primary", statement)
 
 
-def primary_sql(info: LabInfo, sql: str) -> Any:
-    return sql_on(info, "primary", sql)
-
-
-def standby_sql(info: LabInfo, sql: str) -> Any:
-    return sql_on(info, "standby", sql)
+def standby_sql(info: LabInfo, statement: str) -> Any:
+    return sql(info, "standby", statement)
 
 
 def advance_wal(info: LabInfo) -> None:
