@@ -104,20 +104,59 @@ def load_info(root: Path) -> LabInfo:
     return LabInfo.from_json(path.read_text())
 
 
+ZFS_FUSE_PID_FILE = Path("/run/zfs-fuse.pid")
+
+
+def zfs_fuse_running(proc: Path = Path("/proc")) -> bool:
+    """Whether a zfs-fuse daemon runs, whoever started it (its init script, a lab, an operator)."""
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # "pid (comm) state ...": a zombie (Z) is a daemon that is already gone.
+        name, _, rest = text.partition("(")[2].rpartition(")")
+        if name == "zfs-fuse" and rest.split()[:1] != ["Z"]:
+            return True
+    return False
+
+
 def ensure_zfs(runner: Runner) -> None:
     """Make `zpool` answer: nothing to do with kernel ZFS; start zfs-fuse when that is what
     this machine has."""
     if runner.run(["zpool", "list"], mutates=False, check=False, timeout=30).returncode == 0:
         return
-    if not Path("/dev/zfs").exists() and shutil.which("zfs-fuse"):
-        log.info("starting zfs-fuse")
-        runner.run(["zfs-fuse", "--pidfile", "/run/zfs-fuse.pid"], timeout=60)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if runner.run(["zpool", "list"], mutates=False, check=False).returncode == 0:
-                return
-            time.sleep(0.5)
-    raise ZsnapError("ZFS is not available: install OpenZFS or zfs-fuse (apt-get install zfs-fuse)")
+    if Path("/dev/zfs").exists() or not shutil.which("zfs-fuse"):
+        raise ZsnapError(
+            "ZFS is not available: install OpenZFS or zfs-fuse (apt-get install zfs-fuse)"
+        )
+    # A daemon just started, by us or by its init script, needs a moment to answer; one that
+    # is shutting down has to be replaced once it is gone.
+    started = False
+    deadline = time.monotonic() + 60
+    while runner.run(["zpool", "list"], mutates=False, check=False).returncode != 0:
+        if not zfs_fuse_running():
+            if started:
+                raise ZsnapError("zfs-fuse stopped right after it started (see syslog)")
+            _start_zfs_fuse(runner)
+            started = True
+        if time.monotonic() > deadline:
+            raise ZsnapError("zfs-fuse runs but `zpool list` does not answer after 60 s")
+        time.sleep(0.5)
+
+
+def _start_zfs_fuse(runner: Runner) -> None:
+    # zfs-fuse exits 1 without a word while its pid file exists, even when the process it
+    # names is long gone: /run survives on machines restored from a disk image.
+    ZFS_FUSE_PID_FILE.unlink(missing_ok=True)
+    log.info("starting zfs-fuse")
+    started = runner.run(["zfs-fuse", "--pidfile", str(ZFS_FUSE_PID_FILE)], timeout=60, check=False)
+    if started.returncode != 0:
+        said = started.stderr.strip().splitlines() or ["no message"]
+        raise ZsnapError(
+            f"zfs-fuse did not start (exit code {started.returncode}): {said[0]}"
+            " (it needs /dev/fuse)"
+        )
 
 
 class Lab:

@@ -93,8 +93,7 @@ class Runner:
         try:
             proc.wait()
         except sh.SignalException:
-            if not expired.is_set():
-                raise
+            pass  # killed by a signal (ours on timeout, or a crash): exit_code is minus the signal
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM turned into an exception): the child goes too.
             _kill(proc)

@@ -83,3 +83,11 @@ def test_an_interrupted_run_takes_its_command_along() -> None:
     assert proc.wait(timeout=20) != 0
     time.sleep(0.2)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+
+
+def test_a_command_killed_by_a_signal_is_a_command_error() -> None:
+    # zpool aborts (SIGABRT) when zfs-fuse goes away under it: an error to handle, not a crash.
+    with pytest.raises(CommandError) as caught:
+        Runner().run(["sh", "-c", "kill -ABRT $$"])
+    assert caught.value.returncode == -6
+    assert Runner().run(["sh", "-c", "kill -ABRT $$"], check=False).returncode == -6
