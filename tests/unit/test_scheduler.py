@@ -113,3 +113,26 @@ def test_plan_lists_next_runs_of_every_job(tmp_path: Path) -> None:
         "2026-11-22T03:00:00+00:00", "2026-11-29T03:00:00+00:00"]
     assert jobs["prune"].next_runs[0] - now == timedelta(hours=3, minutes=30)
     assert [t.weekday() for t in jobs["verify"].next_runs] == [6, 6]  # @weekly: Sundays
+
+
+def test_a_run_the_scheduler_could_not_start_within_the_grace_is_recorded_as_missed(
+        tmp_path: Path, fired: list[datetime]) -> None:
+    # A machine suspended, or a scheduler starved, past a run's time: the late run is not
+    # silently dropped, it is logged and recorded as missed (the catch-up covers no daemon).
+    cfg = write_config(tmp_path / "z.toml",
+                       'snapshot = "*/5 * * * * *"\nprune = "off"\nmisfire_grace = "1s"')
+    d = Daemon(cfg)
+    d.start()
+    try:
+        d.scheduler.pause()  # stands in for the stall
+        now = datetime.now(UTC)
+        due = now.replace(microsecond=0) + timedelta(seconds=5 - now.second % 5)
+        time.sleep((due - now).total_seconds() + 2.5)  # due, and now more than the grace late
+        d.scheduler.resume()
+        time.sleep(1.0)
+    finally:
+        d.stop()
+    assert due not in [t.replace(microsecond=0) for t in fired]
+    missed = [e for e in History(tmp_path / "state").entries("snapshot") if e.outcome == "missed"]
+    assert [datetime.fromisoformat(e.started) for e in missed] == [due], missed
+    assert "misfire grace" in missed[0].detail
