@@ -73,6 +73,10 @@ class ClonesConfig(Section):
 class SnapshotConfig(Section):
     # Recorded on every set, so that several clusters can share one host and its pools.
     cluster: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "main"
+    # A conninfo of the primary, to CHECKPOINT it before each set so that the set's redo
+    # point, where every clone of it starts replaying, is recent (zsnap/pg/fresh_redo.py).
+    primary_checkpoint: str = ""
+    primary_checkpoint_wait_s: Annotated[float, Field(gt=0)] = 120.0
 
 
 class StateConfig(Section):

@@ -21,7 +21,8 @@ from zsnap.config import Config
 from zsnap.errors import LockBusy, NotOnZfs, ZsnapError, first_line
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
-from zsnap.pg.connection import Connection, connect, scalar
+from zsnap.pg.connection import Connection, connect, connected, scalar
+from zsnap.pg.fresh_redo import primary_problem
 from zsnap.pg.layout import (
     ROLE_PGDATA,
     ROLE_POLAR,
@@ -141,7 +142,8 @@ class Doctor:
                 "check standby.conninfo and that the standby accepts connections",
             ))
             for name in ("in recovery", "layout on ZFS", "recordsize", "privileges",
-                         "verify privileges", "synchronous standby", "restore_command"):
+                         "verify privileges", "synchronous standby", "restore_command",
+                         "primary checkpoint"):
                 report.checks.append(Check(name, Status.SKIP, "no connection to the standby"))
             return report
         with conn:
@@ -157,6 +159,7 @@ class Doctor:
             report.checks.append(guarded("verify privileges", lambda: self._verify(conn)))
             report.checks.append(guarded("synchronous standby", lambda: self._synchronous(conn)))
             report.checks.append(guarded("restore_command", lambda: self._restore(conn)))
+            report.checks.append(guarded("primary checkpoint", lambda: self._primary(conn)))
         return report
 
     # --- without PostgreSQL ----------------------------------------------------------------
@@ -386,6 +389,25 @@ class Doctor:
         return (f"take snapshots on an asynchronous standby, or make sure the primary's "
                 f"synchronous_standby_names does not name {name} while synchronous_commit is "
                 "remote_apply")
+
+    def _primary(self, conn: Connection) -> Check:
+        """snapshot.primary_checkpoint: a problem only warns, as the snapshot itself does (the
+        sets are right without it, their clones replay longer)."""
+        name = "primary checkpoint"
+        conninfo = self.config.snapshot.primary_checkpoint
+        if not conninfo:
+            return Check(
+                name, Status.OK, "off: a set's redo point is the primary's last checkpoint"
+            )
+        hint = "fix snapshot.primary_checkpoint, or empty it to turn this off"
+        try:
+            with connected(conninfo, "primary") as primary:
+                problem = primary_problem(primary, conn)
+        except ZsnapError as e:
+            return Check(name, Status.WARN, str(e), hint)
+        if problem is not None:
+            return Check(name, Status.WARN, f"snapshot.primary_checkpoint: {problem}", hint)
+        return Check(name, Status.OK, "each set starts at a CHECKPOINT asked of the primary")
 
     def _restore(self, conn: Connection) -> Check:
         command = self.config.archive.restore_command

@@ -39,6 +39,7 @@ from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.backup_mode import BackupEnd, BackupMode, check_version
 from zsnap.pg.config_files import outside_pgdata
 from zsnap.pg.connection import Connection, connected, execute, scalar
+from zsnap.pg.fresh_redo import FreshRedo
 from zsnap.pg.layout import Layout, discover
 from zsnap.pg.replay import ReplayPause
 from zsnap.zfs import Zfs, pool_of
@@ -97,6 +98,7 @@ class Plan:
     datasets: list[str]
     calls: list[list[str]]
     pause_replay: bool
+    primary_checkpoint: bool  # CHECKPOINT the primary first (snapshot.primary_checkpoint)
 
 
 @dataclass
@@ -112,7 +114,10 @@ class TakeSnapshot:
             set_id = self._free_id(datasets[0])
             in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
         calls = snapshot_calls(datasets, set_id, self.zfs.capabilities.atomic_snapshots)
-        return Plan(set_id, datasets, calls, pause_replay=in_recovery)
+        return Plan(
+            set_id, datasets, calls, pause_replay=in_recovery,
+            primary_checkpoint=in_recovery and bool(self.config.snapshot.primary_checkpoint),
+        )
 
     def run(self) -> SnapshotSet:
         cfg = self.config
@@ -130,6 +135,12 @@ class TakeSnapshot:
             in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
             timeout_ms = int(cfg.standby.checkpoint_timeout_s * 1000)
             execute(conn, f"SET statement_timeout = {timeout_ms}")
+            if in_recovery and cfg.snapshot.primary_checkpoint:
+                FreshRedo(
+                    cfg.snapshot.primary_checkpoint,
+                    cfg.snapshot.primary_checkpoint_wait_s,
+                    cfg.standby.checkpoint_timeout_s,
+                ).run(conn)
             if in_recovery:
                 # A restartpoint while replay still runs flushes most dirty buffers, so the
                 # CHECKPOINT inside the pause has little left to write: a shorter pause.

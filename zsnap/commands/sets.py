@@ -53,10 +53,11 @@ def snapshot(obj: Context, as_json: bool, dry_run: bool) -> None:
         plan = TakeSnapshot(obj.config, obj.zfs(dry_run=True)).plan()
         emit(
             {"dry_run": True, "id": plan.id, "datasets": plan.datasets, "calls": plan.calls,
-             "pause_replay": plan.pause_replay},
+             "pause_replay": plan.pause_replay, "primary_checkpoint": plan.primary_checkpoint},
             as_json,
             lambda: table(
                 f"would take set {plan.id}"
+                + (", after a CHECKPOINT on the primary" if plan.primary_checkpoint else "")
                 + (" (replay paused meanwhile)" if plan.pause_replay else ""),
                 ["zfs snapshot call", "snapshots"],
                 [[i, " ".join(names)] for i, names in enumerate(plan.calls, 1)],
