@@ -321,6 +321,8 @@ port_range = [{low}, {low + 50}]
 
 [snapshot]
 cluster = "{info.name}"
+# Uncomment to CHECKPOINT the primary before each set (docs/configuration.md):
+# primary_checkpoint = "{info.conninfo('primary')}"
 
 [state]
 dir = "{self.root / 'state'}"
