@@ -16,7 +16,8 @@ from zsnap.lsn import Lsn
 def with_primary_checkpoint(lab: LabInfo, path: Path, conninfo: str) -> Cli:
     text = lab.config_file.read_text()
     assert "[snapshot]\n" in text
-    path.write_text(text.replace("[snapshot]\n", f'[snapshot]\nprimary_checkpoint = "{conninfo}"\n'))
+    setting = f'[snapshot]\nprimary_checkpoint = "{conninfo}"\n'
+    path.write_text(text.replace("[snapshot]\n", setting))
     return Cli(path)
 
 

@@ -349,13 +349,15 @@ class CreateClone:
         steps.lap("clone")
         try:
             instance.start()
+            if not request.pause:
+                instance.request_promotion()
             steps.lap("consistent")
             state = instance.wait_for_target(self.on_progress, request.timeout_s,
                                              self._goal(plan, data.pgdata / "pg_wal"))
             steps.lap("target")
             promoted = False
             if not request.pause:
-                instance.promote()
+                instance.wait_promoted()
                 promoted = True
                 steps.lap("promote")
             instance.make_durable(data.mountpoints, self.zfs.runner, request.fast_recovery)

@@ -25,6 +25,8 @@ from zsnap.runner import Runner
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+PROMOTE_POLL_S = 0.02
+PROMOTE_TIMEOUT_S = 3600
 # pg_ctl -w returns once the instance is consistent; replay from the set's redo point to its
 # consistency point is short (the snapshot's pause window), but the machine may be slow.
 START_TIMEOUT_S = 3600
@@ -137,13 +139,25 @@ class Instance:
         return ReplayState(bool(in_recovery), str(pause_state),
                            Lsn.parse(lsn) if lsn else None, ts)
 
-    def promote(self) -> None:
-        """pg_promote() while paused at the target: recovery ends there, with an
-        end-of-recovery record rather than the full checkpoint of recovery_target_action
-        'promote'."""
+    def request_promotion(self) -> None:
+        """pg_promote() as soon as the instance accepts connections, long before the target:
+        recovery ends at the target all the same, with an end-of-recovery record rather than
+        the full checkpoint of recovery_target_action 'promote'.
+
+        A recovery that is not a standby's looks for the promotion only where it would pause
+        (recovery_target_action is always 'pause'), so replay still runs to the target. Asked
+        there instead, once paused, the promotion waits out the 1 s sleep of PostgreSQL's
+        pause loop, which only a resume interrupts."""
         with self._session() as conn:
-            if not conn.execute("SELECT pg_promote(true, 3600)").fetchone():
-                raise RecoveryFailed("the flashback instance did not promote")
+            conn.execute("SELECT pg_promote(false)")
+
+    def wait_promoted(self, timeout_s: float = PROMOTE_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._session() as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone() != (False,):
+                if time.monotonic() > deadline:
+                    raise RecoveryFailed("the flashback instance did not promote")
+                time.sleep(PROMOTE_POLL_S)
 
     def make_durable(self, mountpoints: Sequence[Path], runner: Runner, fast: bool) -> None:
         """Undo the replay-only settings (fsync back on), checkpoint, and flush the clone's
