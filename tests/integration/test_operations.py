@@ -331,3 +331,27 @@ def test_daemon_fires_reloads_and_stops_cleanly(ops_lab: LabInfo, tmp_path: Path
     status = check_results(cli)
     assert status["scheduler"]["status"] == "CRITICAL"
     assert "stopped" in status["scheduler"]["summary"]
+
+
+def test_the_prune_job_prunes_the_wal_archive_too(ops_lab: LabInfo, tmp_path: Path) -> None:
+    # The daemon's prune job, as the scheduler runs it, with [retention] prune_wal = true.
+    from zsnap import config
+    from zsnap.daemon import prune_job
+
+    path = write_config(ops_lab, tmp_path / "zsnap.toml", "opsprunewal",
+                        retention={**ZERO_RETENTION, "prune_wal": True})
+    ids = []
+    for _ in range(2):
+        advance_wal(ops_lab)
+        ids.append(Cli(path).json("snapshot")["id"])
+    redo = Cli(path).json("show", ids[1])["redo_lsn"]
+    cutoff = primary_sql(ops_lab, f"SELECT pg_walfile_name('{redo}'::pg_lsn)")
+    before = [p.name for p in ops_lab.archive.iterdir() if len(p.name) == 24]
+    assert any(n < cutoff for n in before)
+
+    result = prune_job(config.load(path))
+    assert result["pruned"] == [ids[0]]
+    left = [p.name for p in ops_lab.archive.iterdir() if len(p.name) == 24]
+    assert cutoff in left and not any(n < cutoff for n in left)
+    removed = len([n for n in before if n < cutoff])
+    assert result["detail"] == f"1 set(s) pruned, {removed} WAL file(s) removed"
