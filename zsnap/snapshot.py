@@ -1,5 +1,7 @@
 """`zsnap snapshot`: one consistent snapshot set of the standby, by the frozen-replay protocol.
 
+0. optionally (snapshot.primary_checkpoint) CHECKPOINT the primary and wait for the standby to
+   replay it, so that the set's redo point is recent (zsnap/pg/fresh_redo.py);
 1. pause replay and wait until it is paused;
 2. CHECKPOINT: a restartpoint flushes every dirty buffer, or a skipped one forces
    minRecoveryPoint up to the replay position; either way, while replay stays paused, no page
