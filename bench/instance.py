@@ -13,6 +13,7 @@ from zsnap.errors import ZsnapError
 from zsnap.pg.binaries import PgTools
 
 POLL_S = 0.05
+STARTUP_GRACE_S = 30
 READY_QUERY = "SELECT count(*) FROM pgbench_branches"
 
 
@@ -48,7 +49,9 @@ class PgAlive:
     def __init__(self, pg: PgTools, data: Path):
         self.pg = pg
         self.data = data
+        self._created = time.monotonic()
         self._checked = 0.0
+        self._seen = False
         self._alive = True
 
     def __call__(self) -> bool:
@@ -58,7 +61,11 @@ class PgAlive:
             self._checked = now
             result = self.pg.run("pg_ctl", "-D", str(self.data), "status", mutates=False,
                                  check=False)
-            self._alive = result.returncode == 0
+            self._seen = self._seen or result.returncode == 0
+            # `pg_ctl start -W` returns before the postmaster has written its pid file: not
+            # running yet is not stopped, for a while.
+            starting = not self._seen and now - self._created < STARTUP_GRACE_S
+            self._alive = result.returncode == 0 or starting
         return self._alive
 
 

@@ -38,6 +38,15 @@ def variant(lab: LabInfo, tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
+def checkpointing_primary_as(lab: LabInfo, config: Path, user: str) -> Path:
+    """`config` with [snapshot] primary_checkpoint reaching the primary as `user`."""
+    conninfo = lab.conninfo("primary")
+    assert "user=postgres" in conninfo
+    setting = f'primary_checkpoint = "{conninfo.replace("user=postgres", f"user={user}")}"'
+    config.write_text(config.read_text().replace("[snapshot]\n", f"[snapshot]\n{setting}\n"))
+    return config
+
+
 def on_primary(lab: LabInfo, *statements: str) -> None:
     for statement in statements:
         sql(lab, "primary", statement)
@@ -162,13 +171,16 @@ def test_least_privilege_role_passes_and_takes_a_set(
     lab: LabInfo, cli: Any, tmp_path: Path
 ) -> None:
     config = variant(lab, tmp_path, "user=postgres", "user=zsnap_test")
+    checkpointing_primary_as(lab, config, "zsnap_test")
     limited = replace(cli, config=config)
     code, report = doctor(limited)
     privileges = checks(report)["privileges"]
     assert code == 0 and privileges["status"] == "OK", report
     assert "superuser" not in privileges["detail"]
-    taken = limited.json("snapshot")
-    assert taken["complete"] is True
+    assert checks(report)["primary checkpoint"]["status"] == "OK", report
+    taken = limited("snapshot", "--json")
+    assert json.loads(taken.stdout)["complete"] is True
+    assert "WARNING" not in taken.stderr, taken.stderr  # the primary's CHECKPOINT was allowed
     with psycopg.connect(lab.conninfo("standby"), autocommit=True) as conn:
         row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
     assert row is not None and row[0] == "not paused"
@@ -177,8 +189,11 @@ def test_least_privilege_role_passes_and_takes_a_set(
 @pytest.mark.usefixtures("roles")
 def test_role_without_grants_is_named(lab: LabInfo, cli: Any, tmp_path: Path) -> None:
     config = variant(lab, tmp_path, "user=postgres", "user=zsnap_nobody")
+    checkpointing_primary_as(lab, config, "zsnap_nobody")
     code, report = doctor(replace(cli, config=config))
     assert code == 1
+    primary = checks(report)["primary checkpoint"]
+    assert primary["status"] == "WARN" and "may not CHECKPOINT" in primary["detail"], primary
     privileges = checks(report)["privileges"]
     assert privileges["status"] == "FAIL"
     for missing in ("pg_wal_replay_pause()", "pg_wal_replay_resume()", "pg_checkpoint",
