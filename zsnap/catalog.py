@@ -116,6 +116,15 @@ class SnapshotSet(BaseModel):
     def consistent(self) -> Lsn:
         return Lsn.parse(self.consistent_lsn)
 
+    @property
+    def min_replay_bytes(self) -> int | None:
+        """The WAL from the redo point to the consistency point, which every clone of the set
+        replays before it can stop at any target; None while a primary's set is pending."""
+        try:
+            return max(self.consistent - self.redo, 0)
+        except ValueError:
+            return None
+
 
 def properties(record: Mapping[str, str]) -> dict[str, str]:
     """The set-level metadata as `zsnap:` user properties (CONFIG_PROPS where present)."""

@@ -42,6 +42,9 @@ def test_sets_start_at_a_checkpoint_asked_of_the_primary(lab: LabInfo, tmp_path:
     # Without the option a set starts at the primary's last checkpoint (the lab's primary
     # checkpoints every 5 minutes), which is before `before`; with it, at one made after.
     assert before <= Lsn.parse(fresh["redo_lsn"]) <= Lsn.parse(fresh["consistent_lsn"])
+    assert fresh["min_replay_bytes"] == Lsn.parse(fresh["consistent_lsn"]) - Lsn.parse(
+        fresh["redo_lsn"])
+    assert fresh["min_replay_bytes"] < plain["min_replay_bytes"]
     assert fresh["checkpoint_lsn"] == sql(
         lab, "primary", "SELECT checkpoint_lsn::text FROM pg_control_checkpoint()")
 

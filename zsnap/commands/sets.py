@@ -19,6 +19,7 @@ def set_summary(s: SnapshotSet) -> dict[str, Any]:
         value = getattr(s, key)
         data[key] = value.isoformat() if value is not None else None
     data["consistent_at"] = s.consistent_at.isoformat()
+    data["min_replay_bytes"] = s.min_replay_bytes
     return data
 
 
