@@ -43,7 +43,7 @@ from zsnap.errors import (
 )
 from zsnap.lock import locked
 from zsnap.pg.binaries import PgTools, find_bindir
-from zsnap.pg.connection import Connection, connected, scalar
+from zsnap.pg.connection import Connection, connected, system_identifier
 from zsnap.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -326,10 +326,9 @@ class VerifySet:
         result.checks.append(self._checksums(s, clone, conninfo))
 
     def _system_identifier(self, s: SnapshotSet, conninfo: str) -> Check:
-        sql = "SELECT system_identifier FROM pg_control_system()"
         try:
             with connected(conninfo, "verification instance") as conn:
-                found = int(scalar(conn, sql))
+                found = system_identifier(conn)
         except ZsnapError as e:
             return Check("system_identifier", Outcome.FAILED, str(e))
         if found != s.system_identifier:
@@ -337,7 +336,7 @@ class VerifySet:
                          f"instance {found}, set {s.system_identifier}")
         try:
             with connected(self.config.standby.conninfo) as conn:
-                standby = int(scalar(conn, sql))
+                standby = system_identifier(conn)
         except ZsnapError as e:
             return Check("system_identifier", Outcome.PASSED,
                          f"{found}, as the set's (standby not compared: {e})")

@@ -55,3 +55,9 @@ def execute(conn: Connection, sql: str) -> None:
         conn.execute(sql)
     except psycopg.Error as e:
         raise PostgresError(f"{sql.split()[0]} failed: {first_line(e)}") from None
+
+
+def system_identifier(conn: Connection) -> int:
+    """The cluster's identity in pg_control: the same on a primary, its standbys and their
+    copies, different for any other cluster."""
+    return int(scalar(conn, "SELECT system_identifier FROM pg_control_system()"))

@@ -19,11 +19,10 @@ import psycopg
 
 from zsnap.errors import ZsnapError, first_line
 from zsnap.lsn import Lsn
-from zsnap.pg.connection import Connection, connected, execute, scalar
+from zsnap.pg.connection import Connection, connected, execute, scalar, system_identifier
 
 log = logging.getLogger(__name__)
 
-SYSTEM_ID_SQL = "SELECT system_identifier FROM pg_control_system()"
 MAY_CHECKPOINT_SQL = """
 SELECT rolsuper OR CASE WHEN current_setting('server_version_num')::int >= 150000
                         THEN pg_has_role(current_user, 'pg_checkpoint', 'MEMBER')
@@ -37,7 +36,7 @@ def primary_problem(primary: Connection, standby: Connection) -> str | None:
     for a checkpoint; None when it can."""
     if scalar(primary, "SELECT pg_is_in_recovery()"):
         return "it reaches a server in recovery, not the primary"
-    if scalar(primary, SYSTEM_ID_SQL) != scalar(standby, SYSTEM_ID_SQL):
+    if system_identifier(primary) != system_identifier(standby):
         return "it reaches a server of another cluster (the system identifier differs)"
     if not scalar(primary, MAY_CHECKPOINT_SQL):
         return "its role may not CHECKPOINT (needs superuser or pg_checkpoint)"
