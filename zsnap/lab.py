@@ -123,18 +123,17 @@ def zfs_fuse_running(proc: Path = Path("/proc")) -> bool:
 
 def ensure_zfs(runner: Runner) -> None:
     """Make `zpool` answer: nothing to do with kernel ZFS; start zfs-fuse when that is what
-    this machine has."""
-    if runner.run(["zpool", "list"], mutates=False, check=False, timeout=30).returncode == 0:
-        return
-    if Path("/dev/zfs").exists() or not shutil.which("zfs-fuse"):
-        raise ZsnapError(
-            "ZFS is not available: install OpenZFS or zfs-fuse (apt-get install zfs-fuse)"
-        )
-    # A daemon just started, by us or by its init script, needs a moment to answer; one that
-    # is shutting down has to be replaced once it is gone.
+    this machine has.
+
+    A daemon just started, by us or by its init script, needs a moment to answer; one that is
+    shutting down has to be replaced once it is gone."""
     started = False
     deadline = time.monotonic() + 60
-    while runner.run(["zpool", "list"], mutates=False, check=False).returncode != 0:
+    while runner.run(["zpool", "list"], mutates=False, check=False, timeout=30).returncode != 0:
+        if Path("/dev/zfs").exists() or not shutil.which("zfs-fuse"):
+            raise ZsnapError(
+                "ZFS is not available: install OpenZFS or zfs-fuse (apt-get install zfs-fuse)"
+            )
         if not zfs_fuse_running():
             if started:
                 raise ZsnapError("zfs-fuse stopped right after it started (see syslog)")
@@ -150,13 +149,10 @@ def _start_zfs_fuse(runner: Runner) -> None:
     # names is long gone: /run survives on machines restored from a disk image.
     ZFS_FUSE_PID_FILE.unlink(missing_ok=True)
     log.info("starting zfs-fuse")
-    started = runner.run(["zfs-fuse", "--pidfile", str(ZFS_FUSE_PID_FILE)], timeout=60, check=False)
-    if started.returncode != 0:
-        said = started.stderr.strip().splitlines() or ["no message"]
-        raise ZsnapError(
-            f"zfs-fuse did not start (exit code {started.returncode}): {said[0]}"
-            " (it needs /dev/fuse)"
-        )
+    try:
+        runner.run(["zfs-fuse", "--pidfile", str(ZFS_FUSE_PID_FILE)], timeout=60)
+    except CommandError as e:
+        raise ZsnapError(f"{e} (zfs-fuse needs /dev/fuse)") from None
 
 
 class Lab:

@@ -49,17 +49,17 @@ class FreshRedo:
     wait_s: float
     checkpoint_timeout_s: float
 
-    def run(self, standby: Connection) -> Lsn | None:
-        """The primary checkpoint the standby has now replayed, or None (logged) when there
-        is none to be had."""
+    def run(self, standby: Connection) -> None:
+        """Until the standby has replayed a checkpoint the primary made now; a warning in the
+        log instead when there is none to be had."""
         try:
             checkpoint = self._checkpoint_primary(standby)
         except (ZsnapError, psycopg.Error) as e:
             log.warning("no fresh redo point, the set's is the primary's last checkpoint: %s",
                         first_line(e))
-            return None
+            return
         if checkpoint is None:
-            return None
+            return
         deadline = time.monotonic() + self.wait_s
         while not Lsn.parse(str(scalar(standby, "SELECT pg_last_wal_replay_lsn()::text"))) > (
             checkpoint
@@ -67,10 +67,9 @@ class FreshRedo:
             if time.monotonic() > deadline:
                 log.warning("the standby has not replayed the primary's checkpoint at %s within "
                             "%g s: the set's redo point is an older one", checkpoint, self.wait_s)
-                return None
+                return
             time.sleep(0.1)
         log.info("the standby replayed the primary's checkpoint at %s", checkpoint)
-        return checkpoint
 
     def _checkpoint_primary(self, standby: Connection) -> Lsn | None:
         with connected(self.primary_conninfo, "primary") as primary:
