@@ -100,6 +100,16 @@ def cli(lab: LabInfo) -> Cli:
     return Cli(lab.config_file)
 
 
+def with_setting(source: Path, dest: Path, section: str, setting: str) -> Path:
+    """`source`'s configuration written to `dest` (which may be `source`), with `setting`
+    first in `[section]`."""
+    text = source.read_text()
+    header = f"[{section}]\n"
+    assert header in text
+    dest.write_text(text.replace(header, f"{header}{setting}\n", 1))
+    return dest
+
+
 def sql(info: LabInfo, which: str, statement: str) -> Any:
     """One statement on the lab's primary or standby; the first column of its row, if any."""
     with psycopg.connect(info.conninfo(which), autocommit=True) as conn:

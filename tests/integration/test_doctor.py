@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import replicated, sql
+from tests.conftest import replicated, sql, with_setting
 from zsnap.lab import LabInfo
 from zsnap.pg.replay import MARKER
 
@@ -43,8 +43,7 @@ def checkpointing_primary_as(lab: LabInfo, config: Path, user: str) -> Path:
     conninfo = lab.conninfo("primary")
     assert "user=postgres" in conninfo
     setting = f'primary_checkpoint = "{conninfo.replace("user=postgres", f"user={user}")}"'
-    config.write_text(config.read_text().replace("[snapshot]\n", f"[snapshot]\n{setting}\n"))
-    return config
+    return with_setting(config, config, "snapshot", setting)
 
 
 def on_primary(lab: LabInfo, *statements: str) -> None:

@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import Cli, archive_all, replicated, sql
+from tests.conftest import Cli, archive_all, replicated, sql, with_setting
 from zsnap.lab import LabInfo, LoadWriter
 from zsnap.lsn import Lsn
 
 
 def with_primary_checkpoint(lab: LabInfo, path: Path, conninfo: str) -> Cli:
-    text = lab.config_file.read_text()
-    assert "[snapshot]\n" in text
-    setting = f'[snapshot]\nprimary_checkpoint = "{conninfo}"\n'
-    path.write_text(text.replace("[snapshot]\n", setting))
-    return Cli(path)
+    return Cli(with_setting(lab.config_file, path, "snapshot",
+                            f'primary_checkpoint = "{conninfo}"'))
 
 
 def primary_check(cli: Cli) -> dict[str, str]:

@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from tests.conftest import Cli, archive_all, sql
+from tests.conftest import Cli, archive_all, sql, with_setting
 from tests.integration.test_clone import Load, amcheck, check_clone, committed, fails, rows
 from zsnap.lab import LabInfo
 from zsnap.lsn import Lsn
@@ -31,11 +31,8 @@ def promote(info: LabInfo) -> str:
 
 
 def allowing_primary(info: LabInfo) -> Cli:
-    text = info.config_file.read_text()
-    assert "[standby]\n" in text
     path = info.root / "zsnap-primary.toml"
-    path.write_text(text.replace("[standby]\n", "[standby]\nallow_primary = true\n", 1))
-    return Cli(path)
+    return Cli(with_setting(info.config_file, path, "standby", "allow_primary = true"))
 
 
 def prop(snapshot: str, name: str) -> str:
@@ -108,9 +105,8 @@ def test_a_primary_is_snapshotted_in_backup_mode(fresh_lab: LabInfo) -> None:
     # are removed again, in one line, and the server is left out of backup mode.
     sql(info, "standby", "ALTER SYSTEM SET archive_command = 'false'")
     sql(info, "standby", "SELECT pg_reload_conf()")
-    stuck = info.root / "zsnap-stuck.toml"
-    stuck.write_text(cli.config.read_text().replace(
-        "[standby]\n", "[standby]\ncheckpoint_timeout_s = 3\n", 1))
+    stuck = with_setting(cli.config, info.root / "zsnap-stuck.toml", "standby",
+                         "checkpoint_timeout_s = 3")
     _, message = fails(Cli(stuck), "snapshot")
     assert "pg_backup_stop failed" in message and "removed the 3 member(s)" in message
     assert [x["id"] for x in cli.json("list")] == [s["id"]]
