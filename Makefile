@@ -4,7 +4,8 @@
 bootstrap:
 	bash scripts/bootstrap.sh
 
-# The main job on a self-contained lab: build it, take snapshot sets under a write load, list them.
+# The main job on a self-contained lab: build it, take snapshot sets under a write load, list them,
+# and bring a deleted row back in a flashback instance.
 demo: bootstrap
 	bash scripts/demo.sh
 

@@ -54,11 +54,12 @@ class Cli:
     config: Path
 
     def __call__(
-        self, *args: str, check: bool = True, timeout: float = 900
+        self, *args: str, check: bool = True, timeout: float = 900,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "zsnap", "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, env=env,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -66,8 +67,8 @@ class Cli:
             )
         return proc
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
+    def json(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        return json.loads(self(*args, "--json", env=env).stdout)
 
 
 @contextmanager

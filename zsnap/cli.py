@@ -11,7 +11,7 @@ import click
 from zsnap import __version__, config
 from zsnap.commands import Context
 from zsnap.commands.check import check
-from zsnap.commands.clone import clone, clones, destroy
+from zsnap.commands.clone import clone, clones, destroy, durable
 from zsnap.commands.daemon import daemon, history, schedule
 from zsnap.commands.doctor import doctor
 from zsnap.commands.lab import lab
@@ -45,7 +45,7 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
 for command in (snapshot, list_sets, show, lab, doctor,
                 daemon, schedule, history, prune, wal, check):
     cli.add_command(command)
-for command in (clone, clones, destroy):
+for command in (clone, clones, destroy, durable):
     cli.add_command(command)
 cli.add_command(verify)
 

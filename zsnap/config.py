@@ -104,8 +104,10 @@ class ScheduleConfig(Section):
     """When `zsnap daemon` runs each job: cron strings (5 fields, or 6 with seconds first;
     day of week 0 or 7 is Sunday as in cron), or "off"."""
 
-    snapshot: str = "0 3 * * *"
-    prune: str = "30 3 * * *"
+    # A set every hour: a clone replays at most an hour of WAL after its set (docs/operations.md
+    # has what a set costs); pruned every hour too, so the hourly sets roll over.
+    snapshot: str = "0 * * * *"
+    prune: str = "30 * * * *"
     verify: str = "off"
     # A run that could not start on time (daemon busy or down) still runs if it is late by
     # less than this; several missed runs of one job coalesce into one.
@@ -145,9 +147,11 @@ class RetentionConfig(Section):
     days, ISO weeks and months that have one, every set younger than keep_within, and never
     fewer than min_sets complete sets."""
 
-    hourly: Annotated[int, Field(ge=0)] = 24
-    daily: Annotated[int, Field(ge=0)] = 7
-    weekly: Annotated[int, Field(ge=0)] = 4
+    # sanoid's way: the last 36 hours at most an hour apart, then a month of dailies, two
+    # months of weeklies, half a year of monthlies (docs/operations.md: the space it costs).
+    hourly: Annotated[int, Field(ge=0)] = 36
+    daily: Annotated[int, Field(ge=0)] = 30
+    weekly: Annotated[int, Field(ge=0)] = 8
     monthly: Annotated[int, Field(ge=0)] = 6
     keep_within: Duration = timedelta(0)
     min_sets: Annotated[int, Field(ge=1)] = 1
@@ -159,8 +163,9 @@ class RetentionConfig(Section):
 class CheckConfig(Section):
     """Thresholds of `zsnap check` (warning, critical); "off" skips one."""
 
-    set_age_warning: Threshold = timedelta(hours=26)
-    set_age_critical: Threshold = timedelta(hours=50)
+    # Sets are hourly by default: warn after three missed, critical after half a day.
+    set_age_warning: Threshold = timedelta(hours=3)
+    set_age_critical: Threshold = timedelta(hours=12)
     verify_age_warning: Threshold = timedelta(days=8)
     verify_age_critical: Threshold = timedelta(days=15)
     replay_lag_warning: Threshold = timedelta(minutes=5)

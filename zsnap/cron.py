@@ -10,7 +10,8 @@ leading seconds field. Two places where APScheduler differs from cron are bridge
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+import itertools
+from datetime import datetime, timedelta, tzinfo
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -116,3 +117,13 @@ def next_times(trigger: CronTrigger, after: datetime, count: int) -> list[dateti
         previous = fire
         now = fire
     return times
+
+
+def longest_interval(expr: str, after: datetime, count: int = 50) -> timedelta | None:
+    """The longest gap between `count` consecutive runs of a cron string from `after` on (the
+    time a target can lie from the set before it); None for "off"."""
+    if is_off(expr):
+        return None
+    times = next_times(cron_trigger(expr, after.tzinfo), after, count)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    return max(gaps) if gaps else None

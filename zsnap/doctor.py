@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 
 from zsnap.config import Config
+from zsnap.cron import longest_interval
 from zsnap.errors import LockBusy, NotOnZfs, ZsnapError, first_line
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
@@ -396,9 +398,7 @@ class Doctor:
         name = "primary checkpoint"
         conninfo = self.config.snapshot.primary_checkpoint
         if not conninfo:
-            return Check(
-                name, Status.OK, "off: a set's redo point is the primary's last checkpoint"
-            )
+            return self._redo_lag(conn)
         hint = "fix snapshot.primary_checkpoint, or empty it to turn this off"
         try:
             with connected(conninfo, "primary") as primary:
@@ -408,6 +408,27 @@ class Doctor:
         if problem is not None:
             return Check(name, Status.WARN, f"snapshot.primary_checkpoint: {problem}", hint)
         return Check(name, Status.OK, "each set starts at a CHECKPOINT asked of the primary")
+
+    def _redo_lag(self, conn: Connection) -> Check:
+        """Without primary_checkpoint a set's redo point is the primary's last checkpoint,
+        which can lie up to checkpoint_timeout before the set: every clone replays that much.
+        The standby's setting stands for the primary's (a base backup copies it)."""
+        name = "primary checkpoint"
+        # pg_settings gives it in seconds, whatever unit postgresql.conf used.
+        timeout = float(scalar(
+            conn, "SELECT setting::float FROM pg_settings WHERE name = 'checkpoint_timeout'"))
+        interval = longest_interval(self.config.schedule.snapshot, datetime.now(UTC))
+        off = "off: a set's redo point is the primary's last checkpoint"
+        if interval is None or timeout <= interval.total_seconds():
+            return Check(name, Status.OK, f"{off} (checkpoint_timeout {timeout:g} s)")
+        return Check(
+            name, Status.WARN,
+            f"{off}, and checkpoint_timeout ({timeout:g} s) is longer than the interval between "
+            f"sets ({interval.total_seconds():g} s): a clone may replay up to "
+            f"{timeout:g} s of WAL before it reaches its set",
+            "set snapshot.primary_checkpoint to the primary's conninfo, or lower the primary's "
+            "checkpoint_timeout",
+        )
 
     def _restore(self, conn: Connection) -> Check:
         command = self.config.archive.restore_command

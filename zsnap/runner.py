@@ -4,13 +4,18 @@ the C locale, optional switch to another OS user, dry-run enforced here, typed e
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import pwd
 import shlex
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sh
 
@@ -80,6 +85,7 @@ class Runner:
             _cwd=cwd,
             _ok_code=list(range(256)),
             _return_cmd=True,
+            _preexec_fn=die_with_parent,
         )
         expired = threading.Event()
 
@@ -110,6 +116,38 @@ class Runner:
             if check:
                 raise error(full, code, err, out)
         return Result(full, code, out, err)
+
+
+    def spawn_detached(self, argv: Sequence[str], *, log_file: Path) -> int:
+        """Start zsnap itself (`argv[0]` is "zsnap": this interpreter's) in a session of its
+        own, for work that must outlive this command (a clone's durability); its output goes to
+        `log_file`. The one exception to "children die with zsnap". Returns its pid."""
+        full = [sys.executable, "-m", *argv] if argv[0] == "zsnap" else list(argv)
+        if self.dry_run:
+            log.info("dry run, skipped: %s", shlex.join(full))
+            self.skipped.append(full)
+            return 0
+        log.debug("spawn: %s", shlex.join(full))
+        with log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )
+        return proc.pid
+
+
+_PR_SET_PDEATHSIG = 1
+# Loaded here, not in the forked child: dlopen after fork in a threaded process can deadlock.
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it with SIGKILL when zsnap dies, even by
+    SIGKILL, so that no `zfs snapshot` finishes a set member after the zsnap that started it is
+    gone (the next zsnap may already have resumed replay). Linux only; elsewhere a no-op.
+    A command that forks (runuser, a shell) passes it on to none of its own children."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _kill(proc: sh.RunningCommand) -> None:

@@ -23,11 +23,10 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from zsnap.catalog import NONE, PREFIX, Catalog, SnapshotSet
 from zsnap.clone import archive, registry
-from zsnap.clone.create import CloneRequest, CloneResult, CreateClone
+from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance
 from zsnap.clone.naming import ClonePaths
@@ -43,7 +42,7 @@ from zsnap.errors import (
 )
 from zsnap.lock import locked
 from zsnap.pg.binaries import PgTools, find_bindir
-from zsnap.pg.connection import Connection, connected, system_identifier
+from zsnap.pg.connection import Connection, connected, instance_conninfo, system_identifier
 from zsnap.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -192,16 +191,6 @@ def instance_name(cluster: str, set_id: str) -> str:
     return f"verify-{cluster[:MAX_NAME - len(set_id) - 8]}-{set_id}"
 
 
-def instance_conninfo(standby: str, socket_dir: str, port: int, dbname: str | None = None) -> str:
-    """The standby's connection parameters (user, password...) aimed at the instance's socket."""
-    base = {k: v for k, v in conninfo_to_dict(standby).items() if v is not None}
-    for key in ("host", "hostaddr", "port"):
-        base.pop(key, None)
-    if dbname is not None:
-        base["dbname"] = dbname
-    return make_conninfo("", host=socket_dir, port=port, **base)
-
-
 def sql_check(name: str, value: object) -> Check:
     """A user check passes when its first column of its first row is true."""
     if value is True:
@@ -299,7 +288,8 @@ class VerifySet:
 
     def _checks(self, s: SnapshotSet, result: Verification) -> None:
         cfg = self.config
-        request = CloneRequest(Target.immediate(), name=result.instance, set_id=s.id)
+        request = CloneRequest(Target.immediate(), name=result.instance, set_id=s.id,
+                               durability=Wait.SKIP)
         try:
             clone = CreateClone(cfg, self.zfs).run(request)
         except PostgresError as e:  # includes RecoveryFailed and WalMissing: the set's fault

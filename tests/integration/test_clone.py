@@ -129,6 +129,7 @@ def assert_gone(info: LabInfo, name: str) -> None:
     assert not (info.clone_root / name).exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert f"{info.clone_root / name}/" not in ps.stdout
+    assert f" durable {name} --worker" not in ps.stdout
 
 
 def userrefs(snapshot: str) -> int:
@@ -182,10 +183,16 @@ def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: La
     assert r["target_note"] and "local time" in r["target_note"]
     assert datetime.fromisoformat(r["target"].removeprefix("time:")) == between
     assert r["state"] == "promoted" and r["elapsed_s"] > 0
+    assert r["durability"] == "in progress" and "durable" not in r["steps_s"]
+    assert r["wal_replayed_bytes"] > 0 and r["replay_mb_s"] > 0
     check_clone(r, primary, between)
     with connect(r["dsn"]) as conn:
         assert one(conn, "SELECT pg_is_in_recovery()") is False
-        assert one(conn, "SHOW fsync") == "on"  # back on before `clone` returned
+    # Durability went on in the background; `zsnap durable` waits for it.
+    d = cli.json("durable", "between")
+    assert d["durable"] is True and d["durable_since"]
+    with connect(r["dsn"]) as conn:
+        assert one(conn, "SHOW fsync") == "on"
 
     # Exactly at one commit's timestamp: that commit is in, the next one is not.
     r = cli.json("clone", "--at", exact.isoformat(), "--name", "exact")
@@ -195,12 +202,15 @@ def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: La
     with connect(r["dsn"]) as conn:
         assert one(conn, "SELECT count(*) FROM lab_b WHERE payload = 'marker'") == 2
 
-    # After the last set, paused at the target instead of promoted: read-only, still exact.
-    r = cli.json("clone", "--at", after.isoformat(), "--name", "paused", "--pause")
+    # After the last set, paused at the target instead of promoted: read-only, still exact,
+    # and (--durable) durable when `clone` returns.
+    r = cli.json("clone", "--at", after.isoformat(), "--name", "paused", "--pause", "--durable")
     assert r["set"] == s2["id"] and r["state"] == "paused"
+    assert r["durability"] == "durable" and r["steps_s"]["durable"] >= 0
     check_clone(r, primary, after)
     with connect(r["dsn"]) as conn:
         assert one(conn, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+        assert one(conn, "SHOW fsync") == "on"
 
     # A transaction id committed before s2 is consistent: PostgreSQL refuses to stop there
     # from s2 ("requested recovery stop point is before consistent recovery point"); zsnap
@@ -213,6 +223,7 @@ def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: La
     assert set(listed) == {"between", "exact", "paused", "byxid"}
     assert all(c["state"] == "running" for c in listed.values())
     assert listed["paused"]["set"] == s2["id"] and listed["paused"]["used_bytes"] > 0
+    assert listed["paused"]["durability"] == "durable" and listed["between"]["durable"] is True
     s1_snapshots = [f"{d}@zsnap_{s1['id']}" for d in s1["datasets"]]
     # Held by "between" and "byxid": the set cannot be pruned under them.
     assert [userrefs(s) for s in s1_snapshots] == [2, 2, 2]

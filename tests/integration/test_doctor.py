@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import replicated, sql, with_setting
+from tests.conftest import Cli, replicated, sql, with_setting
 from zsnap.lab import LabInfo
 from zsnap.pg.replay import MARKER
 
@@ -66,6 +66,23 @@ def test_healthy_lab_passes(lab: LabInfo, cli: Any) -> None:
     assert {p["oid"] for p in layout[1:]} and all(p["role"] == "tablespace" for p in layout[1:])
     human = cli("doctor").stdout
     assert "all checks passed" in human and "restore_command" in human
+
+
+def test_sets_more_frequent_than_checkpoints_warn_without_primary_checkpoint(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    """Issue 9, item 4: a set every minute, the lab's checkpoint_timeout of 5 minutes, and no
+    primary_checkpoint: the sets' redo points lag behind them, and doctor says so."""
+    hourly = checks(doctor(Cli(lab.config_file))[1])["primary checkpoint"]
+    assert hourly["status"] == "OK" and "checkpoint_timeout 300 s" in hourly["detail"], hourly
+    config = tmp_path / "zsnap.toml"
+    config.write_text(lab.config_file.read_text() + '\n[schedule]\nsnapshot = "* * * * *"\n')
+    code, report = doctor(Cli(config))
+    found = checks(report)["primary checkpoint"]
+    assert found["status"] == "WARN" and "longer than the interval between sets (60 s)" in \
+        found["detail"], found
+    assert "primary_checkpoint" in found["hint"]
+    assert code == 0  # a warning
 
 
 def test_broken_restore_command_fails_alone(lab: LabInfo, cli: Any, tmp_path: Path) -> None:

@@ -127,3 +127,36 @@ def test_target_settings_keep_microseconds() -> None:
 def test_bad_targets_are_usage_errors(make: object, text: str) -> None:
     with pytest.raises(UsageError):
         make(text)  # type: ignore[operator]
+
+
+def with_redo(s: SnapshotSet, redo: int) -> SnapshotSet:
+    return s.model_copy(update={"redo_lsn": str(Lsn(redo))})
+
+
+def test_the_set_with_the_nearest_redo_point_wins_over_a_newer_one() -> None:
+    # The middle set was taken right after a checkpoint on the primary; the newest set's
+    # restartpoint is older: starting from the middle one replays less WAL.
+    sets = [with_redo(SETS[0], 0x800000), with_redo(SETS[1], 0x1F00000),
+            with_redo(SETS[2], 0x1000000)]
+    assert ids(candidates(sets, at(45), NOW)) == [SETS[1].id, SETS[2].id, SETS[0].id]
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 0x3000000)), min_size=1,
+                max_size=8, unique_by=lambda t: t[0]),
+       st.integers(0, 60))
+def test_the_first_candidate_replays_the_least_wal(
+    spec: list[tuple[int, int]], minute: int
+) -> None:
+    sets = sorted((with_redo(make_set(m, 0x3000000 + m), redo) for m, redo in spec),
+                  key=lambda s: s.id)
+    target = at(minute)
+    eligible = [s for s in sets if s.consistent_at <= target.time]  # type: ignore[operator]
+    if not eligible:
+        with pytest.raises(TargetOutOfRange):
+            candidates(sets, target, NOW)
+        return
+    got = candidates(sets, target, NOW)
+    assert sorted(ids(got)) == sorted(ids(eligible))
+    assert got[0].redo == max(s.redo for s in eligible)
+    # Among the sets with that redo point, the newest.
+    assert got[0].id == max(s.id for s in eligible if s.redo == got[0].redo)

@@ -67,3 +67,16 @@ def test_duration_forms() -> None:
     assert parse_duration("0") == timedelta(0)
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("2 days")
+
+
+def test_the_longest_interval_between_runs() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from zsnap.cron import longest_interval
+
+    start = datetime(2026, 12, 1, 10, 17, tzinfo=UTC)
+    assert longest_interval("0 * * * *", start) == timedelta(hours=1)
+    assert longest_interval("0 3 * * *", start) == timedelta(days=1)
+    # Week days only: the weekend is the longest gap.
+    assert longest_interval("0 3 * * mon-fri", start) == timedelta(days=3)
+    assert longest_interval("off", start) is None

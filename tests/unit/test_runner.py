@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,44 @@ def test_a_command_killed_by_a_signal_is_a_command_error() -> None:
         Runner().run(["sh", "-c", "kill -ABRT $$"])
     assert caught.value.returncode == -6
     assert Runner().run(["sh", "-c", "kill -ABRT $$"], check=False).returncode == -6
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_command_dies_with_a_zsnap_killed_by_sigkill(tmp_path: Path) -> None:
+    """Issue 10, item 2: a `zfs snapshot` must not finish after the zsnap that ran it is gone."""
+    pid_file = tmp_path / "child.pid"
+    code = ("from zsnap.runner import Runner; "
+            f"Runner().run(['sh', '-c', 'echo $$ > {pid_file}; exec sleep 300'], timeout=600)")
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.02)
+    child = int(pid_file.read_text())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child), "the command outlived the zsnap that ran it"
+
+
+def test_a_detached_zsnap_outlives_the_command_that_started_it(tmp_path: Path) -> None:
+    log = f"{tmp_path}/worker.log"
+    code = ("from pathlib import Path; from zsnap.runner import Runner; "
+            f"print(Runner().spawn_detached(['sleep', '30'], log_file=Path('{log}')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    pid = int(out.stdout)
+    try:
+        assert _alive(pid)
+        assert os.getsid(pid) == pid  # a session of its own: no terminal's signals reach it
+    finally:
+        os.kill(pid, 9)

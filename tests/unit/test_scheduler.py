@@ -111,7 +111,7 @@ def test_plan_lists_next_runs_of_every_job(tmp_path: Path) -> None:
     jobs = {p.job: p for p in plan(config.load(cfg), now, 2)}
     assert [t.isoformat() for t in jobs["snapshot"].next_runs] == [
         "2026-11-22T03:00:00+00:00", "2026-11-29T03:00:00+00:00"]
-    assert jobs["prune"].next_runs[0] - now == timedelta(hours=3, minutes=30)
+    assert jobs["prune"].next_runs[0] - now == timedelta(minutes=30)  # the default: hourly
     assert [t.weekday() for t in jobs["verify"].next_runs] == [6, 6]  # @weekly: Sundays
 
 

@@ -12,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 from zsnap.catalog import NONE, SnapshotSet
 from zsnap.clone.naming import check_name
 from zsnap.errors import NotFoundError, UsageError
+from zsnap.pg.connection import instance_conninfo
 from zsnap.verify import (
     Check,
     Outcome,
@@ -19,7 +20,6 @@ from zsnap.verify import (
     Verification,
     checksums_check,
     failure_line,
-    instance_conninfo,
     instance_name,
     sql_check,
 )
@@ -154,3 +154,10 @@ def test_the_instance_is_reached_with_the_standbys_credentials_on_its_socket() -
         "/clones/verify-x/run", 55432, "template1"))
     assert got == {"host": "/clones/verify-x/run", "port": "55432", "user": "zsnap",
                    "password": "s3cret", "dbname": "template1", "sslmode": "prefer"}
+
+
+def test_the_public_dsn_of_an_instance_names_no_password() -> None:
+    got = conninfo_to_dict(instance_conninfo(
+        "host=db.example port=5432 user=zsnap password=s3cret dbname=app sslmode=prefer",
+        "/clones/c/run", 55433, public=True))
+    assert got == {"host": "/clones/c/run", "port": "55433", "user": "zsnap", "dbname": "app"}

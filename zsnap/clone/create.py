@@ -13,21 +13,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from zsnap.catalog import Catalog, SnapshotSet
-from zsnap.clone import archive, registry
+from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
-from zsnap.clone.recovery import DataDir, instance_settings, prepare
+from zsnap.clone.recovery import MB, DataDir, instance_settings, prepare
 from zsnap.clone.select import candidates
-from zsnap.clone.serverlog import Cause, consistent_at, last_restored
+from zsnap.clone.serverlog import Cause, consistent_at
 from zsnap.clone.target import Kind, Target
-from zsnap.config import Config
+from zsnap.clone.wal_needs import CloneWal
+from zsnap.config import Config, config_path
 from zsnap.errors import (
     ConfigError,
     DatasetExists,
@@ -35,12 +35,12 @@ from zsnap.errors import (
     NotFoundError,
     RecoveryFailed,
     UsageError,
-    WalMissing,
     ZsnapError,
 )
 from zsnap.lock import locked
-from zsnap.lsn import Lsn, Segment
+from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.connection import instance_conninfo
 from zsnap.ports import port_free
 from zsnap.zfs import Zfs, pool_of
 
@@ -48,6 +48,14 @@ log = logging.getLogger(__name__)
 
 CLONE_LOCK = "clone"
 LOCK_WAIT_S = 300.0
+
+
+class Wait(Enum):
+    """When a clone becomes durable (zsnap.clone.durability)."""
+
+    BACKGROUND = "background"  # after `zsnap clone` returns, by a worker of its own
+    WAIT = "wait"  # before it returns (`--durable`)
+    SKIP = "skip"  # never: a verification instance, removed after its checks
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class CloneRequest:
     set_id: str | None = None  # use this set, no fallback
     fast_recovery: bool = True  # replay with the throwaway-instance settings
     timeout_s: float | None = None  # for reaching the target once the instance is consistent
+    durability: Wait = Wait.BACKGROUND
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,20 @@ class CloneResult:
     datasets: list[str]
     fell_back_from: list[str] = field(default_factory=list)
     # Seconds each step took, in order: clone (everything before the server starts; for the
-    # first attempt also choosing the set), consistent, target, promote, durable.
+    # first attempt also choosing the set), consistent, target, promote, and durable where
+    # the caller waited for it.
     steps_s: dict[str, float] = field(default_factory=dict)
+    durability: str = "durable"  # a zsnap.clone.durability.Durability value
+    # The WAL replayed, from the set's redo point to where replay stopped, and the seconds
+    # from the server's start until it stopped there.
+    wal_replayed_bytes: int | None = None
+    replay_s: float | None = None
+
+    @property
+    def replay_mb_s(self) -> float | None:
+        if self.wal_replayed_bytes is None or not self.replay_s:
+            return None
+        return self.wal_replayed_bytes / MB / self.replay_s
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +130,10 @@ class CloneResult:
             "datasets": self.datasets,
             "fell_back_from": self.fell_back_from,
             "steps_s": self.steps_s,
+            "durability": self.durability,
+            "wal_replayed_bytes": self.wal_replayed_bytes,
+            "replay_s": self.replay_s,
+            "replay_mb_s": round(self.replay_mb_s, 1) if self.replay_mb_s is not None else None,
         }
 
 
@@ -137,6 +162,8 @@ class CreateClone:
     config: Config
     zfs: Zfs
     on_progress: Callable[[ReplayState], None] | None = None
+    # The configuration file the durability worker is started with; else the default's.
+    config_path: Path | None = None
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
@@ -246,7 +273,7 @@ class CreateClone:
             plan = self.plan(request, s)
             teardown = Teardown(plan.name)
             try:
-                self._make(plan, teardown, owner)
+                self._make(plan, teardown, owner, request.durability)
             except BaseException:
                 self._undo(teardown, pg)
                 raise
@@ -281,7 +308,9 @@ class CreateClone:
             log.error("could not remove the failed clone %s (%s): run zsnap destroy %s",
                       teardown.name, e, teardown.name)
 
-    def _make(self, plan: ClonePlan, teardown: Teardown, owner: pwd.struct_passwd) -> None:
+    def _make(
+        self, plan: ClonePlan, teardown: Teardown, owner: pwd.struct_passwd, durable: Wait
+    ) -> None:
         """Directories, holds and clones; each recorded in `teardown` as soon as it exists."""
         paths = plan.paths
         paths.mount_root.mkdir(parents=True, exist_ok=True)
@@ -305,6 +334,8 @@ class CreateClone:
             registry.CREATED: self.now().isoformat(timespec="seconds"),
             registry.DIR: str(paths.dir),
             registry.PGDATA: str(data.pgdata),
+            registry.DURABLE: (durability.SKIPPED if durable is Wait.SKIP
+                               else durability.PENDING),
         }
         for member, (origin, snapshot, clone) in enumerate(
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
@@ -343,8 +374,9 @@ class CreateClone:
         )
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files)
-        self._check_wal(plan, data.pgdata / "pg_wal")
-        instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, internal=True))
+        wal = CloneWal(plan.set, cfg.archive.path, data.pgdata / "pg_wal")
+        wal.check(plan.target)
+        instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, public=False))
         steps = Stopwatch(started)
         steps.lap("clone")
         try:
@@ -353,30 +385,44 @@ class CreateClone:
                 instance.request_promotion()
             steps.lap("consistent")
             state = instance.wait_for_target(self.on_progress, request.timeout_s,
-                                             self._goal(plan, data.pgdata / "pg_wal"))
+                                             wal.goal(plan.target))
             steps.lap("target")
             promoted = False
             if not request.pause:
                 instance.wait_promoted()
                 promoted = True
                 steps.lap("promote")
-            instance.make_durable(data.mountpoints, self.zfs.runner, request.fast_recovery)
-            steps.lap("durable")
         except ServerStopped as e:
-            error = self._explain(e, plan, data.pgdata / "pg_wal")
+            error = self._explain(e, plan, wal)
             if not isinstance(error, (_BeforeConsistent, _NotAfterSet)):
                 kept = self._keep_log(plan)
                 error.args = (f"{error} (server log kept in {kept})",)
             raise error from None
+        durable = self._durability(request, plan, steps)
         text = plan.paths.log.read_text(errors="replace")
+        replay_s = steps.laps["consistent"] + steps.laps["target"]
+        replayed = max(state.replay_lsn - plan.set.redo, 0) if state.replay_lsn else None
         return CloneResult(
             name=plan.name, set_id=plan.set.id, port=plan.port,
-            dsn=self._conninfo(plan, internal=False), target=plan.target,
+            dsn=self._conninfo(plan, public=True), target=plan.target,
             recovered_to=state.replay_time, replay_lsn=state.replay_lsn,
             consistent_lsn=consistent_at(text), promoted=promoted,
             elapsed_s=time.monotonic() - started, pgdata=data.pgdata, log=plan.paths.log,
-            datasets=plan.datasets, steps_s=steps.laps,
+            datasets=plan.datasets, steps_s=steps.laps, durability=durable,
+            wal_replayed_bytes=replayed, replay_s=replay_s,
         )
+
+    def _durability(self, request: CloneRequest, plan: ClonePlan, steps: Stopwatch) -> str:
+        """Made durable here (`--durable`), by a worker of its own, or (verification) never."""
+        if request.durability is Wait.SKIP:
+            return durability.Durability.SKIPPED.value
+        if request.durability is Wait.WAIT:
+            durability.MakeDurable(self.config, self.zfs).run(plan.name)
+            steps.lap("durable")
+            return durability.Durability.DURABLE.value
+        path = self.config_path or config_path(None)
+        durability.start_worker(self.zfs.runner, path.resolve(), plan.paths.dir, plan.name)
+        return durability.Durability.IN_PROGRESS.value
 
     def _keep_log(self, plan: ClonePlan) -> Path:
         """The server log of a failed clone outlives the clone, for whoever investigates."""
@@ -386,57 +432,11 @@ class CreateClone:
             shutil.copyfile(plan.paths.log, kept)
         return kept
 
-    def _conninfo(self, plan: ClonePlan, *, internal: bool) -> str:
-        """The standby's connection parameters aimed at the clone's socket. For people (the
-        `dsn`), only what psql needs: no password from the config ends up in output."""
-        base = {k: v for k, v in conninfo_to_dict(self.config.standby.conninfo).items()
-                if v is not None}
-        for key in ("host", "hostaddr", "port"):
-            base.pop(key, None)
-        if not internal:
-            base = {k: v for k, v in base.items() if k in ("user", "dbname")}
-        return make_conninfo("", host=str(plan.paths.socket_dir), port=plan.port, **base)
+    def _conninfo(self, plan: ClonePlan, *, public: bool) -> str:
+        return instance_conninfo(self.config.standby.conninfo, str(plan.paths.socket_dir),
+                                 plan.port, public=public)
 
-    # --- WAL -----------------------------------------------------------------------------
-
-    def _available(self, s: SnapshotSet, pg_wal: Path) -> archive.Available:
-        size = s.wal_segment_size
-        replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, size).number
-        return archive.merge(
-            archive.available(archive.listing(self.config.archive.path), size),
-            archive.available(archive.listing(pg_wal), size),
-            replayed,
-        )
-
-    def _goal(self, plan: ClonePlan, pg_wal: Path) -> Lsn | None:
-        """How far replay can get: an LSN target, else the end of the newest segment at hand."""
-        if plan.target.lsn is not None:
-            return plan.target.lsn
-        s = plan.set
-        last = archive.newest(self._available(s, pg_wal), s.timeline, s.wal_segment_size)
-        return last.next().start() if last is not None else None
-
-    def _check_wal(self, plan: ClonePlan, pg_wal: Path) -> None:
-        """Before starting: with a local archive, every segment from the set's redo point to
-        its consistency point (and to an LSN target) must be there or in the clone's pg_wal."""
-        if self.config.archive.path is None:
-            return
-        s = plan.set
-        start = s.redo.segment(s.timeline, s.wal_segment_size)
-        needed = s.consistent
-        if plan.target.lsn is not None and plan.target.lsn > needed:
-            needed = plan.target.lsn
-        found = self._available(s, pg_wal)
-        gap = archive.first_gap(found, start)
-        last = needed.segment(s.timeline, s.wal_segment_size)
-        if gap is not None and gap.number <= last.number:
-            goal = "consistency" if needed == s.consistent else "the target"
-            raise WalMissing(
-                f"WAL segment {gap.name} is missing from the archive {self.config.archive.path}:"
-                f" set {s.id} needs it to reach {goal}"
-            )
-
-    def _explain(self, e: ServerStopped, plan: ClonePlan, pg_wal: Path) -> Exception:
+    def _explain(self, e: ServerStopped, plan: ClonePlan, wal: CloneWal) -> Exception:
         cause = e.failure.cause
         if cause is Cause.BEFORE_CONSISTENT:
             return _BeforeConsistent()
@@ -448,44 +448,10 @@ class CreateClone:
                                   f"{e.failure.line}")
         if cause is Cause.TARGET_NOT_REACHED:
             searched = plan.target.kind in (Kind.XID, Kind.NAME)
-            if searched and self._first_gap(plan, pg_wal) is None:
+            if searched and wal.first_gap() is None:
                 return _NotAfterSet()
-            return self._missing_wal(plan, pg_wal)
+            return wal.missing(plan.target, plan.paths.log.read_text(errors="replace"))
         return e
-
-    def _first_gap(self, plan: ClonePlan, pg_wal: Path) -> Segment | None:
-        """The first segment missing after the set's redo point (None without a local archive
-        to look into)."""
-        if self.config.archive.path is None:
-            return None
-        s = plan.set
-        found = self._available(s, pg_wal)
-        return archive.first_gap(found, s.redo.segment(s.timeline, s.wal_segment_size))
-
-    def _missing_wal(self, plan: ClonePlan, pg_wal: Path) -> Exception:
-        s = plan.set
-        where = self.config.archive.path
-        if where is not None:
-            found = self._available(s, pg_wal)
-            gap = self._first_gap(plan, pg_wal)
-            if gap is not None:
-                return WalMissing(
-                    f"WAL segment {gap.name} is missing from the archive {where}: recovery "
-                    f"from set {s.id} stopped there, before the target {plan.target}"
-                )
-            last = archive.newest(found, s.timeline, s.wal_segment_size)
-            after = last.next().name if last else "after the set"
-            return WalMissing(
-                f"WAL segment {after} is not in the archive {where} yet, and the archived WAL "
-                f"ends before the target {plan.target} (a time target needs the first commit "
-                "after it): wait for archiving, or run SELECT pg_switch_wal() on the primary"
-            )
-        restored = last_restored(plan.paths.log.read_text(errors="replace"))
-        nxt = Segment.parse(restored, s.wal_segment_size).next().name if restored else "?"
-        return WalMissing(
-            f"recovery ended before the target {plan.target}: WAL segment {nxt} could not be "
-            "restored (missing from the archive, or not archived yet)"
-        )
 
 
 def _describe(target: Target) -> str:

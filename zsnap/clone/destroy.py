@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zsnap.clone import registry
+from zsnap.clone.durability import stop_worker
 from zsnap.clone.instance import Instance
 from zsnap.clone.naming import hold_tag
 from zsnap.config import Config
@@ -37,6 +38,8 @@ class Teardown:
         return list(dict.fromkeys(d.rsplit("/", 1)[0] for d in self.datasets))
 
     def run(self, zfs: Zfs, pg: PgTools, *, dry_run: bool = False) -> None:
+        if self.dir is not None and not dry_run:
+            stop_worker(self.dir)
         if self.pgdata is not None:
             Instance(pg, self.pgdata, self.pgdata / "postmaster.log", "").stop()
         for dataset in [*reversed(self.datasets), *self.parents]:

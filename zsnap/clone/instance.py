@@ -159,11 +159,12 @@ class Instance:
                     raise RecoveryFailed("the flashback instance did not promote")
                 time.sleep(PROMOTE_POLL_S)
 
-    def make_durable(self, mountpoints: Sequence[Path], runner: Runner, fast: bool) -> None:
-        """Undo the replay-only settings (fsync back on), checkpoint, and flush the clone's
-        filesystems: pages written while fsync was off, before a restartpoint forgot their
-        sync requests, reach disk too."""
+    def make_durable(self, mountpoints: Sequence[Path], runner: Runner) -> None:
+        """Undo the replay-only settings (fsync back on) where fast recovery set them,
+        checkpoint, and flush the clone's filesystems: pages written while fsync was off,
+        before a restartpoint forgot their sync requests, reach disk too."""
         with self._session() as conn:
+            fast = fsync_off_by_us(conn)
             if fast:
                 for key in FAST_ONLY:
                     conn.execute(f"ALTER SYSTEM RESET {key}")
@@ -176,17 +177,14 @@ class Instance:
             runner.run(["sync", "-f", str(mountpoint)], timeout=600)
 
     def _wait_for_fsync(self) -> None:
-        """Until a new session no longer sees fsync from postgresql.auto.conf: it forked from a
-        postmaster that has reloaded, and so has signalled the checkpointer, whose CHECKPOINT
-        then syncs what fsync = off left unsynced."""
+        """Until a new session no longer sees fsync off from postgresql.auto.conf: it forked
+        from a postmaster that has reloaded, and so has signalled the checkpointer, whose
+        CHECKPOINT then syncs what fsync = off left unsynced."""
         deadline = time.monotonic() + 30
         while True:
             with self._session() as conn:
-                row = conn.execute(
-                    "SELECT sourcefile FROM pg_settings WHERE name = 'fsync'"
-                ).fetchone()
-            from_auto = bool(row and row[0] and row[0].endswith("postgresql.auto.conf"))
-            if not from_auto or time.monotonic() > deadline:
+                off = fsync_off_by_us(conn)
+            if not off or time.monotonic() > deadline:
                 return
             time.sleep(POLL_S)
 
@@ -217,6 +215,15 @@ class Instance:
         if result.returncode != 0 and self.running():
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",
                         timeout=150, check=False)
+
+
+def fsync_off_by_us(conn: Connection) -> bool:
+    """Whether fsync is off from postgresql.auto.conf, where fast recovery puts it (and where
+    nobody else would: it is what tells a fast-recovered instance from one that is not)."""
+    row = conn.execute(
+        "SELECT setting, sourcefile FROM pg_settings WHERE name = 'fsync'"
+    ).fetchone()
+    return bool(row and row[0] == "off" and (row[1] or "").endswith("postgresql.auto.conf"))
 
 
 def owns_pid_file(pgdata: Path) -> bool:

@@ -26,7 +26,10 @@ MEMBER = PREFIX + "clone_member"
 CREATED = PREFIX + "clone_created"
 DIR = PREFIX + "clone_dir"
 PGDATA = PREFIX + "clone_pgdata"
-COLUMNS = [NAME, CLUSTER, SET, TARGET, PORT, MEMBER, CREATED, DIR, PGDATA, "origin", "mountpoint"]
+# "pending" until the clone is durable, then the time it became so (zsnap.clone.durability).
+DURABLE = PREFIX + "clone_durable"
+COLUMNS = [NAME, CLUSTER, SET, TARGET, PORT, MEMBER, CREATED, DIR, PGDATA, DURABLE, "origin",
+           "mountpoint"]
 
 
 class Clone(BaseModel):
@@ -41,6 +44,8 @@ class Clone(BaseModel):
     datasets: list[str]  # in set member order
     origins: list[str]
     mountpoints: list[Path]
+    # The DURABLE property of the first member; None on clones made before it existed.
+    durable: str | None = None
     used_bytes: int | None = None
     state: str = "unknown"
 
@@ -111,6 +116,7 @@ def _build(name: str, members: list[dict[str, str]]) -> Clone:
         created=datetime.fromisoformat(created) if created != UNSET else None,
         dir=Path(first[DIR]),
         pgdata=Path(first[PGDATA]),
+        durable=first[DURABLE] if first[DURABLE] != UNSET else None,
         datasets=[m["name"] for m in members],
         origins=[m["origin"] for m in members if m["origin"] != UNSET],
         mountpoints=[Path(m["mountpoint"]) for m in members],

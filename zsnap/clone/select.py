@@ -17,10 +17,13 @@ class TargetOutOfRange(UsageError):
 def candidates(
     sets: list[SnapshotSet], target: Target, now: datetime, forced: str | None = None
 ) -> list[SnapshotSet]:
-    """The complete sets a clone for `target` may start from, newest first: recovery from the
-    newest replays the least WAL; the older ones are fallbacks for when PostgreSQL finds the
-    stop point before the set's consistency point (commit timestamps are not monotonic in WAL
-    order). A forced set (`--set`) is the only candidate."""
+    """The complete sets a clone for `target` may start from, cheapest first: replay starts at
+    a set's redo point, so the set whose redo point is nearest before the target replays the
+    least WAL (usually the newest set that reaches the target, but not when a newer set's
+    restartpoint lags behind an older one's, e.g. an older set taken with a fresh checkpoint);
+    between equal redo points the newer set. The others are fallbacks for when PostgreSQL
+    finds the stop point before the set's consistency point (commit timestamps are not
+    monotonic in WAL order). A forced set (`--set`) is the only candidate."""
     if target.time is not None and target.time > now:
         raise TargetOutOfRange(
             f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})"
@@ -45,7 +48,12 @@ def candidates(
             f"target {target} is before the oldest set {oldest.id} "
             f"(consistent at {_consistency(oldest, target)}): nothing to flash back from"
         )
-    return sorted(eligible, key=lambda s: s.id, reverse=True)
+    return sorted(eligible, key=replay_cost_order, reverse=True)
+
+
+def replay_cost_order(s: SnapshotSet) -> tuple[int, str]:
+    """Larger is cheaper: the later redo point, then the newer set."""
+    return (s.redo.value, s.id)
 
 
 def reaches(s: SnapshotSet, target: Target) -> bool:

@@ -11,9 +11,10 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from zsnap.clone import registry
-from zsnap.clone.create import CloneRequest, CloneResult, CreateClone
+from zsnap.clone import durability, registry
+from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import DestroyClone
+from zsnap.clone.durability import Durability
 from zsnap.clone.instance import ReplayState, owns_pid_file
 from zsnap.clone.target import Target
 from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
@@ -82,6 +83,9 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
 @click.option("--no-fast-recovery", is_flag=True,
               help="Replay with the cluster's own settings (fsync on, its buffers).")
 @click.option("--timeout", type=float, help="Give up if the target takes longer (seconds).")
+@click.option("--durable", is_flag=True,
+              help="Return only once the instance is durable (else that goes on in the "
+                   "background; zsnap clones shows when it is done).")
 @dry_run_option
 @json_option
 @pass_ctx
@@ -89,11 +93,12 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
 def clone(obj: Context, at: str | None, lsn: str | None, xid: str | None,
           restore_point: str | None, immediate: bool, set_id: str | None, name: str | None,
           port: int | None, pause: bool, no_fast_recovery: bool, timeout: float | None,
-          dry_run: bool, as_json: bool) -> None:
+          durable: bool, dry_run: bool, as_json: bool) -> None:
     """Start a flashback instance: the database as it was at a target."""
     target = _target(at, lsn, xid, restore_point, immediate, set_id)
     request = CloneRequest(target, name=name, port=port, pause=pause, set_id=set_id,
-                           fast_recovery=not no_fast_recovery, timeout_s=timeout)
+                           fast_recovery=not no_fast_recovery, timeout_s=timeout,
+                           durability=Wait.WAIT if durable else Wait.BACKGROUND)
     if dry_run:
         plan = CreateClone(obj.config, obj.zfs(dry_run=True)).plan(request)
         data: dict[str, Any] = {
@@ -109,7 +114,8 @@ def clone(obj: Context, at: str | None, lsn: str | None, xid: str | None,
     # Stopped by a service manager or `kill`: remove the half-made clone as on Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     with _progress_bar(err_console.is_terminal and not as_json) as on_progress:
-        result = CreateClone(obj.config, obj.zfs(), on_progress=on_progress).run(request)
+        result = CreateClone(obj.config, obj.zfs(), on_progress=on_progress,
+                             config_path=obj.config_path).run(request)
     emit(result.to_json(), as_json, lambda: _print_result(result))
 
 
@@ -127,12 +133,26 @@ def _print_result(r: CloneResult) -> None:
         f"  target        {r.target}" + (f"  [yellow]({r.target.note})[/]" if r.target.note
                                          else ""),
         f"  recovered to  {recovered}",
-        f"  elapsed       {r.elapsed_s:.1f} s",
+        f"  elapsed       {r.elapsed_s:.1f} s" + _replay_summary(r),
+        f"  durability    {_durability_line(r)}",
         f"  connect       psql \"{r.dsn}\"",
         f"  remove        zsnap destroy {r.name}",
     ]
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def _replay_summary(r: CloneResult) -> str:
+    if r.wal_replayed_bytes is None or r.replay_mb_s is None:
+        return ""
+    return (f" (replayed {r.wal_replayed_bytes / 2**20:.0f} MB of WAL in {r.replay_s:.1f} s, "
+            f"{r.replay_mb_s:.0f} MB/s)")
+
+
+def _durability_line(r: CloneResult) -> str:
+    if r.durability == Durability.IN_PROGRESS:
+        return f"in progress in the background (zsnap durable {r.name} waits for it)"
+    return r.durability
 
 
 def _state(pg: PgTools, c: registry.Clone) -> str:
@@ -155,13 +175,42 @@ def clones(obj: Context, as_json: bool) -> None:
     zfs = obj.zfs()
     pg = PgTools(zfs.runner, find_bindir(cfg.standby.pg_bin), cfg.standby.os_user)
     found = registry.read(zfs, cfg.snapshot.cluster)
+    durable = {}
     for c in found:
         c.state = _state(pg, c)
-    rows = [[c.name, c.set, c.target, c.port, c.state, _size(c.used_bytes), fmt_time(c.created)]
-            for c in found]
-    emit([c.model_dump(mode="json") for c in found], as_json, lambda: table(
+        durable[c.name] = durability.status(c)
+    rows = [[c.name, c.set, c.target, c.port, c.state, durability.describe(durable[c.name], c.name),
+             _size(c.used_bytes), fmt_time(c.created)] for c in found]
+    emit([_clone_json(c, durable[c.name]) for c in found], as_json, lambda: table(
         f"flashback instances of {cfg.snapshot.cluster}",
-        ["name", "set", "target", "port", "state", "used", "created"], rows))
+        ["name", "set", "target", "port", "state", "durability", "used", "created"], rows))
+
+
+def _clone_json(c: registry.Clone, d: durability.Status) -> dict[str, Any]:
+    data = c.model_dump(mode="json", exclude={"durable"})
+    data["durability"] = d.state.value
+    data["durable"] = d.durable
+    data["durable_since"] = d.since.isoformat() if d.since else None
+    return data
+
+
+@click.command()
+@click.argument("name")
+@click.option("--worker", is_flag=True, hidden=True,
+              help="Run as the background worker `zsnap clone` starts.")
+@json_option
+@pass_ctx
+@handled
+def durable(obj: Context, name: str, worker: bool, as_json: bool) -> None:
+    """Make a flashback instance durable, or wait until its background worker has: fsync back
+    on, a checkpoint, its datasets flushed. Resumes the work of a worker that died."""
+    if worker:
+        signal.signal(signal.SIGTERM, _interrupt)  # stopped by `zsnap destroy`
+    status = durability.MakeDurable(obj.config, obj.zfs()).run(name)
+    data = {"name": name, "durability": status.state.value, "durable": status.durable,
+            "durable_since": status.since.isoformat() if status.since else None}
+    emit(data, as_json, lambda: console.print(
+        f"flashback instance {name}: {durability.describe(status, name)}", highlight=False))
 
 
 def _size(n: int | None) -> str:

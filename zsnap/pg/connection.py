@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from zsnap.errors import PostgresError, first_line
 
@@ -21,6 +21,22 @@ def conninfo_for(base: str, **overrides: Any) -> str:
     }
     defaults.update(overrides)
     return make_conninfo(base, **defaults)
+
+
+def instance_conninfo(
+    standby: str, socket_dir: str, port: int, dbname: str | None = None, *, public: bool = False
+) -> str:
+    """The standby's connection parameters (user, password...) aimed at an instance's socket
+    (a clone's, a verification's). `public`: only what psql needs, for output that people see,
+    so that no password from the config is printed."""
+    base = {k: v for k, v in conninfo_to_dict(standby).items() if v is not None}
+    for key in ("host", "hostaddr", "port"):
+        base.pop(key, None)
+    if public:
+        base = {k: v for k, v in base.items() if k in ("user", "dbname")}
+    if dbname is not None:
+        base["dbname"] = dbname
+    return make_conninfo("", host=socket_dir, port=port, **base)
 
 
 def connect(conninfo: str, what: str = "standby") -> Connection:

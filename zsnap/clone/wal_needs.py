@@ -1,0 +1,96 @@
+"""What WAL a clone needs and where it is: every segment from its set's redo point on, in the
+archive or already in the clone's pg_wal; checked before the instance starts, used to size the
+progress bar, and named when recovery stops short of its target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from zsnap.catalog import SnapshotSet
+from zsnap.clone import archive
+from zsnap.clone.serverlog import last_restored
+from zsnap.clone.target import Target
+from zsnap.errors import WalMissing
+from zsnap.lsn import Lsn, Segment
+
+
+@dataclass(frozen=True)
+class CloneWal:
+    set: SnapshotSet
+    archive_dir: Path | None  # a local archive directory, when the config names one
+    pg_wal: Path  # the clone's
+
+    @property
+    def start(self) -> Segment:
+        """Where replay starts: the set's redo segment."""
+        s = self.set
+        return s.redo.segment(s.timeline, s.wal_segment_size)
+
+    def available(self) -> archive.Available:
+        s = self.set
+        size = s.wal_segment_size
+        replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, size).number
+        return archive.merge(
+            archive.available(archive.listing(self.archive_dir), size),
+            archive.available(archive.listing(self.pg_wal), size),
+            replayed,
+        )
+
+    def goal(self, target: Target) -> Lsn | None:
+        """How far replay can get: an LSN target, else the end of the newest segment at hand."""
+        if target.lsn is not None:
+            return target.lsn
+        s = self.set
+        last = archive.newest(self.available(), s.timeline, s.wal_segment_size)
+        return last.next().start() if last is not None else None
+
+    def check(self, target: Target) -> None:
+        """Before starting: with a local archive, every segment from the set's redo point to
+        its consistency point (and to an LSN target) must be there or in the clone's pg_wal."""
+        if self.archive_dir is None:
+            return
+        s = self.set
+        needed = s.consistent
+        if target.lsn is not None and target.lsn > needed:
+            needed = target.lsn
+        gap = archive.first_gap(self.available(), self.start)
+        last = needed.segment(s.timeline, s.wal_segment_size)
+        if gap is not None and gap.number <= last.number:
+            goal = "consistency" if needed == s.consistent else "the target"
+            raise WalMissing(
+                f"WAL segment {gap.name} is missing from the archive {self.archive_dir}:"
+                f" set {s.id} needs it to reach {goal}"
+            )
+
+    def first_gap(self) -> Segment | None:
+        """The first segment missing after the set's redo point (None without a local archive
+        to look into)."""
+        if self.archive_dir is None:
+            return None
+        return archive.first_gap(self.available(), self.start)
+
+    def missing(self, target: Target, server_log: str) -> WalMissing:
+        """Why recovery ended before `target`, in one line naming the segment it lacked."""
+        s = self.set
+        where = self.archive_dir
+        if where is not None:
+            gap = self.first_gap()
+            if gap is not None:
+                return WalMissing(
+                    f"WAL segment {gap.name} is missing from the archive {where}: recovery "
+                    f"from set {s.id} stopped there, before the target {target}"
+                )
+            last = archive.newest(self.available(), s.timeline, s.wal_segment_size)
+            after = last.next().name if last else "after the set"
+            return WalMissing(
+                f"WAL segment {after} is not in the archive {where} yet, and the archived WAL "
+                f"ends before the target {target} (a time target needs the first commit "
+                "after it): wait for archiving, or run SELECT pg_switch_wal() on the primary"
+            )
+        restored = last_restored(server_log)
+        nxt = Segment.parse(restored, s.wal_segment_size).next().name if restored else "?"
+        return WalMissing(
+            f"recovery ended before the target {target}: WAL segment {nxt} could not be "
+            "restored (missing from the archive, or not archived yet)"
+        )
