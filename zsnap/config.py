@@ -60,6 +60,19 @@ class ClonesConfig(Section):
     mount_root: Path = Path("/var/lib/zsnap/clones")
     port_range: tuple[int, int] = (55432, 55532)
     listen_addresses: str = "localhost"
+    # PostgreSQL settings for every clone, written after zsnap's own (replay tuning, say
+    # maintenance_io_concurrency); never those that keep a clone apart from production.
+    settings: dict[str, str] = {}
+
+    @field_validator("settings")
+    @classmethod
+    def _not_isolation(cls, value: dict[str, str]) -> dict[str, str]:
+        from zsnap.clone.recovery import PROTECTED
+
+        taken = sorted(k for k in value if k.lower() in PROTECTED)
+        if taken:
+            raise ValueError(f"zsnap sets {', '.join(taken)} itself in every clone")
+        return value
 
     @field_validator("port_range")
     @classmethod

@@ -29,6 +29,14 @@ def settings(target: Target, fast: bool = False) -> dict[str, str]:
                              target=target, fast=fast)
 
 
+def test_clone_settings_from_the_config_come_last() -> None:
+    s = instance_settings(name="c1", port=55432, listen_addresses="localhost",
+                          socket_dir=Path("/c/c1/run"), restore_command="cp /a/%f %p",
+                          target=Target.immediate(), fast=True,
+                          extra={"maintenance_io_concurrency": "100", "shared_buffers": "1GB"})
+    assert s["maintenance_io_concurrency"] == "100" and s["shared_buffers"] == "1GB"
+
+
 def test_the_clone_never_streams_archives_or_shares_the_standbys_port() -> None:
     s = settings(Target.immediate())
     assert s["archive_mode"] == "off"

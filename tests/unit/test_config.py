@@ -60,6 +60,9 @@ def test_defaults_of_an_empty_file(tmp_path: Path) -> None:
         ('[snapshot]\ncluster = "a/b"\n', "snapshot.cluster"),
         ("standby = 3\n", "standby"),
         ("[standby]\nconninfo = \n", "invalid TOML"),
+        ('[clones]\nsettings = { archive_mode = "on" }\n',
+         "clones.settings: zsnap sets archive_mode itself"),
+        ('[clones]\nsettings = { Primary_Conninfo = "host=prod" }\n', "Primary_Conninfo"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:

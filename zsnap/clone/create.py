@@ -370,7 +370,7 @@ class CreateClone:
         settings = instance_settings(
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
             socket_dir=plan.paths.socket_dir, restore_command=cfg.archive.restore_command,
-            target=plan.target, fast=request.fast_recovery,
+            target=plan.target, fast=request.fast_recovery, extra=cfg.clones.settings,
         )
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files)

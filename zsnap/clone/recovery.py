@@ -41,6 +41,14 @@ STANDBY_ONLY = (
 TARGET_KEYS = ("recovery_target", "recovery_target_time", "recovery_target_lsn",
                "recovery_target_xid", "recovery_target_name")
 
+# What keeps a clone apart from production and on its target: [clones] settings may not
+# change these.
+PROTECTED = frozenset({
+    "port", "listen_addresses", "unix_socket_directories", "cluster_name", "external_pid_file",
+    "archive_mode", "archive_command", "archive_library", "restore_command", "hot_standby",
+    "data_directory", "hba_file", "ident_file", "config_file", *STANDBY_ONLY, "recovery_target",
+})
+
 # Settings for the replay only, put back to the cluster's own once the target is reached.
 FAST_ONLY = ("fsync", "synchronous_commit", "max_wal_size", "checkpoint_timeout")
 
@@ -77,6 +85,7 @@ def instance_settings(
     restore_command: str,
     target: Target,
     fast: bool,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     settings = {
         "port": str(port),
@@ -105,6 +114,7 @@ def instance_settings(
     settings.update(chosen)
     if fast:
         settings.update(fast_settings(machine_memory()))
+    settings.update(extra or {})
     return settings
 
 
