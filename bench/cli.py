@@ -1,4 +1,4 @@
-"""`python -m bench run|report`."""
+"""`python -m bench run|knobs|report`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from bench.knobs import Knobs
 from bench.report import render
 from bench.run import BenchRun, Options
 from zsnap.errors import ZsnapError
@@ -59,6 +60,30 @@ def run(size_gb: float, runs: int, wal_gb: float | None, days: int,
         sys.exit(e.exit_code)
     out.with_suffix(".md").write_text(render(results))
     click.echo(render(results))
+
+
+@cli.command()
+@click.option("--size-gb", default=1.0, show_default=True, help="pgbench database size.")
+@click.option("--wal-gb", default=0.5, show_default=True, help="WAL to replay.")
+@click.option("--runs", default=3, show_default=True, help="Clones per variant.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/knobs.json"),
+              show_default=True)
+def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, out: Path) -> None:
+    """Replay settings of a clone, one at a time, on the same WAL and target."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    try:
+        results = Knobs(size_gb=size_gb, wal_gb=wal_gb, runs=runs, keep=keep).run()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    for name, v in results["variants"].items():
+        click.echo(f"{v['replay_s_median']:8.2f} s  {name}")
+    copy = results["segment_copy"]
+    click.echo(f"copying {copy['segments']} segments into pg_wal: {copy['seconds']} s")
 
 
 @cli.command()

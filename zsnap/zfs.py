@@ -192,8 +192,9 @@ class Zfs:
         self.run("clone", "-p", *options, snapshot, target, mutates=True)
 
     def hold(self, tag: str, snapshots: Sequence[str]) -> None:
-        for snap in snapshots:
-            self.run("hold", tag, snap, mutates=True)
+        """One call for every snapshot (OpenZFS and zfs-fuse both take several)."""
+        if snapshots:
+            self.run("hold", tag, *snapshots, mutates=True)
 
     def release(self, tag: str, snapshots: Sequence[str]) -> None:
         for snap in snapshots:

@@ -154,3 +154,41 @@ def test_pg_wal_counts_only_up_to_the_replay_position() -> None:
     assert first_gap(merge(archived, pg_wal, up_to=4), Segment(1, 2, SIZE)) is None
     # A name past the replay position may be a recycled segment with old content.
     assert first_gap(merge(archived, pg_wal, up_to=3), Segment(1, 2, SIZE)) == Segment(1, 4, SIZE)
+
+
+PROMOTED_LOG = """\
+2026-12-01 20:37:56.879 UTC [29461] LOG:  starting PostgreSQL 15.18 (Debian 15.18-0+deb12u1)
+2026-12-01 20:37:56.896 UTC [29464] LOG:  starting point-in-time recovery to 2026-12-01 20:37:52+00
+2026-12-01 20:37:56.939 UTC [29464] LOG:  restored log file "000000010000000000000007" from archive
+2026-12-01 20:37:56.949 UTC [29464] LOG:  redo starts at 0/7000028
+2026-12-01 20:37:57.022 UTC [29464] LOG:  consistent recovery state reached at 0/83CA8C8
+cp: cannot stat '/a/00000001000000000000000C': No such file or directory
+2026-12-01 20:37:57.236 UTC [29464] LOG:  recovery stopping before commit of transaction 16805
+2026-12-01 20:37:57.236 UTC [29464] LOG:  pausing at the end of recovery
+2026-12-01 20:37:57.236 UTC [29464] LOG:  redo done at 0/B003C58 system usage: CPU: user: 0.01 s
+2026-12-01 20:37:57.456 UTC [29461] LOG:  database system is ready to accept connections
+"""
+
+
+def test_the_server_log_tells_the_start_and_the_replay() -> None:
+    from zsnap.clone.serverlog import phases
+
+    got = phases(PROMOTED_LOG)
+    assert got is not None
+    assert (got.start_s, got.replay_s, got.limit_s) == (0.07, 0.287, 0.357)
+    # A restart (crash recovery) counts from its own start; a log without times tells nothing.
+    again = PROMOTED_LOG + PROMOTED_LOG.replace("20:37:5", "20:38:5")
+    assert phases(again) == got
+    assert phases("LOG:  starting PostgreSQL 15\nLOG:  redo starts at 0/1\n") is None
+    assert phases(PROMOTED_LOG.split("2026-12-01 20:37:57.236")[0]) is None  # still replaying
+
+
+def test_postmaster_pid_status(tmp_path: Path) -> None:
+    from zsnap.clone.instance import postmaster_state
+
+    pid_file = tmp_path / "postmaster.pid"
+    assert postmaster_state(tmp_path) is None
+    pid_file.write_text("4242\n")  # being written
+    assert postmaster_state(tmp_path) == (4242, "")
+    pid_file.write_text("4242\n/d\n1700000000\n5432\n/run\nlocalhost\n  1 2\nstandby   \n")
+    assert postmaster_state(tmp_path) == (4242, "standby")

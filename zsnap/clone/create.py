@@ -24,7 +24,7 @@ from zsnap.clone.instance import Instance, ReplayState, ServerStopped
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
 from zsnap.clone.recovery import MB, DataDir, instance_settings, prepare
 from zsnap.clone.select import candidates
-from zsnap.clone.serverlog import Cause, consistent_at
+from zsnap.clone.serverlog import Cause, Phases, consistent_at, phases
 from zsnap.clone.target import Kind, Target
 from zsnap.clone.wal_needs import CloneWal
 from zsnap.config import Config, config_path
@@ -78,6 +78,7 @@ class ClonePlan:
     paths: ClonePaths
     datasets: list[str]  # the clones, in set member order
     target: Target
+    existing: frozenset[str] = frozenset()  # the host's filesystems when planned
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class CloneResult:
     # from the server's start until it stopped there.
     wal_replayed_bytes: int | None = None
     replay_s: float | None = None
+    server: Phases | None = None  # from the server log: its start, its replay
 
     @property
     def replay_mb_s(self) -> float | None:
@@ -134,6 +136,10 @@ class CloneResult:
             "wal_replayed_bytes": self.wal_replayed_bytes,
             "replay_s": self.replay_s,
             "replay_mb_s": round(self.replay_mb_s, 1) if self.replay_mb_s is not None else None,
+            # The floor (PostgreSQL's start and its replay to the target) and what zsnap adds.
+            "limit_s": self.server.limit_s if self.server else None,
+            "overhead_s": (round(self.elapsed_s - self.server.limit_s, 3) if self.server
+                           else None),
         }
 
 
@@ -180,24 +186,25 @@ class CreateClone:
                               "the WAL after its set with it")
         if chosen is None:
             chosen = self.candidates(request)[0]
-        clones = registry.read(self.zfs, sizes=False)  # every cluster's: ports are shared
+        # Every cluster's clones (ports are shared), and what datasets exist, in one call.
+        clones, existing = registry.listing(self.zfs, sizes=False)
         if request.name is not None:
             name = check_name(request.name)
             paths = ClonePaths(name, self.config.clones.mount_root)
-            self._check_name_free(name, paths, clones, chosen)
+            self._check_name_free(name, paths, clones, existing, chosen)
         else:
-            name, paths = self._default_name(clones, chosen)
+            name, paths = self._default_name(clones, existing, chosen)
         paths.check()
         port = self._port(request.port, {c.port for c in clones})
         datasets = [paths.dataset(i, d) for i, d in enumerate(chosen.datasets)]
-        return ClonePlan(name, chosen, port, paths, datasets, request.target)
+        return ClonePlan(name, chosen, port, paths, datasets, request.target, frozenset(existing))
 
     def candidates(self, request: CloneRequest) -> list[SnapshotSet]:
         sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
         return candidates(sets, request.target, self.now(), request.set_id)
 
     def _default_name(
-        self, clones: list[registry.Clone], s: SnapshotSet
+        self, clones: list[registry.Clone], existing: set[str], s: SnapshotSet
     ) -> tuple[str, ClonePaths]:
         """clone-<local time>, with a suffix when another clone got that name this second."""
         base = default_name(self.now().astimezone())
@@ -205,20 +212,21 @@ class CreateClone:
             name = base if n == 1 else f"{base}-{n}"
             paths = ClonePaths(name, self.config.clones.mount_root)
             try:
-                self._check_name_free(name, paths, clones, s)
+                self._check_name_free(name, paths, clones, existing, s)
             except UsageError:
                 continue
             return name, paths
         raise UsageError(f"no free clone name like {base}: give one with --name")
 
     def _check_name_free(
-        self, name: str, paths: ClonePaths, clones: list[registry.Clone], s: SnapshotSet
+        self, name: str, paths: ClonePaths, clones: list[registry.Clone], existing: set[str],
+        s: SnapshotSet,
     ) -> None:
         if any(c.name == name for c in clones):
             raise UsageError(f"a flashback instance named {name} exists (zsnap destroy {name})")
         for dataset in s.datasets:
             parent = paths.parent_dataset(dataset)
-            if self.zfs.exists(parent):
+            if parent in existing:
                 raise UsageError(f"clone name {name} is taken: dataset {parent} exists")
         if paths.dir.exists():
             raise UsageError(f"clone name {name} is taken: {paths.dir} exists")
@@ -321,9 +329,10 @@ class CreateClone:
         os.chown(paths.socket_dir, owner.pw_uid, owner.pw_gid)
         s = plan.set
         tag = hold_tag(plan.name)
-        for snapshot in s.snapshots:
-            self.zfs.hold(tag, [snapshot])
-            teardown.held.append(snapshot)
+        # One call for all (`zfs hold` takes several snapshots, zfs-fuse's too); recorded first,
+        # since a failed call may have held some: releasing an absent hold is no error.
+        teardown.held.extend(s.snapshots)
+        self.zfs.hold(tag, s.snapshots)
         data = self._data_dir(plan)
         props = {
             registry.NAME: plan.name,
@@ -340,7 +349,7 @@ class CreateClone:
         for member, (origin, snapshot, clone) in enumerate(
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
         ):
-            self._clones_parent(origin)
+            self._clones_parent(origin, plan.existing)
             # Recorded first: `zfs clone -p` may have made the parent when the clone fails.
             teardown.datasets.append(clone)
             self.zfs.clone(snapshot, clone, {
@@ -350,10 +359,10 @@ class CreateClone:
             })
         teardown.pgdata = data.pgdata
 
-    def _clones_parent(self, origin: str) -> None:
+    def _clones_parent(self, origin: str, existing: frozenset[str]) -> None:
         """`<pool>/zsnap-clones`, never mounted itself, so its children mount only where told."""
         parent = f"{pool_of(origin)}/{CLONES_DATASET}"
-        if not self.zfs.exists(parent):
+        if parent not in existing and not self.zfs.exists(parent):
             with contextlib.suppress(DatasetExists):  # made meanwhile by another clone
                 self.zfs.create(parent, {"mountpoint": "none"})
 
@@ -400,7 +409,9 @@ class CreateClone:
             raise error from None
         durable = self._durability(request, plan, steps)
         text = plan.paths.log.read_text(errors="replace")
-        replay_s = steps.laps["consistent"] + steps.laps["target"]
+        server = phases(text)
+        # PostgreSQL's own account of the replay where its log has timestamps; else ours.
+        replay_s = server.replay_s if server else steps.laps["consistent"] + steps.laps["target"]
         replayed = max(state.replay_lsn - plan.set.redo, 0) if state.replay_lsn else None
         return CloneResult(
             name=plan.name, set_id=plan.set.id, port=plan.port,
@@ -409,7 +420,7 @@ class CreateClone:
             consistent_lsn=consistent_at(text), promoted=promoted,
             elapsed_s=time.monotonic() - started, pgdata=data.pgdata, log=plan.paths.log,
             datasets=plan.datasets, steps_s=steps.laps, durability=durable,
-            wal_replayed_bytes=replayed, replay_s=replay_s,
+            wal_replayed_bytes=replayed, replay_s=replay_s, server=server,
         )
 
     def _durability(self, request: CloneRequest, plan: ClonePlan, steps: Stopwatch) -> str:

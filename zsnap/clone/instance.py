@@ -25,11 +25,20 @@ from zsnap.runner import Runner
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-PROMOTE_POLL_S = 0.02
+# Waiting for a state that ends the flashback (consistent, at the target, promoted): every
+# poll is a read of a local file or a query on a local socket, and each one saved is time the
+# user waits less (pg_ctl -w looks only every 100 ms).
+FAST_POLL_S = 0.02
 PROMOTE_TIMEOUT_S = 3600
-# pg_ctl -w returns once the instance is consistent; replay from the set's redo point to its
-# consistency point is short (the snapshot's pause window), but the machine may be slow.
+# Until the instance is consistent: replay from the set's redo point to its consistency point
+# is short (the snapshot's pause window), but the machine may be slow.
 START_TIMEOUT_S = 3600
+# The postmaster writes its pid file within moments of pg_ctl's return.
+PID_FILE_GRACE_S = 30
+# postmaster.pid's 8th line once the postmaster accepts connections (read-only in recovery).
+ACCEPTING = ("ready", "standby")
+# What a server that stops while starting logs last.
+DOWN_MARKS = ("database system is shut down", "FATAL:", "PANIC:")
 
 
 class ServerStopped(RecoveryFailed):
@@ -65,13 +74,39 @@ class Instance:
     conninfo: str  # full, for zsnap's own connections
 
     def start(self) -> None:
+        """Start the server and return once it accepts (read-only) connections, i.e. once it
+        is consistent: what `pg_ctl start -w` does, reading postmaster.pid as it does, but
+        every FAST_POLL_S instead of every 100 ms."""
         result = self.pg.run(
-            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-w",
-            "-t", str(START_TIMEOUT_S), "start", timeout=START_TIMEOUT_S + 30, check=False,
+            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-W", "start",
+            timeout=120, check=False,
         )
         if result.returncode != 0:
             self._wait_exit(10)
             raise ServerStopped(self.failure())
+        began = time.monotonic()
+        seen = False
+        while True:
+            state = postmaster_state(self.pgdata)
+            if state is not None:
+                seen = True
+                pid, status = state
+                if status in ACCEPTING:
+                    return
+                if not _alive(pid):
+                    raise ServerStopped(self.failure())
+            elif seen or self._log_says_down() or time.monotonic() - began > PID_FILE_GRACE_S:
+                # Gone again (the postmaster removes it as it exits), or never written.
+                raise ServerStopped(self.failure())
+            if time.monotonic() - began > START_TIMEOUT_S:
+                raise RecoveryFailed(
+                    f"the flashback instance was not consistent after {START_TIMEOUT_S} s")
+            time.sleep(FAST_POLL_S)
+
+    def _log_says_down(self) -> bool:
+        """A server that failed before we saw its pid file says so in its log."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return any(mark in text for mark in DOWN_MARKS)
 
     def failure(self) -> Failure:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -127,7 +162,7 @@ class Instance:
                         f"the target was not reached within {timeout_s:g} s "
                         f"(replayed up to {state.replay_lsn})"
                     )
-                time.sleep(POLL_S)
+                time.sleep(FAST_POLL_S)
         finally:
             conn.close()
 
@@ -157,7 +192,7 @@ class Instance:
             while conn.execute("SELECT pg_is_in_recovery()").fetchone() != (False,):
                 if time.monotonic() > deadline:
                     raise RecoveryFailed("the flashback instance did not promote")
-                time.sleep(PROMOTE_POLL_S)
+                time.sleep(FAST_POLL_S)
 
     def make_durable(self, mountpoints: Sequence[Path], runner: Runner) -> None:
         """Undo the replay-only settings (fsync back on) where fast recovery set them,
@@ -215,6 +250,25 @@ class Instance:
         if result.returncode != 0 and self.running():
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",
                         timeout=150, check=False)
+
+
+def postmaster_state(pgdata: Path) -> tuple[int, str] | None:
+    """(pid, status) from postmaster.pid, None while there is none (or half-written)."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
+        return int(lines[0]), lines[7].strip() if len(lines) > 7 else ""
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_off_by_us(conn: Connection) -> bool:

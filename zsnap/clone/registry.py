@@ -57,13 +57,22 @@ class Clone(BaseModel):
 def read(zfs: Zfs, cluster: str | None = None, *, sizes: bool = True) -> list[Clone]:
     """Every clone (of `cluster`, if given), by name. One `zfs list` call where it prints
     parsable numbers (`-p`, OpenZFS); else the space used takes one `zfs get -p` more."""
+    return listing(zfs, cluster, sizes=sizes)[0]
+
+
+def listing(
+    zfs: Zfs, cluster: str | None = None, *, sizes: bool = True
+) -> tuple[list[Clone], set[str]]:
+    """`read`, and the name of every filesystem on the host, from the same `zfs list` call."""
     inline = sizes and zfs.capabilities.list_parsable
     columns = [*COLUMNS, "used"] if inline else COLUMNS
     out = zfs.run("list", "-H", *(["-p"] if inline else []), "-t", "filesystem",
                   "-o", ",".join(["name", *columns]), mutates=False, timeout=300)
     rows: dict[str, list[dict[str, str]]] = {}
+    names: set[str] = set()
     for line in out.splitlines():
         fields = dict(zip(["name", *columns], line.split("\t"), strict=True))
+        names.add(fields["name"])
         if fields[NAME] in (UNSET, "") or fields[MEMBER] == UNSET:
             continue
         if cluster is not None and fields[CLUSTER] != cluster:
@@ -75,7 +84,7 @@ def read(zfs: Zfs, cluster: str | None = None, *, sizes: bool = True) -> list[Cl
             c.used_bytes = _total(m["used"] for m in rows[c.name])
     elif sizes:
         _add_sizes(zfs, clones)
-    return clones
+    return clones, names
 
 
 def _total(sizes: Iterable[str]) -> int:

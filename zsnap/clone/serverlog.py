@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from zsnap.lsn import Lsn
@@ -70,3 +71,50 @@ def last_restored(log: str) -> str | None:
     """The last WAL segment restored from the archive."""
     found = _RESTORED.findall(log)
     return found[-1] if found else None
+
+
+# log_line_prefix's %m or %t (PostgreSQL's default starts with %m): the time, then its zone.
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) ")
+_STARTING = "starting PostgreSQL"
+_REDO_STARTS = "redo starts at"
+# Where replay stopped at its target (or ran out of WAL: "redo done").
+_STOPPED = ("recovery stopping", "pausing at the end of recovery", "redo done at")
+
+
+@dataclass(frozen=True)
+class Phases:
+    """From the server log of the instance's last start, in seconds: the server's start until
+    replay began (reading pg_control, the first WAL), and the replay until it stopped at the
+    target. Their sum is the floor of a flashback on this machine: whatever zsnap adds to it
+    is its overhead."""
+
+    start_s: float
+    replay_s: float
+
+    @property
+    def limit_s(self) -> float:
+        return round(self.start_s + self.replay_s, 3)
+
+
+def phases(log: str) -> Phases | None:
+    """None when the log has no timestamps (a log_line_prefix without %m or %t) or replay has
+    not stopped yet."""
+    started = redo = stopped = None
+    for line in log.splitlines():
+        m = _STAMP.match(line)
+        if m is None:
+            continue
+        if _STARTING in line:
+            started, redo, stopped = _time(m.group(1)), None, None
+        elif _REDO_STARTS in line and started is not None:
+            redo = _time(m.group(1))
+        elif stopped is None and redo is not None and any(s in line for s in _STOPPED):
+            stopped = _time(m.group(1))
+    if started is None or redo is None or stopped is None:
+        return None
+    return Phases(round((redo - started).total_seconds(), 3),
+                  round((stopped - redo).total_seconds(), 3))
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
