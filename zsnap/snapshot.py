@@ -36,7 +36,14 @@ from zsnap.catalog import (
     snapshot_name,
 )
 from zsnap.config import Config
-from zsnap.errors import NotInRecovery, PostgresError, SnapshotFailed, UsageError, ZsnapError
+from zsnap.errors import (
+    LockBusy,
+    NotInRecovery,
+    PostgresError,
+    SnapshotFailed,
+    UsageError,
+    ZsnapError,
+)
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.backup_mode import BackupEnd, BackupMode, check_version
 from zsnap.pg.config_files import outside_pgdata
@@ -103,6 +110,29 @@ class Plan:
     primary_checkpoint: bool  # CHECKPOINT the primary first (snapshot.primary_checkpoint)
 
 
+# pg_try_advisory_lock's key for "a zsnap takes a set of this server" ('zsnap' in ASCII).
+ADVISORY_KEY = 0x7A736E6170
+
+
+def standby_lock(conn: Connection) -> None:
+    """One set at a time per standby, whatever host or [state] dir the other zsnap has: a
+    session-level advisory lock on the standby itself (advisory locks work on a hot standby),
+    released when this session ends, even by a crash of either side."""
+    if not scalar(conn, f"SELECT pg_try_advisory_lock({ADVISORY_KEY})"):
+        raise LockBusy("another zsnap is taking a snapshot set of this standby (pid "
+                       f"{_lock_holder(conn)}); try again when it is done")
+
+
+def _lock_holder(conn: Connection) -> str:
+    """The backend pid holding it (a bigint key is classid = high, objid = low 32 bits)."""
+    row = conn.execute(
+        "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' "
+        "AND granted AND classid = %s AND objid = %s",
+        (ADVISORY_KEY >> 32, ADVISORY_KEY & 0xFFFFFFFF),
+    ).fetchone()
+    return str(row[0]) if row and row[0] else "unknown"
+
+
 @dataclass
 class TakeSnapshot:
     config: Config
@@ -125,6 +155,7 @@ class TakeSnapshot:
         cfg = self.config
         with locked(cfg.state.dir, SNAPSHOT_LOCK), connected(cfg.standby.conninfo) as conn:
             self._check_standby(conn)
+            standby_lock(conn)
             layout = discover(conn, self.zfs)
             datasets = order_for_snapshot(layout)
             set_id = self._free_id(datasets[0])

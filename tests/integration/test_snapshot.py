@@ -182,6 +182,47 @@ def test_a_second_run_gets_lock_busy(lab: LabInfo, cli: Any) -> None:
     assert replay_state(lab) == "not paused"
 
 
+def test_an_operators_pause_is_kept(lab: LabInfo, cli: Any) -> None:
+    """Issue 10, item 1: a DBA froze replay (to keep a DROP from being replayed, say); a set
+    is taken where replay stands, and replay stays paused, by `snapshot` and every command."""
+    with standby(lab) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            proc = cli("snapshot", "--json", check=False)
+            assert proc.returncode == 0, proc.stderr
+            s = json.loads(proc.stdout)
+            assert s["complete"] is True
+            assert "already paused (not by this zsnap)" in proc.stderr
+            assert one(conn, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+            assert Lsn.parse(s["consistent_lsn"]) == Lsn.parse(
+                one(conn, "SELECT pg_last_wal_replay_lsn()::text"))
+            cli("list")
+            cli("doctor", check=False)
+            assert one(conn, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+            assert not (lab.root / "state" / MARKER).exists()
+        finally:
+            conn.execute("SELECT pg_wal_replay_resume()")
+
+
+def test_one_set_at_a_time_per_standby_whatever_the_state_dir(
+    lab: LabInfo, cli: Any, tmp_path: Any
+) -> None:
+    """Issue 10, item 1: another zsnap with another [state] dir on the same standby is held
+    off by the standby itself (an advisory lock), not only by the state dir's lock file."""
+    key = 0x7A736E6170
+    with standby(lab) as conn:
+        assert one(conn, f"SELECT pg_try_advisory_lock({key})") is True
+        try:
+            proc = cli("snapshot", check=False)
+        finally:
+            conn.execute(f"SELECT pg_advisory_unlock({key})")
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another zsnap is taking a snapshot set of this standby" in \
+        lines[0], lines
+    assert replay_state(lab) == "not paused"
+
+
 def test_kill_9_while_paused_then_next_command_resumes(lab: LabInfo, cli: Any) -> None:
     """SIGKILL a real `zsnap snapshot` inside its paused window; the next command resumes."""
     marker = lab.root / "state" / MARKER

@@ -37,9 +37,17 @@ class ReplayPause:
     conninfo: str
     state_dir: Path
     timeout_s: float
+    # Whether this run made the pause. An operator's pause (say, to keep a DROP from being
+    # replayed) is theirs: the set is taken where replay stands, and it is never resumed.
+    ours: bool = False
 
     def pause(self) -> None:
         """Leave the marker first: if we die after the pause, the next run must know."""
+        if pause_state(self.conn) != "not paused":
+            log.warning("WAL replay was already paused (not by this zsnap): the set is taken "
+                        "where replay stands, and replay stays paused")
+            self._wait_paused()
+            return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = marker_path(self.state_dir)
         tmp = path.with_suffix(".tmp")
@@ -49,7 +57,11 @@ class ReplayPause:
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         tmp.rename(path)
+        self.ours = True
         scalar(self.conn, "SELECT pg_wal_replay_pause()")
+        self._wait_paused()
+
+    def _wait_paused(self) -> None:
         deadline = time.monotonic() + self.timeout_s
         while (state := pause_state(self.conn)) != "paused":
             if time.monotonic() > deadline:
@@ -59,9 +71,13 @@ class ReplayPause:
             time.sleep(0.01)
 
     def resume(self) -> None:
+        """Only a pause this run made."""
+        if not self.ours:
+            return
         if scalar(self.conn, "SELECT pg_is_in_recovery()"):
             scalar(self.conn, "SELECT pg_wal_replay_resume()")
         marker_path(self.state_dir).unlink(missing_ok=True)
+        self.ours = False
 
 
 def resume_abandoned(state_dir: Path) -> bool:
