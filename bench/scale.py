@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.stats import Summary
 from bench.zsnapcli import ZsnapCli
-from zsnap.catalog import PREFIX, SET_PROPS, new_set_id, snapshot_name
+from zsnap.catalog import COMPLETE, PREFIX, SET_PROPS, new_set_id, snapshot_name
 from zsnap.snapshot import pool_groups
 from zsnap.zfs import Zfs
 
@@ -38,6 +38,8 @@ def make_sets(zfs: Zfs, real: dict[str, Any], count: int) -> list[str]:
         values[PREFIX + "replay_timestamp"] = when.isoformat()
         for group in pool_groups(members):
             zfs.snapshot([f"{d}@{snapshot_name(set_id)}" for d in group], values)
+        # Complete, as zsnap marks a set it has proven (on the control-file member).
+        zfs.set(f"{members[0]}@{snapshot_name(set_id)}", {PREFIX + "complete": COMPLETE})
         return set_id
 
     with ThreadPoolExecutor(WORKERS) as pool:

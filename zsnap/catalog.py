@@ -18,7 +18,14 @@ from zsnap.zfs import UNSET, Zfs
 
 PREFIX = "zsnap:"
 SNAP_PREFIX = "zsnap_"
-FORMAT = "1"
+# Format 2: a set is complete only once zsnap has proven it consistent and written
+# `complete` on its control-file member. Format 1 sets (before that) count when every member
+# is there.
+FORMAT = "2"
+FORMATS = ("1", "2")
+COMPLETE = "yes"
+# What `missing` names for a format 2 set without the mark (zsnap died, or replay moved).
+UNPROVEN = "proof of consistency (zsnap stopped before it was proven)"
 # An absent value (zfs shows an unset property as "-", and refuses empty values).
 NONE = "none"
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -40,8 +47,10 @@ BACKUP_PROPS = ["pending", "backup_label"]
 PENDING_BACKUP = "backup"
 # What `missing` names for a set whose backup mode never ended (zsnap died in between).
 BACKUP_END = "backup end (pg_backup_stop)"
-# Written after the set exists.
-LATER_PROPS = ["pause_ms", "verified_at", "verify_outcome", "verify_failed_check", "rto_s"]
+# Written after the set exists, and read from the control-file member: `complete` goes only
+# there, the others to every member.
+LATER_PROPS = ["complete", "pause_ms", "verified_at", "verify_outcome", "verify_failed_check",
+               "rto_s"]
 
 
 def new_set_id(now: datetime) -> str:
@@ -158,7 +167,7 @@ class Catalog:
 
     def sets(self) -> list[SnapshotSet]:
         """Every set of this cluster, oldest first; one `zfs list` call however many sets."""
-        props = [PREFIX + k for k in SET_PROPS + CONFIG_PROPS + BACKUP_PROPS + LATER_PROPS]
+        props = self._props()
         by_set: dict[str, dict[str, dict[str, str]]] = {}
         for row in self.zfs.list_snapshots(props):
             set_id = row[PREFIX + "set"]
@@ -167,6 +176,15 @@ class Catalog:
             by_set.setdefault(set_id, {})[row["name"]] = row
         result = [self._build(set_id, rows) for set_id, rows in by_set.items()]
         return sorted(result, key=lambda s: s.id)
+
+    def read(self, set_id: str, snapshots: list[str]) -> SnapshotSet:
+        """One set from its members' names (one `zfs get`, however many sets there are)."""
+        values = self.zfs.get(snapshots, self._props())
+        return self._build(set_id, {name: {"name": name, **v} for name, v in values.items()})
+
+    @staticmethod
+    def _props() -> list[str]:
+        return [PREFIX + k for k in SET_PROPS + CONFIG_PROPS + BACKUP_PROPS + LATER_PROPS]
 
     def get(self, set_id: str) -> SnapshotSet:
         for s in self.sets():
@@ -193,6 +211,9 @@ class Catalog:
         control = rows.get(expected[0]) if expected else None
         if control is not None:
             later = {key: _opt(control.get(PREFIX + key)) for key in LATER_PROPS}
+        fmt = prop("format")
+        if fmt == "2" and later["complete"] != COMPLETE:
+            missing.append(UNPROVEN)
         return SnapshotSet(
             id=set_id,
             cluster=prop("cluster") or "",
@@ -210,7 +231,7 @@ class Catalog:
             data_checksums=prop("data_checksums") == "on",
             datasets=members,
             layout=prop("layout") or "[]",
-            complete=not missing and prop("format") == FORMAT,
+            complete=not missing and fmt in FORMATS,
             missing=missing,
             backup_label=label,
             pause_ms=int(later["pause_ms"]) if later["pause_ms"] else None,

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 
 from zsnap.catalog import (
+    COMPLETE,
     FORMAT,
     NONE,
     PENDING_BACKUP,
@@ -50,7 +51,7 @@ from zsnap.pg.config_files import outside_pgdata
 from zsnap.pg.connection import Connection, connected, execute, scalar
 from zsnap.pg.fresh_redo import FreshRedo
 from zsnap.pg.layout import Layout, discover
-from zsnap.pg.replay import ReplayPause
+from zsnap.pg.replay import ReplayPause, pause_state
 from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,38 @@ class Plan:
     calls: list[list[str]]
     pause_replay: bool
     primary_checkpoint: bool  # CHECKPOINT the primary first (snapshot.primary_checkpoint)
+
+
+FROZEN_SQL = """
+SELECT pg_last_wal_replay_lsn()::text, pg_postmaster_start_time(), pg_is_in_recovery()
+"""
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """Where replay stood when the set was recorded, and on which postmaster."""
+
+    replay_lsn: str
+    postmaster_start: datetime
+
+    @classmethod
+    def read(cls, conn: Connection) -> Frozen:
+        row = conn.execute(FROZEN_SQL).fetchone()
+        assert row is not None
+        return cls(str(row[0]), row[1])
+
+    def confirm(self, conn: Connection) -> None:
+        """After the last member exists: still paused, at the same position, on the same
+        postmaster, else the members may hold pages from after the recorded point."""
+        now = Frozen.read(conn)
+        state = pause_state(conn)
+        if state != "paused" or now != self:
+            raise SnapshotFailed(
+                f"replay did not stay frozen while the set was taken (paused: {state}, "
+                f"replay {self.replay_lsn} -> {now.replay_lsn}, postmaster started "
+                f"{self.postmaster_start.isoformat()} -> {now.postmaster_start.isoformat()}): "
+                "the set is not consistent"
+            )
 
 
 # pg_try_advisory_lock's key for "a zsnap takes a set of this server" ('zsnap' in ASCII).
@@ -182,7 +215,10 @@ class TakeSnapshot:
             # A primary (allow_primary) has no replay to freeze: its snapshots are taken in
             # backup mode instead, and the set is finished only once backup mode has ended.
             backup = None if in_recovery else BackupMode(conn)
-            finished = False
+            # A set is complete only once proven consistent: on a standby, replay still frozen
+            # where it was recorded, on the same postmaster, after the last member exists; on
+            # a primary, backup mode ended and its results on every member.
+            proven = False
             try:
                 try:
                     # Inside the try: a pause that times out is still resumed below.
@@ -191,6 +227,7 @@ class TakeSnapshot:
                     if backup is None:
                         execute(conn, "CHECKPOINT")
                         record = self._record(conn, set_id, layout, datasets)
+                        frozen = Frozen.read(conn)
                     else:
                         # pg_backup_start's fast checkpoint is the set's redo point.
                         start = backup.start(f"zsnap {cfg.snapshot.cluster} {set_id}")
@@ -200,28 +237,35 @@ class TakeSnapshot:
                         created.extend(names)
                     if backup is not None:
                         self._finish_backup(created, backup.stop())
-                    finished = True
+                    else:
+                        frozen.confirm(conn)
+                    proven = True
                 finally:
                     if in_recovery:
                         replay.resume()
                     if backup is not None:
                         backup.abort()
             except BaseException as e:
-                # Still under the lock: no other run can see the partial set. A set whose
-                # members all exist is whole even if resuming failed (the marker stays, and
-                # the next zsnap command resumes replay); a primary's set is whole only once
-                # backup mode's results are on every member.
-                partial = len(created) < len(datasets) or (backup is not None and not finished)
-                if created and partial:
+                # Still under the lock: no other run can see the unproven set. A proven set
+                # stays whole even if resuming failed (the marker stays, and the next zsnap
+                # command resumes replay).
+                if proven:
+                    self._mark_complete(created[0])
+                elif created:
                     self._remove_partial(set_id, created, e)
                 raise
+            self._mark_complete(created[0])
             pause_ms = round((time.monotonic() - started) * 1000)
         self._write_pause(created, pause_ms)
         log.info("snapshot set %s taken, %s for %d ms", set_id,
                  "replay paused" if in_recovery else "in backup mode", pause_ms)
-        taken = Catalog(self.zfs, cfg.snapshot.cluster).get(set_id)
+        taken = Catalog(self.zfs, cfg.snapshot.cluster).read(set_id, created)
         # The measured window is the answer even if writing it onto a member failed.
         return taken.model_copy(update={"pause_ms": pause_ms})
+
+    def _mark_complete(self, control: str) -> None:
+        """Written last, on the control-file member: what makes the set usable."""
+        self.zfs.set(control, {PREFIX + "complete": COMPLETE})
 
     def _finish_backup(self, names: list[str], end: BackupEnd) -> None:
         """What only pg_backup_stop knows, on every member; `pending` is cleared last on

@@ -6,7 +6,6 @@ and the clone's server crashing or stopping then."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from datetime import datetime
@@ -15,46 +14,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, archive_all
+from tests.integration.faults import alive, wait_for, wrapped_zfs
 from tests.integration.test_clone import Load, assert_gone, check_clone, connect, one
 from zsnap.lab import OS_USER, LabInfo
 from zsnap.runner import Runner
 
-HANG = """#!/bin/sh
-# The real zfs, except for a durability worker (its command line has --worker): it hangs.
+HANG = """
 if tr '\\0' ' ' < /proc/$PPID/cmdline | grep -q -- ' --worker'; then
     echo $$ > {pid_file}
     exec sleep 3600
-fi
-exec {real} "$@"
-"""
+fi"""
 
 
 def hanging_path(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """An environment whose `zfs` hangs for durability workers; the hung call's pid file."""
-    real = shutil.which("zfs")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     pid_file = tmp_path / "hung.pid"
-    wrapper = bin_dir / "zfs"
-    wrapper.write_text(HANG.format(pid_file=pid_file, real=real))
-    wrapper.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, pid_file
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_for(condition: object, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+    return wrapped_zfs(tmp_path, HANG.format(pid_file=pid_file)), pid_file
 
 
 def durability(cli: Cli, name: str) -> str:

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 
 from zsnap.catalog import (
     BACKUP_END,
+    COMPLETE,
     FORMAT,
     NONE,
     PENDING_BACKUP,
     PREFIX,
     SET_PROPS,
+    UNPROVEN,
     Catalog,
     SnapshotSet,
 )
@@ -77,6 +79,8 @@ def member(dataset: str, **props: str) -> dict[str, str]:
         PREFIX + "backup_label": BackupLabel(LABEL).encode(),
         PREFIX + "pending": NONE,
     })
+    if dataset == "p/pgdata":  # the control-file member carries the proof
+        row[PREFIX + "complete"] = COMPLETE
     row.update({PREFIX + key: value for key, value in props.items()})
     return row
 
@@ -90,6 +94,21 @@ def test_a_finished_primary_set_is_complete_with_its_label() -> None:
     s = build(member("p/pgdata"), member("p/ts1"))
     assert s.complete is True
     assert s.backup_label == LABEL
+
+
+def test_a_set_never_proven_consistent_is_incomplete() -> None:
+    """Issue 10, items 2 and 3: every member exists, but zsnap died (or the standby moved)
+    before it proved the set consistent: never chosen."""
+    s = build(member("p/pgdata", complete=UNSET), member("p/ts1"))
+    assert s.complete is False and s.missing == [UNPROVEN]
+    # The mark counts only on the control-file member.
+    s = build(member("p/pgdata", complete=UNSET), member("p/ts1", complete=COMPLETE))
+    assert s.complete is False
+
+
+def test_a_set_of_the_first_format_needs_no_mark() -> None:
+    s = build(member("p/pgdata", format="1", complete=UNSET), member("p/ts1", format="1"))
+    assert s.complete is True
 
 
 def test_a_member_still_pending_makes_the_set_incomplete() -> None:

@@ -192,3 +192,15 @@ def test_postmaster_pid_status(tmp_path: Path) -> None:
     assert postmaster_state(tmp_path) == (4242, "")
     pid_file.write_text("4242\n/d\n1700000000\n5432\n/run\nlocalhost\n  1 2\nstandby   \n")
     assert postmaster_state(tmp_path) == (4242, "standby")
+
+
+def test_no_prefetch_through_fuse() -> None:
+    from zsnap.clone.recovery import prefetch_helps
+    from zsnap.zfs import Mount
+
+    table = [Mount("p/zsnap-clones/c/0", Path("/c/0"), "fuse.zfs"),
+             Mount("q/zsnap-clones/c/1", Path("/c/1"), "zfs")]
+    assert prefetch_helps([Path("/c/1")], table) is True
+    assert prefetch_helps([Path("/c/0"), Path("/c/1")], table) is False
+    assert fast_settings(24 * GB, prefetch=False)["recovery_prefetch"] == "off"
+    assert fast_settings(24 * GB)["recovery_prefetch"] == "try"

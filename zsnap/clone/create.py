@@ -22,7 +22,7 @@ from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
-from zsnap.clone.recovery import MB, DataDir, instance_settings, prepare
+from zsnap.clone.recovery import MB, DataDir, instance_settings, prefetch_helps, prepare
 from zsnap.clone.select import candidates
 from zsnap.clone.serverlog import Cause, Phases, consistent_at, phases
 from zsnap.clone.target import Kind, Target
@@ -42,7 +42,7 @@ from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.pg.connection import instance_conninfo
 from zsnap.ports import port_free
-from zsnap.zfs import Zfs, pool_of
+from zsnap.zfs import Zfs, mounts, pool_of
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +380,7 @@ class CreateClone:
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
             socket_dir=plan.paths.socket_dir, restore_command=cfg.archive.restore_command,
             target=plan.target, fast=request.fast_recovery, extra=cfg.clones.settings,
+            prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files)
