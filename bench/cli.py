@@ -25,10 +25,10 @@ def cli() -> None:
 @click.option("--runs", default=3, show_default=True, help="Runs per path (medians).")
 @click.option("--wal-gb", type=float, default=None, help="WAL written after the common start "
               "[default: half the size].")
-@click.option("--days", default=7, show_default=True,
-              help="Days the write window stands for (one zsnap set a day).")
-@click.option("--checkpoint-per-day/--no-checkpoint-per-day", default=True, show_default=True,
-              help="CHECKPOINT the primary before each day's set (a real day has many).")
+@click.option("--sets", default=24, show_default=True,
+              help="zsnap sets in the write window, which stands for a day (hourly sets).")
+@click.option("--primary-checkpoint/--no-primary-checkpoint", default=True, show_default=True,
+              help="[snapshot] primary_checkpoint for the lab's sets.")
 @click.option("--targets", default=5, show_default=True, help="Random targets in scenario b.")
 @click.option("--double/--no-double", default=True, show_default=True,
               help="Scenario c: repeat with twice the data.")
@@ -41,16 +41,16 @@ def cli() -> None:
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Results JSON [default: bench/results/<size>gb.json]; Markdown beside it.")
-def run(size_gb: float, runs: int, wal_gb: float | None, days: int,
-        checkpoint_per_day: bool, targets: int,
+def run(size_gb: float, runs: int, wal_gb: float | None, sets: int,
+        primary_checkpoint: bool, targets: int,
         double: bool, basebackup: bool, zfs_restore: bool, scale_sets: int, name: str,
         port: int, keep: bool, out: Path | None) -> None:
     """Build a lab, run every scenario, write results (JSON and Markdown)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("sh").setLevel(logging.WARNING)
     out = out or Path(f"bench/results/{size_gb:g}gb.json")
-    options = Options(size_gb=size_gb, runs=runs, wal_gb=wal_gb, days=days,
-                      checkpoint_per_day=checkpoint_per_day, targets=targets,
+    options = Options(size_gb=size_gb, runs=runs, wal_gb=wal_gb, sets=sets,
+                      primary_checkpoint=primary_checkpoint, targets=targets,
                       double=double, basebackup=basebackup, zfs_restore=zfs_restore,
                       scale_sets=scale_sets, name=name, port=port, keep=keep, out=out)
     try:

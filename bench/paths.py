@@ -72,12 +72,19 @@ class ZsnapPath:
     def restore(self, target: datetime, start: Start) -> Outcome:
         set_id = start.set_id if self.force_set else None
         timed = self.cli.clone(target, set_id, *self.extra)
+        returned = time.monotonic()
         data = timed.data
         try:
-            # The clone returns once promoted; confirm as for the other paths (not timed).
-            wait_ready(str(data["dsn"]), timeout_s=60)
+            # The clone returns once promoted (or paused at the target); confirm as for the
+            # other paths (not timed).
+            if "--pause" not in self.extra:
+                wait_ready(str(data["dsn"]), timeout_s=60)
             rows, recovered = oracle(str(data["dsn"]))
             fs = filesystem(Path(data["pgdata"]))
+            # Durability goes on in the background; waited for here (not timed), so that no
+            # run's checkpoint overlaps the next run.
+            self.cli.timed("durable", str(data["name"]), timeout=3600)
+            durable_after = time.monotonic() - returned
         finally:
             self.cli.destroy(str(data["name"]))
         return Outcome(
@@ -85,7 +92,7 @@ class ZsnapPath:
             recover_s=None, filesystem=fs, history_rows=rows,
             recovered_to=recovered,
             detail={k: data.get(k) for k in ("set", "elapsed_s", "recovered_to", "name")}
-            | {"clone": data},
+            | {"clone": data, "durable_after_s": round(durable_after, 2)},
         )
 
 

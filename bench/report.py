@@ -9,6 +9,7 @@ from bench.stats import Summary, ratio
 
 LABELS = {
     "zsnap": "zsnap clone --at T",
+    "zsnap-pause": "zsnap clone --at T --pause (paused at T, read-only)",
     "zsnap-defaults": "zsnap clone --at T --no-fast-recovery (PostgreSQL's settings)",
     "pgbackrest": "pgBackRest restore --type=time",
     "pgbackrest-zfs": "pgBackRest restore --type=time onto ZFS",
@@ -89,11 +90,13 @@ def restore_table(outcomes: list[dict[str, Any]], scenario: str) -> str:
     )
 
 
-def schedule_table(outcomes: list[dict[str, Any]]) -> str:
-    groups = by_path(outcomes, "b")
+def schedule_table(outcomes: list[dict[str, Any]], scenario: str = "b") -> str:
+    groups = by_path(outcomes, scenario)
     rows = []
     for entries in zip(*groups.values(), strict=False):
-        row: list[object] = [f"day {entries[0]['day']:.2f}"]
+        first = entries[0]  # runs before hourly sets placed their targets in days
+        row: list[object] = [f"hour {first['hour']:.1f}" if "hour" in first
+                             else f"day {first['day']:.2f}"]
         for e in entries:
             detail = e.get("detail") or {}
             chosen = f" (set {detail['set']})" if detail.get("set") else ""
@@ -105,6 +108,73 @@ def schedule_table(outcomes: list[dict[str, Any]]) -> str:
         medians.append(f"**{total.median:.1f} s**" if total else "-")
     rows.append(medians)
     return table(["target", *(LABELS.get(p, p) for p in groups)], rows)
+
+
+def ratio_to_zsnap(outcomes: list[dict[str, Any]], scenario: str, other: str) -> float | None:
+    """How many times longer `other` took than zsnap (medians): above 1, zsnap is faster."""
+    groups = by_path(outcomes, scenario)
+    mine, theirs = summary_of(groups.get("zsnap", []), "total_s"), summary_of(
+        groups.get(other, []), "total_s")
+    return ratio(theirs.median, mine.median) if mine and theirs else None
+
+
+def profile_table(outcomes: list[dict[str, Any]]) -> str:
+    """Where a zsnap clone's time goes (medians per scenario), from each clone's own JSON:
+    its steps, PostgreSQL's start and replay from the server log (the floor), what zsnap adds
+    above that floor (the CLI's start included), and the durability after it returned."""
+    rows = []
+    for scenario in ("a", "b", "c", "b2"):
+        for path in ("zsnap", "zsnap-pause"):
+            entries = by_path(outcomes, scenario).get(path, [])
+            if not entries:
+                continue
+            clones = [e["detail"]["clone"] for e in entries]
+
+            def med(values: list[float | None]) -> float | None:
+                present = [v for v in values if v is not None]
+                return Summary.of(present).median if present else None
+
+            total = med([e["total_s"] for e in entries])
+            limit = med([c.get("limit_s") for c in clones])
+            rows.append([
+                scenario, LABELS.get(path, path), len(entries), total,
+                med([c["steps_s"].get("clone") for c in clones]),
+                med([c["steps_s"].get("consistent") for c in clones]),
+                med([c["steps_s"].get("target") for c in clones]),
+                med([c["steps_s"].get("promote") for c in clones]),
+                med([(c.get("wal_replayed_bytes") or 0) / 2**20 for c in clones]),
+                med([c.get("replay_mb_s") for c in clones]), limit,
+                med([e["total_s"] - c["limit_s"] for e, c in zip(entries, clones, strict=True)
+                     if c.get("limit_s") is not None]),
+                med([e["detail"].get("durable_after_s") for e in entries]),
+            ])
+    return table(["scenario", "path", "runs", "ready (s)", "clone", "to consistent",
+                  "to target", "promote", "WAL replayed (MiB)", "replay MB/s",
+                  "floor: PostgreSQL start + replay (s)", "zsnap above the floor (s)",
+                  "durable after return (s)"], rows)
+
+
+def goals_table(outcomes: list[dict[str, Any]]) -> str:
+    """The goals of issue 9 against what this run measured."""
+    a = ratio_to_zsnap(outcomes, "a", "pgbackrest")
+    b, b2 = ratio_to_zsnap(outcomes, "b", "pgbackrest"), ratio_to_zsnap(outcomes, "b2",
+                                                                           "pgbackrest")
+    small = summary_of(by_path(outcomes, "a").get("zsnap", []), "total_s")
+    big = summary_of(by_path(outcomes, "c").get("zsnap", []), "total_s")
+    growth = ratio(big.median, small.median) if small and big else None
+    over = [e["total_s"] - e["detail"]["clone"]["limit_s"] for e in outcomes
+            if e["path"] == "zsnap" and e["scenario"] in ("a", "b")
+            and e["detail"]["clone"].get("limit_s") is not None]
+    overhead = Summary.of(over).median if over else None
+    rows = [
+        ["a. same start: pgBackRest / zsnap", ">= 1.0x", times(a)],
+        ["b. hourly sets vs daily full backup: pgBackRest / zsnap (size S)", ">= 5x", times(b)],
+        ["b. the same at size 2S", "growing with size", times(b2)],
+        ["c. zsnap's ready time at 2S / S", "<= 1.15", times(growth)],
+        ["zsnap above the floor (median, a and b)", "<= 1 s",
+         "-" if overhead is None else f"{overhead:.2f} s"],
+    ]
+    return table(["goal", "wanted", "measured"], rows)
 
 
 def doubling_table(outcomes: list[dict[str, Any]]) -> str:
@@ -138,6 +208,8 @@ def snapshot_cost_table(cost: dict[str, Any]) -> str:
          f"{_s(base['replay_lag_s_p50'])} / {_s(base['replay_lag_s_max'])}"],
         ["replay_lag around each set (max)",
          ", ".join(_s(p["max_replay_lag_s"]) for p in cost["per_set"])],
+        ["the whole `zsnap snapshot` (CLI, primary CHECKPOINT if on, pause): median",
+         _s(Summary.of([float(p["command_s"]) for p in cost["per_set"]]).median)],
     ]
     return table(["under pgbench -R " + str(cost["rate_tps"]), "value"], rows)
 
@@ -195,10 +267,15 @@ def render(results: dict[str, Any]) -> str:
     if any(o["scenario"] == "a" for o in outcomes):
         out += ["", "### a. Same start, same target", "", restore_table(outcomes, "a")]
     if any(o["scenario"] == "b" for o in outcomes):
-        out += ["", "### b. Schedule: random targets over the window", "",
+        out += ["", "### b. A day: hourly sets against a daily full backup, random targets", "",
                 schedule_table(outcomes)]
     if any(o["scenario"] == "c" for o in outcomes):
         out += ["", "### c. Database size doubled", "", doubling_table(outcomes)]
+    if any(o["scenario"] == "b2" for o in outcomes):
+        out += ["", "### b at size 2S", "", schedule_table(outcomes, "b2")]
+    if any(o["path"] == "zsnap" for o in outcomes):
+        out += ["", "### Where zsnap's time goes", "", profile_table(outcomes),
+                "", "### Against the goals", "", goals_table(outcomes)]
     if "snapshot_cost" in results:
         out += ["", "### Snapshot cost", "", snapshot_cost_table(results["snapshot_cost"])]
     if "scale" in results:

@@ -2,10 +2,12 @@
 pgBackRest, run the scenarios, measure a set's cost and the catalog at scale, write results.
 
 Scenarios (every restore ends in a promoted instance that answers a query):
-  a. same start: backups and a set taken together, writes, all paths to the same target T;
-  b. schedule: one pgBackRest full backup, a zsnap set every "day" of the write window,
-     random targets across the window (zsnap picks its set, pgBackRest its full backup);
-  c. size doubled: a again (zsnap and pgBackRest) with twice the data, the same writes.
+  a. same start: backups and a set taken together, writes, all paths to the same target T
+     (zsnap also with --pause, and with PostgreSQL's own replay settings);
+  b. schedule: the write window stands for one day: pgBackRest's daily full backup at its
+     start, zsnap's default hourly sets through it (with [snapshot] primary_checkpoint),
+     random targets across it (zsnap picks its set, pgBackRest restores its full backup);
+  c. size doubled: a and b again (zsnap and pgBackRest) with twice the data, the same writes.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ class Options:
     size_gb: float = 2.0
     runs: int = 3
     wal_gb: float | None = None  # writes after the common start; default half the size
-    days: int = 7  # the write window stands for this many days: one set a day
-    # A real day holds hundreds of the primary's checkpoints (checkpoint_timeout 5 min); a
-    # window of minutes holds none, and a standby's restartpoint, hence a set's redo point,
-    # can only move to a checkpoint the primary wrote. One CHECKPOINT per "day" keeps that.
-    checkpoint_per_day: bool = True
+    sets: int = 24  # the write window stands for a day: zsnap's default, a set every hour
+    # A standby's restartpoint, hence a set's redo point, can only move to a checkpoint the
+    # primary wrote, and a window of minutes holds none of its timed ones: zsnap's own
+    # [snapshot] primary_checkpoint asks for one before each set (what doctor recommends).
+    primary_checkpoint: bool = True
     targets: int = 5  # scenario b: random targets over the window
     double: bool = True  # scenario c
     basebackup: bool = True
@@ -119,6 +121,10 @@ class BenchRun:
         pool_gb = max(4, math.ceil(o.size_gb * 12))
         lab = Lab(o.name, port=o.port, pool_size=f"{pool_gb}G", runner=self.runner)
         info = lab.up()
+        if o.primary_checkpoint:
+            text = info.config_file.read_text()
+            on = text.replace("# primary_checkpoint = ", "primary_checkpoint = ")
+            info.config_file.write_text(on)
         self.results["machine"] = describe(self.runner, info.pg_bin)
         try:
             self._run(info)
@@ -149,7 +155,9 @@ class BenchRun:
         zsnap_a = ZsnapPath(zsnap, force_set=True)
         paths_a: list[RestorePath] = [
             zsnap_a,
-            # Issue 6 item 1: the same clone and WAL, replayed with PostgreSQL's defaults.
+            # Paused at the target, read-only, instead of promoted.
+            ZsnapPath(zsnap, force_set=True, key="zsnap-pause", extra=("--pause",)),
+            # The same clone and WAL, replayed with PostgreSQL's defaults.
             ZsnapPath(zsnap, force_set=True, key="zsnap-defaults",
                       extra=("--no-fast-recovery",)),
             pgbr_local,
@@ -167,24 +175,13 @@ class BenchRun:
 
         scale = scale_for(o.size_gb)
         size = self._load(db, scale)
-        start, window = self._common_start(db, zsnap, pgbr, bb, size, days=o.days)
+        start, window = self._common_start(db, zsnap, pgbr, bb, size)
 
         for run in range(o.runs):
             for p in paths_a:
                 self.record("a", p.restore(window.target, start), run=run, size_bytes=size)
-
-        rng = random.Random(o.seed)
-        span = (window.target - window.began).total_seconds()
-        targets = sorted(
-            window.began + (window.target - window.began) * rng.random() for _ in range(o.targets)
-        )
-        paths_b: list[RestorePath] = [
-            ZsnapPath(zsnap, force_set=False), pgbr_local,
-        ]
-        for target in targets:
-            day = (target - window.began).total_seconds() / span * o.days
-            for p in paths_b:
-                self.record("b", p.restore(target, start), day=round(day, 2), size_bytes=size)
+        paths_b: list[RestorePath] = [ZsnapPath(zsnap, force_set=False), pgbr_local]
+        self._schedule("b", window, start, paths_b, size)
 
         self.results["snapshot_cost"] = snapshot_cost(db, zsnap, o.snapshots, o.rate)
         self.save()
@@ -193,18 +190,32 @@ class BenchRun:
             # The sets of a and b hold the old table's blocks (copy-on-write): let them go.
             self._drop_sets(zfs, info)
             size2 = self._load(db, scale * 2, key="load_double")
-            start2, window2 = self._common_start(
-                db, zsnap, pgbr, None, size2, days=1, key="window_c"
-            )
+            start2, window2 = self._common_start(db, zsnap, pgbr, None, size2, key="window_c")
             paths_c: list[RestorePath] = [zsnap_a, pgbr_local]
             for run in range(o.runs):
                 for p in paths_c:
                     self.record("c", p.restore(window2.target, start2), run=run, size_bytes=size2)
+            self._schedule("b2", window2, start2, paths_b, size2)
 
         real = self.results["sets"][-1]
         select = ("clone", "--at", window.target.isoformat(), "--dry-run")
         self.results["scale"] = catalog_at_scale(zfs, zsnap, real, o.scale_sets, o.runs, select)
         self.save()
+
+    def _schedule(self, scenario: str, window: Window, start: Start,
+                  paths: list[RestorePath], size: int) -> None:
+        """Random targets over the window (the same ones at every size: one seed)."""
+        rng = random.Random(self.o.seed)
+        span = (window.target - window.began).total_seconds()
+        targets = sorted(
+            window.began + (window.target - window.began) * rng.random()
+            for _ in range(self.o.targets)
+        )
+        for target in targets:
+            hour = (target - window.began).total_seconds() / span * 24
+            for p in paths:
+                self.record(scenario, p.restore(target, start), hour=round(hour, 2),
+                            size_bytes=size)
 
     def _drop_sets(self, zfs: Zfs, info: LabInfo) -> None:
         for row in zfs.list_snapshots([]):
@@ -228,11 +239,11 @@ class BenchRun:
 
     def _common_start(
         self, db: Database, zsnap: ZsnapCli, pgbr: PgBackRest, bb: BaseBackup | None,
-        size: int, days: int, key: str = "window",
+        size: int, key: str = "window",
     ) -> tuple[Start, Window]:
         """Backups first, then the set (its restartpoint is then at the backups' checkpoint, so
         every path replays from about the same place); then the writes, with a set at each
-        'day' boundary; then the end mark T."""
+        'hour' of the window (its WAL divided by `sets`); then the end mark T."""
         began = time.monotonic()
         label = pgbr.backup()
         backup_s = time.monotonic() - began
@@ -249,16 +260,17 @@ class BenchRun:
         t0 = time.monotonic()
         sets: list[dict[str, Any]] = []
         total = self.o.wal_bytes
+        per = self.o.sets
         try:
             while (written := db.wal_since(lsn0)) < total:
-                if len(sets) + 1 < days and written >= total * (len(sets) + 1) / days:
-                    if self.o.checkpoint_per_day:
-                        db.checkpoint()
-                        db.wait_standby()
+                if len(sets) + 1 < per and written >= total * (len(sets) + 1) / per:
+                    began_set = time.monotonic()
                     s = zsnap.snapshot()
-                    sets.append({"id": s["id"], "day": len(sets) + 1, "wal_bytes": written,
-                                 "pause_ms": s["pause_ms"], "redo_lsn": s["redo_lsn"]})
-                time.sleep(0.25)
+                    sets.append({"id": s["id"], "hour": len(sets) + 1, "wal_bytes": written,
+                                 "pause_ms": s["pause_ms"], "redo_lsn": s["redo_lsn"],
+                                 "consistent_lsn": s["consistent_lsn"],
+                                 "seconds": round(time.monotonic() - began_set, 2)})
+                time.sleep(0.1)
         finally:
             transactions = load.stop()
         seconds = time.monotonic() - t0
@@ -266,7 +278,7 @@ class BenchRun:
         window = Window(w_began, target, db.wal_since(lsn0), transactions, seconds, sets)
         self.results[key] = {
             "size_bytes": size, "backup_label": label, "pgbackrest_backup_s": round(backup_s, 1),
-            "start_set": first["id"], "checkpoint_per_day": self.o.checkpoint_per_day,
+            "start_set": first["id"], "primary_checkpoint": self.o.primary_checkpoint,
             **asdict(window),
         }
         self.save()

@@ -276,6 +276,9 @@ def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> No
             for _ in range(3):  # several segments archived after the set
                 time.sleep(0.3)
                 conn.execute("SELECT pg_switch_wal()")
+            # Pages for the clone's checkpoint to write, more than the quota below allows.
+            conn.execute("INSERT INTO lab_a (payload) SELECT repeat('x', 200) "
+                         "FROM generate_series(1, 100000)")
         time.sleep(0.3)
         target = load.point()
         time.sleep(0.3)  # commits after the target: recovery stops at the first of them
@@ -302,7 +305,9 @@ def test_failures_are_one_clear_line_and_leave_nothing(fresh_lab: LabInfo) -> No
     cli("destroy", "taken")
     assert_gone(info, "taken")
 
-    # No space: a quota on the pool's parent of clones stands in for a full pool.
+    # No space: a quota on the pool's parent of clones stands in for a full pool; replay
+    # extends the relation files the INSERT above grew (test_durability: a checkpoint that
+    # finds no space, once the instance is handed over).
     parent = f"{info.pools[0]}/zsnap-clones"
     Runner().run(["zfs", "set", "quota=4M", parent])
     try:

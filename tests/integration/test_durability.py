@@ -110,3 +110,28 @@ def test_a_killed_worker_and_a_crashed_clone_recover_and_become_durable(
     assert cli.json("durable", "crashy")["durable"] is True  # nothing left to do: at once
     cli("destroy", "crashy")
     assert_gone(info, "crashy")
+
+
+def test_a_durability_step_that_fails_is_one_line_and_marked(
+    fresh_lab: LabInfo, target: str, tmp_path: Path
+) -> None:
+    """The flush of the clone's filesystems fails (a `sync` that exits 1 stands in for an
+    I/O error): the worker records it, `zsnap durable` says it in one line, and once the
+    cause is gone it finishes."""
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    broken = bin_dir / "sync"
+    broken.write_text("#!/bin/sh\necho 'sync: error syncing: Input/output error' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    cli.json("clone", "--at", target, "--name", "broken", env=env)
+    wait_for(lambda: durability(cli, "broken") == "failed", "durability did not fail", 120)
+    proc = cli("durable", "broken", check=False, env=env)
+    message = proc.stderr.strip()
+    assert proc.returncode == 1 and message.count("\n") == 0, message
+    assert "not durable" in message and "Input/output error" in message, message
+    assert cli.json("durable", "broken")["durable"] is True  # the real sync: it finishes
+    cli("destroy", "broken")
+    assert_gone(info, "broken")

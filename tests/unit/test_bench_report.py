@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.report import doubling_table, restore_table, schedule_table, short_fs, table
+from bench.report import (
+    doubling_table,
+    goals_table,
+    profile_table,
+    restore_table,
+    schedule_table,
+    short_fs,
+    table,
+)
 from bench.stats import Summary, percentile, ratio
 
 floats = st.floats(min_value=0, max_value=1e6, allow_nan=False)
@@ -71,14 +79,39 @@ def test_restore_table_ratios_to_zsnap() -> None:
 
 def test_schedule_table_has_a_median_row() -> None:
     outcomes = [
-        outcome("b", "zsnap", 1.0, day=0.5, detail={"set": "S1"}),
-        outcome("b", "pgbackrest", 5.0, day=0.5),
-        outcome("b", "zsnap", 3.0, day=4.0, detail={"set": "S2"}),
-        outcome("b", "pgbackrest", 9.0, day=4.0),
+        outcome("b", "zsnap", 1.0, hour=0.5, detail={"set": "S1"}),
+        outcome("b", "pgbackrest", 5.0, hour=0.5),
+        outcome("b", "zsnap", 3.0, hour=14.0, detail={"set": "S2"}),
+        outcome("b", "pgbackrest", 9.0, hour=14.0),
     ]
     lines = schedule_table(outcomes).splitlines()
-    assert "1.0 s (set S1)" in lines[2]
+    assert "| hour 0.5 | 1.0 s (set S1) |" in lines[2]
     assert lines[-1] == "| **median** | **2.0 s** | **7.0 s** |"
+    # Results of runs that placed targets in days still render.
+    old = [outcome("b", "zsnap", 1.0, day=0.94)]
+    assert "day 0.94" in schedule_table(old)
+
+
+def clone_outcome(scenario: str, total: float, limit: float) -> dict[str, Any]:
+    clone = {"steps_s": {"clone": 0.2, "consistent": 0.3, "target": total - 1, "promote": 0.01},
+             "limit_s": limit, "wal_replayed_bytes": 100 * 2**20, "replay_mb_s": 50.0}
+    return outcome(scenario, "zsnap", total, detail={"clone": clone, "durable_after_s": 4.0})
+
+
+def test_the_goals_and_the_profile() -> None:
+    outcomes = [clone_outcome("a", 10.0, 9.5), outcome("a", "pgbackrest", 12.0),
+                clone_outcome("b", 2.0, 1.2), outcome("b", "pgbackrest", 12.0),
+                clone_outcome("c", 11.0, 10.4), outcome("c", "pgbackrest", 20.0),
+                clone_outcome("b2", 2.0, 1.3), outcome("b2", "pgbackrest", 16.0)]
+    goals = goals_table(outcomes)
+    assert "| a. same start: pgBackRest / zsnap | >= 1.0x | 1.2x |" in goals
+    assert ">= 5x | 6.0x |" in goals and "growing with size | 8.0x |" in goals
+    assert "<= 1.15 | 1.1x |" in goals
+    assert "<= 1 s | 0.65 s |" in goals  # median of 0.5 and 0.8
+    profile = profile_table(outcomes).splitlines()
+    assert len(profile) == 2 + 4
+    assert profile[2].startswith("| a | zsnap clone --at T | 1 | 10.0 |")
+    assert profile[2].endswith("| 0.50 | 4.00 |")
 
 
 def test_doubling_table_compares_sizes() -> None:

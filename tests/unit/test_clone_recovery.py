@@ -204,3 +204,33 @@ def test_no_prefetch_through_fuse() -> None:
     assert prefetch_helps([Path("/c/0"), Path("/c/1")], table) is False
     assert fast_settings(24 * GB, prefetch=False)["recovery_prefetch"] == "off"
     assert fast_settings(24 * GB)["recovery_prefetch"] == "try"
+
+
+def test_what_a_clone_copies_from_the_sets_pg_wal(tmp_path: Path) -> None:
+    """Only segments from the redo point to the replay position that the archive lacks."""
+    from datetime import UTC, datetime
+
+    from zsnap.catalog import SnapshotSet
+    from zsnap.clone.wal_needs import CloneWal
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("000000010000000000000002", "000000010000000000000003"):
+        (archive / name).touch()
+    s = SnapshotSet(
+        id="20261201T000000Z", cluster="c", created=datetime(2026, 12, 1, tzinfo=UTC),
+        timeline=1, redo_lsn="0/2000028", checkpoint_lsn="0/2000060",
+        consistent_lsn="0/4000100", replay_lsn="0/4000100", replay_timestamp=None,
+        system_identifier=1, server_version=150000, wal_segment_size=16 << 20,
+        block_size=8192, data_checksums=True, datasets=["p/a"], layout="[]", complete=True,
+        missing=[],
+    )
+    wal = CloneWal(s, archive, tmp_path / "pg_wal")
+    assert wal.from_set("000000010000000000000004")  # streamed, not archived yet
+    assert not wal.from_set("000000010000000000000003")  # the archive has it
+    assert not wal.from_set("000000010000000000000001")  # before the redo point
+    assert not wal.from_set("000000010000000000000005")  # recycled, ahead of replay
+    assert not wal.from_set("000000020000000000000004")  # a later timeline
+    assert not wal.from_set("archive_status")
+    without_archive = CloneWal(s, None, tmp_path / "pg_wal")
+    assert without_archive.from_set("000000010000000000000003")

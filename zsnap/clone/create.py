@@ -21,6 +21,7 @@ from zsnap.catalog import Catalog, SnapshotSet
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
+from zsnap.clone.local_wal import move_wal
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
 from zsnap.clone.recovery import MB, DataDir, instance_settings, prefetch_helps, prepare
 from zsnap.clone.select import candidates
@@ -385,12 +386,14 @@ class CreateClone:
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files)
         wal = CloneWal(plan.set, cfg.archive.path, data.pgdata / "pg_wal")
+        move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
+                 pwd.getpwnam(cfg.standby.os_user))
         wal.check(plan.target)
         instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, public=False))
         steps = Stopwatch(started)
         steps.lap("clone")
         try:
-            instance.start()
+            instance.start(promote=not request.pause)
             if not request.pause:
                 instance.request_promotion()
             steps.lap("consistent")

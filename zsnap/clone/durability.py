@@ -22,12 +22,13 @@ from pathlib import Path
 
 from zsnap.clone import registry
 from zsnap.clone.instance import Instance
+from zsnap.clone.serverlog import Cause, failure
 from zsnap.config import Config
-from zsnap.errors import PostgresError, RecoveryFailed, UsageError
+from zsnap.errors import RecoveryFailed, UsageError, ZsnapError
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.pg.connection import instance_conninfo
 from zsnap.runner import Runner
-from zsnap.zfs import Zfs
+from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 PENDING = "pending"  # fast recovery, durability not done yet
 STOPPED = "stopped"  # the instance stopped (crashed, or was stopped) before it was durable
 SKIPPED = "skipped"  # a verification instance: removed right after its checks
+FAILED = "failed"  # the running server refused (a full pool, say): durability.log says why
 
 PID_FILE = "durability.pid"
 LOG_FILE = "durability.log"
@@ -52,6 +54,7 @@ class Durability(StrEnum):
     IN_PROGRESS = "in progress"  # a worker is at it
     INTERRUPTED = "interrupted"  # pending, and no worker runs: `zsnap durable NAME`
     STOPPED = "stopped"  # stopped before it was durable: start it, then `zsnap durable NAME`
+    FAILED = "failed"  # the server refused: fix the cause, then `zsnap durable NAME`
     SKIPPED = "skipped"
 
 
@@ -76,6 +79,8 @@ def status(clone: registry.Clone) -> Status:
         return Status(Durability.SKIPPED)
     if value == STOPPED:
         return Status(Durability.STOPPED)
+    if value == FAILED:
+        return Status(Durability.FAILED)
     if value != PENDING:
         try:
             return Status(Durability.DURABLE, datetime.fromisoformat(value))
@@ -95,6 +100,8 @@ def describe(s: Status, name: str) -> str:
         return f"NOT DURABLE (zsnap durable {name})"
     if s.state is Durability.STOPPED:
         return f"NOT DURABLE, stopped (start it, zsnap durable {name})"
+    if s.state is Durability.FAILED:
+        return f"NOT DURABLE, failed ({LOG_FILE}; zsnap durable {name})"
     return s.state.value
 
 
@@ -142,6 +149,16 @@ def stop_worker(clone_dir: Path, timeout_s: float = 10.0) -> None:
     if _is_zsnap(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _why(clone: registry.Clone, error: Exception) -> str:
+    """The server log says more than "checkpoint request failed": a full pool, say."""
+    text = clone.paths.log.read_text(errors="replace") if clone.paths.log.exists() else ""
+    found = failure(text)
+    if found.cause is Cause.NO_SPACE:
+        pools = ", ".join(sorted({pool_of(d) for d in clone.datasets}))
+        return f"no space left on its datasets (pools {pools}): {found.line}"
+    return str(error)
 
 
 def _write_pid(clone_dir: Path, pid: int) -> None:
@@ -195,9 +212,16 @@ class MakeDurable:
             if not clone.pgdata.is_dir():
                 raise UsageError(f"flashback instance {clone.name} is gone")
             try:
-                instance.make_durable(clone.mountpoints, self.zfs.runner)
+                # The clone's datasets, and its pg_wal in its directory on the local disk.
+                instance.make_durable([*clone.mountpoints, clone.dir], self.zfs.runner)
                 break
-            except (PostgresError, RecoveryFailed) as e:
+            except ZsnapError as e:
+                # A server that answers refused (a full pool, say): trying again is no use.
+                if instance.accepting():
+                    self._record(clone, FAILED)
+                    raise RecoveryFailed(
+                        f"flashback instance {clone.name} is not durable: {_why(clone, e)}"
+                    ) from None
                 # Restarting after a crash, or stopped: which one, time tells.
                 if instance.running():
                     down_since = None

@@ -49,6 +49,11 @@ class ClonePaths:
         return self.dir / "run"
 
     @property
+    def wal_dir(self) -> Path:
+        """The clone's pg_wal, on the local disk (zsnap.clone.local_wal)."""
+        return self.dir / "pg_wal"
+
+    @property
     def log(self) -> Path:
         return self.dir / "postgresql.log"
 

@@ -5,6 +5,7 @@ progress bar, and named when recovery stops short of its target."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from zsnap.catalog import SnapshotSet
@@ -12,7 +13,7 @@ from zsnap.clone import archive
 from zsnap.clone.serverlog import last_restored
 from zsnap.clone.target import Target
 from zsnap.errors import WalMissing
-from zsnap.lsn import Lsn, Segment
+from zsnap.lsn import Lsn, Segment, is_segment_name
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,22 @@ class CloneWal:
         """Where replay starts: the set's redo segment."""
         s = self.set
         return s.redo.segment(s.timeline, s.wal_segment_size)
+
+    @cached_property
+    def _archived(self) -> frozenset[str]:
+        return frozenset(archive.listing(self.archive_dir))
+
+    def from_set(self, name: str) -> bool:
+        """Whether the clone needs the set's own copy of WAL file `name`: a segment from the
+        redo point to the replay position that the archive does not have (the standby had
+        streamed it, it was not archived yet). Without a local archive to look into, every
+        segment of that range."""
+        if not is_segment_name(name) or name in self._archived:
+            return False
+        s = self.set
+        seg = Segment.parse(name, s.wal_segment_size)
+        replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, s.wal_segment_size)
+        return seg.timeline <= s.timeline and self.start.number <= seg.number <= replayed.number
 
     def available(self) -> archive.Available:
         s = self.set
