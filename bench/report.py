@@ -264,6 +264,13 @@ def render(results: dict[str, Any]) -> str:
         out += ["", f"Writes after the common start: {gib(window['wal_bytes'])} of WAL, "
                     f"{window['transactions']} pgbench transactions in {window['seconds']:.0f} s; "
                     f"target T = {window['target']}."]
+        held = window.get("held_by_sets")
+        if held:
+            total = sum(v["bytes"] for v in held.values())
+            sizes = sorted({v["recordsize"] // 1024 for v in held.values()})
+            out += ["", f"The {len(window['sets']) + 1} sets of the window then held "
+                        f"{gib(total)} of copy-on-write space (ZFS `usedbysnapshots`, recordsize "
+                        f"{', '.join(f'{k} KiB' for k in sizes)})."]
     if any(o["scenario"] == "a" for o in outcomes):
         out += ["", "### a. Same start, same target", "", restore_table(outcomes, "a")]
     if any(o["scenario"] == "b" for o in outcomes):

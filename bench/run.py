@@ -276,9 +276,15 @@ class BenchRun:
         seconds = time.monotonic() - t0
         target = db.mark()
         window = Window(w_began, target, db.wal_since(lsn0), transactions, seconds, sets)
+        # What the sets hold in copy-on-write space (ZFS's own account, every dataset).
+        datasets = list(self.results.get("sets", [{}])[0].get("datasets", []))
+        held = Zfs(self.runner).get(datasets, ["usedbysnapshots", "recordsize"])
         self.results[key] = {
             "size_bytes": size, "backup_label": label, "pgbackrest_backup_s": round(backup_s, 1),
             "start_set": first["id"], "primary_checkpoint": self.o.primary_checkpoint,
+            "held_by_sets": {d: {"bytes": int(v["usedbysnapshots"]),
+                                 "recordsize": int(v["recordsize"])}
+                             for d, v in held.items()},
             **asdict(window),
         }
         self.save()

@@ -30,6 +30,7 @@ from zsnap.catalog import (
     NONE,
     PENDING_BACKUP,
     PREFIX,
+    SETS_OF,
     Catalog,
     SnapshotSet,
     new_set_id,
@@ -264,8 +265,13 @@ class TakeSnapshot:
         return taken.model_copy(update={"pause_ms": pause_ms})
 
     def _mark_complete(self, control: str) -> None:
-        """Written last, on the control-file member: what makes the set usable."""
+        """Written last, on the control-file member: what makes the set usable. Its dataset
+        is marked as heading this cluster's sets, for set selection (Catalog.heads)."""
         self.zfs.set(control, {PREFIX + "complete": COMPLETE})
+        try:
+            self.zfs.set(control.split("@")[0], {SETS_OF: self.config.snapshot.cluster})
+        except ZsnapError as e:  # selection then reads every member, as before
+            log.warning("could not mark %s: %s", control.split("@")[0], e)
 
     def _finish_backup(self, names: list[str], end: BackupEnd) -> None:
         """What only pg_backup_stop knows, on every member; `pending` is cleared last on

@@ -148,11 +148,14 @@ class Zfs:
             values.setdefault(name, {})[prop] = value
         return values
 
-    def list_snapshots(self, props: Sequence[str]) -> list[dict[str, str]]:
-        """One call for every snapshot on the host with the given (string) properties."""
+    def list_snapshots(
+        self, props: Sequence[str], of: Sequence[str] = ()
+    ) -> list[dict[str, str]]:
+        """One call for every snapshot on the host (or only those of the datasets `of`) with
+        the given (string) properties."""
         out = self.run(
-            "list", "-H", "-t", "snapshot", "-o", ",".join(["name", *props]), mutates=False,
-            timeout=300,
+            "list", "-H", "-t", "snapshot", "-o", ",".join(["name", *props]),
+            *(["-d", "1", *of] if of else []), mutates=False, timeout=300,
         )
         rows = []
         for line in out.splitlines():

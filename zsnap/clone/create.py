@@ -32,6 +32,7 @@ from zsnap.config import Config, config_path
 from zsnap.errors import (
     ConfigError,
     DatasetExists,
+    DatasetNotFound,
     LockBusy,
     NotFoundError,
     RecoveryFailed,
@@ -186,7 +187,7 @@ class CreateClone:
             raise ConfigError("archive.restore_command is empty: a flashback instance fetches "
                               "the WAL after its set with it")
         if chosen is None:
-            chosen = self.candidates(request)[0]
+            chosen = self._first(self.candidates(request))
         # Every cluster's clones (ports are shared), and what datasets exist, in one call.
         clones, existing = registry.listing(self.zfs, sizes=False)
         if request.name is not None:
@@ -201,8 +202,26 @@ class CreateClone:
         return ClonePlan(name, chosen, port, paths, datasets, request.target, frozenset(existing))
 
     def candidates(self, request: CloneRequest) -> list[SnapshotSet]:
-        sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
-        return candidates(sets, request.target, self.now(), request.set_id)
+        """The sets to try, best first, each read whole before it is used (`confirmed`).
+        Chosen from one snapshot a set where the catalog can (Catalog.heads), else, and
+        whenever that finds no set for the target, from every member of every set."""
+        catalog = Catalog(self.zfs, self.config.snapshot.cluster)
+        heads = catalog.heads()
+        if heads is not None:
+            with contextlib.suppress(ZsnapError):
+                return candidates(heads, request.target, self.now(), request.set_id)
+        return candidates(catalog.sets(), request.target, self.now(), request.set_id)
+
+    def confirmed(self, s: SnapshotSet) -> SnapshotSet | None:
+        """`s` read from every member; None if one is gone (destroyed by hand)."""
+        try:
+            whole = Catalog(self.zfs, self.config.snapshot.cluster).read(s.id, s.snapshots)
+        except DatasetNotFound:
+            whole = None
+        if whole is None or not whole.complete:
+            log.warning("set %s is incomplete (a member is gone): skipped", s.id)
+            return None
+        return whole
 
     def _default_name(
         self, clones: list[registry.Clone], existing: set[str], s: SnapshotSet
@@ -248,11 +267,23 @@ class CreateClone:
 
     # --- making --------------------------------------------------------------------------
 
+    def _first(self, sets: list[SnapshotSet]) -> SnapshotSet:
+        for s in sets:
+            whole = self.confirmed(s)
+            if whole is not None:
+                return whole
+        raise NotFoundError("every snapshot set that could serve the target is incomplete "
+                            "(a member is gone)")
+
     def run(self, request: CloneRequest) -> CloneResult:
         started = time.monotonic()
         sets = self.candidates(request)
         tried: list[str] = []
-        for index, s in enumerate(sets):
+        for index, head in enumerate(sets):
+            s = self.confirmed(head)
+            if s is None:
+                tried.append(head.id)
+                continue
             try:
                 result = self._attempt(request, s, started)
             except (_BeforeConsistent, _NotAfterSet) as e:
@@ -272,7 +303,8 @@ class CreateClone:
                     + (", and there is no older set" if request.set_id is None else "")
                 ) from None
             return replace(result, fell_back_from=tried)
-        raise AssertionError("candidates() never returns an empty list")
+        raise NotFoundError("every snapshot set that could serve the target is incomplete "
+                            f"(a member is gone: {', '.join(tried)})")
 
     def _attempt(self, request: CloneRequest, s: SnapshotSet, started: float) -> CloneResult:
         cfg = self.config

@@ -32,6 +32,8 @@ POLL_S = 0.2
 # user waits less (pg_ctl -w looks only every 100 ms).
 FAST_POLL_S = 0.02
 PROMOTE_SIGNAL_S = 0.005
+# How long a server whose connection broke may take to exit.
+LOST_WAIT_S = 5
 PROMOTE_TIMEOUT_S = 3600
 # Until the instance is consistent: replay from the set's redo point to its consistency point
 # is short (the snapshot's pause window), but the machine may be slow.
@@ -227,7 +229,7 @@ class Instance:
         except psycopg.errors.ObjectNotInPrerequisiteState:
             pass  # "recovery is not in progress": promoted already, by the request at start
         except psycopg.Error as e:
-            raise PostgresError(f"flashback instance: {first_line(e)}") from None
+            raise self._lost(e) from None
         finally:
             conn.close()
 
@@ -275,9 +277,18 @@ class Instance:
         try:
             yield conn
         except psycopg.Error as e:
-            raise PostgresError(f"flashback instance: {first_line(e)}") from None
+            raise self._lost(e) from None
         finally:
             conn.close()
+
+    def _lost(self, error: psycopg.Error) -> PostgresError:
+        """A failed statement: the server's own failure if it went away meanwhile (recovery
+        that stops short of its target takes the server down as we talk to it)."""
+        if isinstance(error, psycopg.OperationalError):
+            self._wait_exit(LOST_WAIT_S)
+            if not self.running():
+                return ServerStopped(self.failure())
+        return PostgresError(f"flashback instance: {first_line(error)}")
 
     def stop(self) -> None:
         pid_file = self.pgdata / "postmaster.pid"

@@ -14,7 +14,6 @@ from zsnap import config
 from zsnap.catalog import Catalog
 from zsnap.errors import ZsnapError
 from zsnap.output import error_line
-from zsnap.pg.replay import resume_abandoned
 from zsnap.runner import Runner
 from zsnap.zfs import Zfs
 
@@ -31,8 +30,12 @@ class Context:
     def config(self) -> config.Config:
         if self._config is None:
             self._config = config.load(self.config_path)
-            # Whatever command runs, replay left paused by a zsnap that died is resumed first.
-            resume_abandoned(self._config.state.dir)
+            # Whatever command runs, replay left paused by a zsnap that died is resumed first
+            # (psycopg is loaded only when there is a marker to look at).
+            from zsnap.pg.replay import MARKER, resume_abandoned
+
+            if (self._config.state.dir / MARKER).exists():
+                resume_abandoned(self._config.state.dir)
         return self._config
 
     def zfs(self, dry_run: bool = False) -> Zfs:
