@@ -24,6 +24,15 @@ from zsnap.ports import port_free
 TEST_BASE = Path("/var/tmp/zsnap-test")
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def free_port_block(size: int = 64) -> int:
     """A base port such that base..base+size are free on loopback now."""
     for _ in range(200):

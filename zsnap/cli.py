@@ -11,7 +11,7 @@ import click
 
 from zsnap import __version__, config
 from zsnap.commands import Context
-from zsnap.errors import ZsnapError
+from zsnap.errors import EXIT_USAGE, ZsnapError
 from zsnap.output import error_line
 
 # Each command's module, imported only when that command runs: `zsnap list` need not load
@@ -61,7 +61,19 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
 
 def main() -> None:
     try:
-        cli(standalone_mode=True)
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        # One line, not click's usage block: what is wrong and where to look.
+        where = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
+        error_line(f"{e.format_message()}{where}")
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        error_line("interrupted")
+        sys.exit(130)
+    except click.ClickException as e:
+        error_line(e.format_message())
+        sys.exit(e.exit_code)
     except ZsnapError as e:  # raised outside a command's own handling
         error_line(str(e))
         sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -251,6 +251,10 @@ def load(explicit: Path | None = None) -> Config:
             tomllib.load(f)  # parse once here for a clear syntax error
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"config {path}: {e.strerror}") from None
     token = _toml_path.set(path)
     try:
         return Config()

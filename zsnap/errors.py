@@ -102,7 +102,9 @@ class PostgresError(ZsnapError):
 
 
 class NotInRecovery(PostgresError):
-    pass
+    """The configured standby is a primary: a configuration error, as the README says."""
+
+    exit_code = EXIT_USAGE
 
 
 class RecoveryFailed(PostgresError):

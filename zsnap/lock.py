@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zsnap.errors import LockBusy
+from zsnap.errors import LockBusy, UsageError
 
 # Held from before replay is paused until after it is resumed.
 SNAPSHOT_LOCK = "snapshot"
@@ -17,9 +17,13 @@ SNAPSHOT_LOCK = "snapshot"
 
 @contextmanager
 def locked(state_dir: Path, resource: str) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / f"{resource}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UsageError(f"[state] dir {state_dir}: {e.strerror} (zsnap keeps its locks "
+                         "there: create it, or set another)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Piped output (a log, a mail from cron) has no terminal width; rich would assume 80 columns and
@@ -54,4 +55,5 @@ def fmt_time(value: datetime | None) -> str:
 
 
 def error_line(message: str) -> None:
-    err_console.print(f"[bold red]zsnap:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not markup: "[state] dir" or "[low, high]" must print as written.
+    err_console.print(f"[bold red]zsnap:[/] {escape(message)}", highlight=False, soft_wrap=True)

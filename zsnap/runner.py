@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sh
 
-from zsnap.errors import CommandError, CommandNotFound, CommandTimeout
+from zsnap.errors import CommandError, CommandNotFound, CommandTimeout, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,17 @@ def _text(data: bytes | str | None) -> str:
     return data
 
 
+def os_user(name: str) -> pwd.struct_passwd:
+    """The OS user commands run as ([standby] os_user), or one clear line."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise UsageError(f"there is no OS user {name!r} on this host ([standby] os_user)") \
+            from None
+
+
 def as_user(user: str | None, argv: Sequence[str]) -> list[str]:
     """Prefix `runuser` when the command must run as another OS user than ours."""
-    if user is None or os.geteuid() == pwd.getpwnam(user).pw_uid:
+    if user is None or os.geteuid() == os_user(user).pw_uid:
         return list(argv)
     return ["runuser", "-u", user, "--", *argv]

@@ -1,5 +1,5 @@
 """Faults injected for real: a `zfs` on PATH that runs the real one except where a test wants
-it to hang or do something first, and helpers to see that nothing it started lives on."""
+it to hang or do something first."""
 
 from __future__ import annotations
 
@@ -27,14 +27,6 @@ def wrapped_zfs(tmp_path: Path, body: str) -> dict[str, str]:
     wrapper.write_text(WRAPPER.format(body=body, real=real))
     wrapper.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, archive_all
-from tests.integration.faults import alive, wait_for, wrapped_zfs
+from tests.conftest import Cli, alive, archive_all
+from tests.integration.faults import wait_for, wrapped_zfs
 from tests.integration.test_clone import Load, assert_gone, check_clone, connect, one
 from zsnap.lab import OS_USER, LabInfo
 from zsnap.runner import Runner

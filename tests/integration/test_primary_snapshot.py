@@ -52,7 +52,7 @@ def test_a_primary_is_snapshotted_in_backup_mode(fresh_lab: LabInfo) -> None:
 
     # (a) Not allowed: refused in one line, nothing taken.
     code, message = fails(Cli(info.config_file), "snapshot")
-    assert code == 1 and "not a standby" in message and "allow_primary" in message
+    assert code == 2 and "not a standby" in message and "allow_primary" in message
     assert Cli(info.config_file).json("list") == []
 
     cli = allowing_primary(info)

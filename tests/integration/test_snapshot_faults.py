@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import Cli
-from tests.integration.faults import alive, wait_for, wrapped_zfs
+from tests.conftest import Cli, alive
+from tests.integration.faults import wait_for, wrapped_zfs
 from zsnap.lab import OS_USER, LabInfo
 from zsnap.pg.replay import MARKER
 from zsnap.runner import Runner

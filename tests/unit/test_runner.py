@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import alive
 from zsnap.errors import CommandError, CommandNotFound, CommandTimeout
 from zsnap.runner import Runner, as_user
 
@@ -94,14 +95,6 @@ def test_a_command_killed_by_a_signal_is_a_command_error() -> None:
     assert Runner().run(["sh", "-c", "kill -ABRT $$"], check=False).returncode == -6
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_command_dies_with_a_zsnap_killed_by_sigkill(tmp_path: Path) -> None:
     """Issue 10, item 2: a `zfs snapshot` must not finish after the zsnap that ran it is gone."""
     pid_file = tmp_path / "child.pid"
@@ -113,13 +106,13 @@ def test_a_command_dies_with_a_zsnap_killed_by_sigkill(tmp_path: Path) -> None:
         assert time.monotonic() < deadline and parent.poll() is None
         time.sleep(0.02)
     child = int(pid_file.read_text())
-    assert _alive(child)
+    assert alive(child)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
+    while alive(child) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(child), "the command outlived the zsnap that ran it"
+    assert not alive(child), "the command outlived the zsnap that ran it"
 
 
 def test_a_detached_zsnap_outlives_the_command_that_started_it(tmp_path: Path) -> None:
@@ -129,7 +122,7 @@ def test_a_detached_zsnap_outlives_the_command_that_started_it(tmp_path: Path) -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     pid = int(out.stdout)
     try:
-        assert _alive(pid)
+        assert alive(pid)
         assert os.getsid(pid) == pid  # a session of its own: no terminal's signals reach it
     finally:
         os.kill(pid, 9)

@@ -44,6 +44,7 @@ from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.pg.connection import instance_conninfo
 from zsnap.ports import port_free
+from zsnap.runner import os_user as os_user_entry
 from zsnap.zfs import Zfs, mounts, pool_of
 
 log = logging.getLogger(__name__)
@@ -309,7 +310,7 @@ class CreateClone:
     def _attempt(self, request: CloneRequest, s: SnapshotSet, started: float) -> CloneResult:
         cfg = self.config
         pg = self.pg
-        owner = pwd.getpwnam(cfg.standby.os_user)
+        owner = os_user_entry(cfg.standby.os_user)
         with self._allocation_lock():
             plan = self.plan(request, s)
             teardown = Teardown(plan.name)
@@ -419,7 +420,7 @@ class CreateClone:
                 plan.set.config_files)
         wal = CloneWal(plan.set, cfg.archive.path, data.pgdata / "pg_wal")
         move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
-                 pwd.getpwnam(cfg.standby.os_user))
+                 os_user_entry(cfg.standby.os_user))
         wal.check(plan.target)
         instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, public=False))
         steps = Stopwatch(started)

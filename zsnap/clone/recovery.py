@@ -22,6 +22,7 @@ from zsnap.pg.config_files import (
     clone_postgresql_conf,
 )
 from zsnap.pg.layout import ROLE_PG_WAL, ROLE_POLAR, ROLE_TABLESPACE, Layout
+from zsnap.runner import os_user as os_user_entry
 from zsnap.zfs import Mount
 
 MB = 1024 * 1024
@@ -185,7 +186,7 @@ def prepare(
         (pgdata / name).unlink(missing_ok=True)
     if not (pgdata / "global" / "pg_control").is_file():
         raise UsageError(f"the clone has no {pgdata}/global/pg_control: is the set's layout right?")
-    owner = pwd.getpwnam(os_user)
+    owner = os_user_entry(os_user)
     # Everything else that can refuse is read before anything in the clone changes.
     outside = None if config_files is None else _outside_config(data, config_files)
     settings = dict(settings)

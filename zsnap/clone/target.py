@@ -52,14 +52,18 @@ class Target:
 
     @classmethod
     def at_xid(cls, text: str) -> Target:
-        if not _XID.match(text.strip()):
-            raise UsageError(f"not a transaction id: {text!r}")
-        return cls(Kind.XID, value=text.strip())
+        value = text.strip()
+        # 0-2 are PostgreSQL's invalid, bootstrap and frozen ids; none commits.
+        if not _XID.match(value) or not 3 <= int(value) < 2**64:
+            raise UsageError(f"not a transaction id: {text!r} (a number from 3 to 2^64-1)")
+        return cls(Kind.XID, value=value)
 
     @classmethod
     def at_restore_point(cls, name: str) -> Target:
-        if not name or len(name) >= 64:
-            raise UsageError("a restore point name has 1 to 63 characters")
+        if not name or len(name.encode()) >= 64:
+            raise UsageError("a restore point name has 1 to 63 bytes")
+        if any(not c.isprintable() for c in name):
+            raise UsageError(f"a restore point name has no control characters: {name!r}")
         return cls(Kind.NAME, value=name)
 
     @classmethod

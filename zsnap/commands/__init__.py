@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ import click
 
 from zsnap import config
 from zsnap.catalog import Catalog
-from zsnap.errors import ZsnapError
+from zsnap.errors import EXIT_FAILURE, ZsnapError
 from zsnap.output import error_line
 from zsnap.runner import Runner
 from zsnap.zfs import Zfs
@@ -52,6 +53,15 @@ dry_run_option = click.option(
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def seconds_above_zero(
+    ctx: click.Context, param: click.Parameter, value: float | None
+) -> float | None:
+    """For a --timeout: a finite number of seconds above 0 (nan and inf compare as neither)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value:g} is not a number of seconds above 0")
+    return value
+
+
 def handled(fn: F) -> F:
     """Turn every ZsnapError into one line on stderr and its exit code, never a traceback."""
 
@@ -62,6 +72,11 @@ def handled(fn: F) -> F:
         except ZsnapError as e:
             error_line(str(e))
             sys.exit(e.exit_code)
+        except OSError as e:
+            # A file zsnap could not read or write (a state dir, a log): still one line.
+            where = f"{e.filename}: " if e.filename else ""
+            error_line(f"{where}{e.strerror or e}")
+            sys.exit(EXIT_FAILURE)
         except KeyboardInterrupt:
             error_line("interrupted")
             sys.exit(130)

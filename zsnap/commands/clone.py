@@ -17,7 +17,14 @@ from zsnap.clone.destroy import DestroyClone
 from zsnap.clone.durability import Durability
 from zsnap.clone.instance import ReplayState, owns_pid_file
 from zsnap.clone.target import Target
-from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.commands import (
+    Context,
+    dry_run_option,
+    handled,
+    json_option,
+    pass_ctx,
+    seconds_above_zero,
+)
 from zsnap.errors import UsageError
 from zsnap.lsn import Lsn
 from zsnap.output import console, emit, err_console, fmt_time, table
@@ -82,7 +89,8 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
               help="Stay paused (read-only) at the target instead of promoting.")
 @click.option("--no-fast-recovery", is_flag=True,
               help="Replay with the cluster's own settings (fsync on, its buffers).")
-@click.option("--timeout", type=float, help="Give up if the target takes longer (seconds).")
+@click.option("--timeout", type=float, callback=seconds_above_zero,
+              help="Give up if the target takes longer (seconds).")
 @click.option("--durable", is_flag=True,
               help="Return only once the instance is durable (else that goes on in the "
                    "background; zsnap clones shows when it is done).")
