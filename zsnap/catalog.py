@@ -52,8 +52,11 @@ BACKUP_END = "backup end (pg_backup_stop)"
 SETS_OF = PREFIX + "sets_of"
 # Written after the set exists, and read from the control-file member: `complete` goes only
 # there, the others to every member.
-LATER_PROPS = ["complete", "pause_ms", "verified_at", "verify_outcome", "verify_failed_check",
-               "rto_s"]
+LATER_PROPS = ["complete", "pause_ms", "verification", "verified_at", "verify_outcome",
+               "verify_failed_check", "rto_s"]
+# A verification's outcome in one property (zsnap.verify.Verification.properties); sets
+# verified by an older zsnap have the four separate ones after it in LATER_PROPS.
+VERIFICATION = PREFIX + "verification"
 
 
 def new_set_id(now: datetime) -> str:
@@ -235,6 +238,11 @@ class Catalog:
         control = rows.get(expected[0]) if expected else None
         if control is not None:
             later = {key: _opt(control.get(PREFIX + key)) for key in LATER_PROPS}
+        if later["verification"]:
+            parts = [_opt(p) for p in later["verification"].split("|")]
+            if len(parts) == 4:
+                for key, value in zip(LATER_PROPS[3:], parts, strict=True):
+                    later[key] = value
         fmt = prop("format")
         if fmt == "2" and later["complete"] != COMPLETE:
             missing.append(UNPROVEN)

@@ -24,10 +24,11 @@ from typing import Any
 
 import psycopg
 
-from zsnap.catalog import NONE, PREFIX, Catalog, SnapshotSet
+from zsnap.catalog import NONE, VERIFICATION, Catalog, SnapshotSet
 from zsnap.clone import archive, registry
 from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import Teardown
+from zsnap.clone.durability import SKIPPED
 from zsnap.clone.instance import Instance
 from zsnap.clone.naming import ClonePaths
 from zsnap.clone.target import Target
@@ -113,14 +114,12 @@ class Verification:
         return self.failed[0].name if self.failed else None
 
     def properties(self) -> dict[str, str]:
-        """The outcome as the set's `zsnap:` user properties (NONE clears an earlier value)."""
+        """The outcome as one `zsnap:` user property, so that it is written by one `zfs set`
+        and is never half there: `verified_at|outcome|failed check|rto_s` (NONE for none)."""
         finished = self.finished or self.started
-        return {
-            PREFIX + "verified_at": finished.isoformat(timespec="seconds"),
-            PREFIX + "verify_outcome": self.outcome.value,
-            PREFIX + "verify_failed_check": self.failed_check or NONE,
-            PREFIX + "rto_s": NONE if self.rto_s is None else f"{self.rto_s:.3f}",
-        }
+        fields = [finished.isoformat(timespec="seconds"), self.outcome.value,
+                  self.failed_check or NONE, NONE if self.rto_s is None else f"{self.rto_s:.3f}"]
+        return {VERIFICATION: "|".join(fields)}
 
     def summary(self) -> str:
         if self.failed:
@@ -276,8 +275,8 @@ class VerifySet:
             # Also on KeyboardInterrupt; never raised over the error that got us here.
             removal_error = self._remove_quietly(name, s)
         result.finished = self.now()
-        for snapshot in s.snapshots:
-            self.zfs.set(snapshot, result.properties())
+        # On the control-file member, where the catalog reads what was written after a set.
+        self.zfs.set(s.snapshots[0], result.properties())
         if removal_error is not None:
             raise ZsnapError(f"set {s.id} {result.outcome.value} verification, but its instance "
                              f"was not removed ({removal_error}): run zsnap destroy {name}")
@@ -408,12 +407,18 @@ class VerifySet:
     # --- removal -------------------------------------------------------------------------
 
     def _remove(self, name: str, s: SnapshotSet, *, leftover: bool = False) -> None:
-        """Whatever exists of instance `name`: its server, datasets, holds, directory."""
+        """Whatever exists of instance `name`: its server, datasets, holds, directory; but
+        only a verification instance (zsnap marks them: they are never made durable), never
+        a user's clone that happens to have the name."""
         paths = ClonePaths(name, self.config.clones.mount_root)
         clones = registry.read(self.zfs, self.config.snapshot.cluster)
         found = next((c for c in clones if c.name == name), None)
         if found is None and not paths.dir.exists():
             return
+        if found is not None and found.durable != SKIPPED:
+            raise UsageError(
+                f"a flashback instance named {name} exists and is not a verification instance:"
+                f" zsnap verify will not remove it (zsnap destroy {name}, if it may go)")
         if leftover:
             log.warning("removing %s, left by a verify run that died", name)
         datasets = [paths.dataset(i, d) for i, d in enumerate(s.datasets)]

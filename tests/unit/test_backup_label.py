@@ -106,6 +106,18 @@ def test_a_set_never_proven_consistent_is_incomplete() -> None:
     assert s.complete is False
 
 
+def test_a_verification_is_read_from_its_one_property_on_the_control_member() -> None:
+    """Issue 10, item 6: written in one `zfs set`, so never half there; an older zsnap's four
+    properties are read where it is absent."""
+    s = build(member("p/pgdata", verification=f"2026-11-21T07:00:00+00:00|failed|amcheck|{NONE}",
+                     verify_outcome="passed"), member("p/ts1"))
+    assert (s.verify_outcome, s.verify_failed_check, s.rto_s) == ("failed", "amcheck", None)
+    assert s.verified_at is not None and s.verified_at.hour == 7
+    old = build(member("p/pgdata", verified_at="2026-11-20T07:00:00+00:00",
+                       verify_outcome="passed", rto_s="2.5"), member("p/ts1"))
+    assert (old.verify_outcome, old.rto_s) == ("passed", 2.5)
+
+
 def test_a_set_of_the_first_format_needs_no_mark() -> None:
     s = build(member("p/pgdata", format="1", complete=UNSET), member("p/ts1", format="1"))
     assert s.complete is True

@@ -358,16 +358,21 @@ class CreateClone:
         paths.mount_root.mkdir(parents=True, exist_ok=True)
         paths.dir.mkdir(mode=0o750)
         teardown.dir = paths.dir
+        s = plan.set
+        data = self._data_dir(plan)
+        # Everything the clone is to have, recorded before any of it exists: a failure, or a
+        # kill, at any later step is undone from this (releasing an absent hold, destroying
+        # an absent dataset are no errors).
+        teardown.cluster, teardown.set = self.config.snapshot.cluster, s.id
+        teardown.held.extend(s.snapshots)
+        teardown.datasets.extend(plan.datasets)
+        teardown.pgdata = data.pgdata
+        teardown.record()
         os.chown(paths.dir, owner.pw_uid, owner.pw_gid)
         paths.socket_dir.mkdir(mode=0o700)
         os.chown(paths.socket_dir, owner.pw_uid, owner.pw_gid)
-        s = plan.set
-        tag = hold_tag(plan.name)
-        # One call for all (`zfs hold` takes several snapshots, zfs-fuse's too); recorded first,
-        # since a failed call may have held some: releasing an absent hold is no error.
-        teardown.held.extend(s.snapshots)
-        self.zfs.hold(tag, s.snapshots)
-        data = self._data_dir(plan)
+        # One call for all (`zfs hold` takes several snapshots, zfs-fuse's too).
+        self.zfs.hold(hold_tag(plan.name), s.snapshots)
         props = {
             registry.NAME: plan.name,
             registry.CLUSTER: self.config.snapshot.cluster,
@@ -384,14 +389,11 @@ class CreateClone:
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
         ):
             self._clones_parent(origin, plan.existing)
-            # Recorded first: `zfs clone -p` may have made the parent when the clone fails.
-            teardown.datasets.append(clone)
             self.zfs.clone(snapshot, clone, {
                 "mountpoint": str(paths.mountpoint(member)),
                 **props,
                 registry.MEMBER: str(member),
             })
-        teardown.pgdata = data.pgdata
 
     def _clones_parent(self, origin: str, existing: frozenset[str]) -> None:
         """`<pool>/zsnap-clones`, never mounted itself, so its children mount only where told."""

@@ -4,6 +4,7 @@ destroy its datasets, release the holds on its origin snapshots, remove its dire
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 from zsnap.clone import registry
 from zsnap.clone.durability import stop_worker
 from zsnap.clone.instance import Instance
-from zsnap.clone.naming import hold_tag
+from zsnap.clone.naming import ClonePaths, check_name, hold_tag
 from zsnap.config import Config
 from zsnap.errors import DatasetNotFound, UsageError, ZfsError
 from zsnap.pg.binaries import PgTools, find_bindir
@@ -21,16 +22,46 @@ from zsnap.zfs import Zfs, mounts
 log = logging.getLogger(__name__)
 
 
+RECORD = "teardown.json"
+
+
 @dataclass
 class Teardown:
     """What one clone has, in the order it was made; `run` undoes it in reverse, whatever
-    exists. Also what CreateClone fills in as it goes, so a failure leaves nothing."""
+    exists. CreateClone writes it into the clone's directory (`record`) before it takes a
+    hold or makes a dataset, so that a clone killed half-way, before its datasets carry
+    their properties, is still found and removed whole by `zsnap destroy`."""
 
     name: str
     pgdata: Path | None = None
     datasets: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     dir: Path | None = None
+    cluster: str = ""
+    set: str = ""
+
+    def record(self) -> None:
+        assert self.dir is not None
+        path = self.dir / RECORD
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "name": self.name, "cluster": self.cluster, "set": self.set,
+            "pgdata": str(self.pgdata) if self.pgdata else None, "datasets": self.datasets,
+            "held": self.held, "dir": str(self.dir),
+        }))
+        tmp.rename(path)
+
+    @classmethod
+    def recorded(cls, clone_dir: Path) -> Teardown | None:
+        try:
+            data = json.loads((clone_dir / RECORD).read_text())
+            return cls(name=str(data["name"]),
+                       pgdata=Path(data["pgdata"]) if data["pgdata"] else None,
+                       datasets=list(data["datasets"]), held=list(data["held"]),
+                       dir=Path(data["dir"]), cluster=str(data["cluster"]),
+                       set=str(data["set"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     @property
     def parents(self) -> list[str]:
@@ -78,10 +109,28 @@ class DestroyClone:
     zfs: Zfs
 
     def run(self, name: str, *, dry_run: bool = False) -> DestroyResult:
-        clone = registry.get(self.zfs, name, self.config.snapshot.cluster)
+        """From the record of what was made where there is one (every hold and dataset the
+        clone was to have, whether or not each came to exist), else from its datasets."""
+        cluster = self.config.snapshot.cluster
+        paths = ClonePaths(check_name(name), self.config.clones.mount_root)
+        teardown = Teardown.recorded(paths.dir)
+        if teardown is not None and teardown.cluster != cluster:
+            teardown = None
+        if teardown is None:
+            clone = registry.get(self.zfs, name, cluster)
+            teardown = Teardown(name, clone.pgdata, clone.datasets, clone.origins, clone.dir)
         pg = PgTools(self.zfs.runner, find_bindir(self.config.standby.pg_bin),
                      self.config.standby.os_user)
-        teardown = Teardown(name, clone.pgdata, clone.datasets, clone.origins, clone.dir)
         teardown.run(self.zfs, pg, dry_run=dry_run)
         log.info("flashback instance %s destroyed", name)
-        return DestroyResult(name, clone.datasets, clone.origins, str(clone.dir), dry_run)
+        return DestroyResult(name, teardown.datasets, teardown.held, str(teardown.dir),
+                             dry_run)
+
+
+def half_made(mount_root: Path, cluster: str, known: set[str]) -> list[Teardown]:
+    """Clones of `cluster` recorded under `mount_root` that no dataset names (killed before
+    their datasets carried their properties)."""
+    if not mount_root.is_dir():
+        return []
+    found = (Teardown.recorded(d) for d in sorted(mount_root.iterdir()) if d.is_dir())
+    return [t for t in found if t is not None and t.cluster == cluster and t.name not in known]

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from zsnap.clone import durability, registry
 from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
-from zsnap.clone.destroy import DestroyClone
+from zsnap.clone.destroy import DestroyClone, half_made
 from zsnap.clone.durability import Durability
 from zsnap.clone.instance import ReplayState, owns_pid_file
 from zsnap.clone.target import Target
@@ -189,7 +189,13 @@ def clones(obj: Context, as_json: bool) -> None:
         durable[c.name] = durability.status(c)
     rows = [[c.name, c.set, c.target, c.port, c.state, durability.describe(durable[c.name], c.name),
              _size(c.used_bytes), fmt_time(c.created)] for c in found]
-    emit([_clone_json(c, durable[c.name]) for c in found], as_json, lambda: table(
+    data = [_clone_json(c, durable[c.name]) for c in found]
+    # Killed before its datasets carried their record: listed, so that it can be destroyed.
+    for t in half_made(cfg.clones.mount_root, cfg.snapshot.cluster, {c.name for c in found}):
+        rows.append([t.name, t.set, "", "", f"half-made (zsnap destroy {t.name})", "", "", ""])
+        data.append({"name": t.name, "cluster": t.cluster, "set": t.set, "state": "half-made",
+                     "dir": str(t.dir), "datasets": t.datasets, "held": t.held})
+    emit(data, as_json, lambda: table(
         f"flashback instances of {cfg.snapshot.cluster}",
         ["name", "set", "target", "port", "state", "durability", "used", "created"], rows))
 
