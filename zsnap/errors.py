@@ -89,6 +89,10 @@ class NoSpace(ZfsError):
     pass
 
 
+class PoolFull(ZsnapError):
+    """A pool zsnap would write into is below [check] pool_free_critical_pct."""
+
+
 class ZfsUnsupported(ZfsError):
     """The zfs implementation refused the syntax (an older zfs, such as zfs-fuse)."""
 

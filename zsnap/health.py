@@ -302,14 +302,12 @@ class Health:
         pools = self._pools()
         if not pools:
             return CheckResult("pool_free", Status.UNKNOWN, "no pool known: no set, no standby")
-        values = self.zfs.get(pools, ["used", "available"])
+        free = self.zfs.free_percent(pools)
         status = Status.OK
         parts = []
         metrics = []
         for pool in pools:
-            used = float(values[pool]["used"])
-            avail = float(values[pool]["available"])
-            pct = 100.0 * avail / (used + avail) if used + avail else 0.0
+            pct = free[pool]
             metrics.append(Metric("pool_free_percent", round(pct, 2), c.pool_free_warning_pct,
                                   c.pool_free_critical_pct, (("pool", pool),)))
             parts.append(f"{pool} {pct:.1f}% free")

@@ -4,6 +4,7 @@ For newcomers, tests and benchmarks; `down` removes everything `up` made."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from zsnap.errors import CommandError, UsageError, ZsnapError
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.ports import port_free
 from zsnap.runner import Runner
-from zsnap.zfs import Zfs
+from zsnap.zfs import Zfs, mounts
 
 log = logging.getLogger(__name__)
 
@@ -376,13 +377,34 @@ dir = "{self.root / 'state'}"
                 shutil.rmtree(self.root, ignore_errors=True)
             return
         info = LabInfo.from_json(path.read_text())
-        for pid_file in sorted(self.root.rglob("postmaster.pid")) if self.root.exists() else []:
+        self._unmount_stale()
+        for pid_file in self._pid_files():
             self._stop_dir(info, pid_file.parent, "immediate")
         self.stop(info, "standby", "immediate")
         self.stop(info, "primary", "immediate")
         for pool in info.pools:
             self._destroy_pool(pool)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _unmount_stale(self) -> None:
+        """A zfs-fuse that died leaves its mounts behind, answering every access with "Transport
+        endpoint is not connected": unmount those under the lab (lazily), so that it can go."""
+        for mount in mounts():
+            if self.root not in mount.mountpoint.parents:
+                continue
+            try:
+                os.stat(mount.mountpoint)
+            except OSError as e:
+                if e.errno == errno.ENOTCONN:
+                    self.runner.run(["umount", "-l", str(mount.mountpoint)], check=False)
+
+    def _pid_files(self) -> list[Path]:
+        """Every postmaster.pid under the lab; a directory that cannot be read is skipped."""
+        found = []
+        for top, _dirs, files in os.walk(self.root, onerror=lambda _e: None):
+            if "postmaster.pid" in files:
+                found.append(Path(top) / "postmaster.pid")
+        return sorted(found)
 
     def _destroy_pool(self, pool: str) -> None:
         listed = self.runner.run(["zpool", "list", "-H", "-o", "name"], check=False, mutates=False)

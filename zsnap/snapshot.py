@@ -192,6 +192,7 @@ class TakeSnapshot:
             standby_lock(conn)
             layout = discover(conn, self.zfs)
             datasets = order_for_snapshot(layout)
+            self.zfs.refuse_full(datasets, cfg.check.pool_free_critical_pct, "a new set")
             set_id = self._free_id(datasets[0])
             replay = ReplayPause(
                 conn, cfg.standby.conninfo, cfg.state.dir, cfg.standby.pause_timeout_s

@@ -260,6 +260,11 @@ class VerifySet:
         holding = s.consistent.segment(s.timeline, size)
         if newest is not None and newest.number > holding.number:
             return None
+        # Consistent exactly at a segment boundary: all of its WAL is in the segments before,
+        # and recovery to the end of the WAL at hand stops there (CloneWal.recovery_target).
+        if (s.consistent.value % size == 0 and newest is not None
+                and newest.number >= holding.number - 1):
+            return None
         return (f"set {s.id} cannot be verified yet: recovery to its consistency point "
                 f"{s.consistent_lsn} needs the WAL after it, and the archive "
                 f"{self.config.archive.path} ends before segment {holding.next().name} "

@@ -18,6 +18,7 @@ from zsnap.errors import (
     DatasetExists,
     DatasetNotFound,
     NoSpace,
+    PoolFull,
     ZfsError,
     ZfsUnsupported,
 )
@@ -162,6 +163,26 @@ class Zfs:
             fields = line.split("\t")
             rows.append(dict(zip(["name", *props], fields, strict=True)))
         return rows
+
+    def free_percent(self, pools: Sequence[str]) -> dict[str, float]:
+        """Each pool's free space, in percent of its used plus available space."""
+        values = self.get(list(pools), ["used", "available"])
+        free = {}
+        for pool in pools:
+            used, avail = float(values[pool]["used"]), float(values[pool]["available"])
+            free[pool] = 100.0 * avail / (used + avail) if used + avail else 0.0
+        return free
+
+    def refuse_full(self, datasets: Sequence[str], critical_pct: float, doing: str) -> None:
+        """One line instead of writing into a pool below `critical_pct` free: zfs-fuse dies
+        when a pool fills, and takes every mount on the machine with it."""
+        pools = list(dict.fromkeys(pool_of(d) for d in datasets))
+        for pool, pct in self.free_percent(pools).items():
+            if pct < critical_pct:
+                raise PoolFull(
+                    f"pool {pool} has {pct:.1f}% free, below [check] "
+                    f"pool_free_critical_pct ({critical_pct:g}%): {doing} would write into it; "
+                    "prune sets (zsnap prune), destroy clones, or grow the pool")
 
     def origin(self, dataset: str) -> str | None:
         value = self.get([dataset], ["origin"])[dataset]["origin"]

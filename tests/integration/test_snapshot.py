@@ -335,3 +335,22 @@ def test_tablespace_off_zfs_is_one_clear_error(fresh_lab: LabInfo, cli: Any) -> 
     places = {p["path"]: p for p in report["layout"]}
     assert places[str(off_zfs)]["dataset"] is None
     assert sum(1 for p in report["layout"] if p["dataset"]) == 2
+
+
+def test_a_pool_below_the_critical_free_space_is_refused(
+    lab: LabInfo, cli: Any, tmp_path: Any
+) -> None:
+    """Issue 10, item 9: zfs-fuse dies when a pool fills up, taking every mount with it."""
+    from tests.conftest import Cli
+
+    before = cli.json("list")
+    config = tmp_path / "zsnap.toml"
+    config.write_text(lab.config_file.read_text() + "\n[check]\npool_free_critical_pct = 99.9\n")
+    strict = Cli(config)
+    for args in (("snapshot",), ("clone", "--immediate", "--name", "full")):
+        proc = strict(*args, check=False)
+        message = proc.stderr.strip()
+        assert proc.returncode == 1 and message.count("\n") == 0, message
+        assert "below [check] pool_free_critical_pct (99.9%)" in message, message
+    assert replay_state(lab) == "not paused"
+    assert cli.json("list") == before and cli.json("clones") == []

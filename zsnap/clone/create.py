@@ -311,6 +311,7 @@ class CreateClone:
         cfg = self.config
         pg = self.pg
         owner = os_user_entry(cfg.standby.os_user)
+        self.zfs.refuse_full(s.datasets, cfg.check.pool_free_critical_pct, "a clone")
         with self._allocation_lock():
             plan = self.plan(request, s)
             teardown = Teardown(plan.name)
@@ -412,15 +413,16 @@ class CreateClone:
     ) -> CloneResult:
         cfg = self.config
         data = self._data_dir(plan)
+        wal = CloneWal(plan.set, cfg.archive.path, data.pgdata / "pg_wal")
+        target = plan.target if request.pause else wal.recovery_target(plan.target)
         settings = instance_settings(
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
             socket_dir=plan.paths.socket_dir, restore_command=cfg.archive.restore_command,
-            target=plan.target, fast=request.fast_recovery, extra=cfg.clones.settings,
+            target=target, fast=request.fast_recovery, extra=cfg.clones.settings,
             prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files)
-        wal = CloneWal(plan.set, cfg.archive.path, data.pgdata / "pg_wal")
         move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
                  os_user_entry(cfg.standby.os_user))
         wal.check(plan.target)

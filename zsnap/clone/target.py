@@ -19,6 +19,9 @@ class Kind(StrEnum):
     XID = "xid"
     NAME = "name"
     IMMEDIATE = "immediate"
+    # No recovery target: replay all the WAL at hand (zsnap.clone.wal_needs: where an
+    # immediate target cannot be reached, and this ends at the same point).
+    END_OF_WAL = "end-of-wal"
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,17 @@ class Target:
     def immediate(cls) -> Target:
         return cls(Kind.IMMEDIATE)
 
+    @classmethod
+    def end_of_wal(cls) -> Target:
+        return cls(Kind.END_OF_WAL)
+
     def __str__(self) -> str:
         if self.time is not None:
             return f"time:{self.time.isoformat()}"
         if self.lsn is not None:
             return f"lsn:{self.lsn}"
-        if self.kind is Kind.IMMEDIATE:
-            return "immediate"
+        if self.kind in (Kind.IMMEDIATE, Kind.END_OF_WAL):
+            return self.kind.value
         return f"{self.kind.value}:{self.value}"
 
     @property
@@ -97,4 +104,6 @@ class Target:
             return {"recovery_target_xid": self.value}
         if self.kind is Kind.NAME:
             return {"recovery_target_name": self.value}
+        if self.kind is Kind.END_OF_WAL:
+            return {}
         return {"recovery_target": "immediate"}

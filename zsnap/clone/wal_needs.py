@@ -11,7 +11,7 @@ from pathlib import Path
 from zsnap.catalog import SnapshotSet
 from zsnap.clone import archive
 from zsnap.clone.serverlog import last_restored
-from zsnap.clone.target import Target
+from zsnap.clone.target import Kind, Target
 from zsnap.errors import WalMissing
 from zsnap.lsn import Lsn, Segment, is_segment_name
 
@@ -53,6 +53,24 @@ class CloneWal:
             archive.available(archive.listing(self.pg_wal), size),
             replayed,
         )
+
+    def recovery_target(self, target: Target) -> Target:
+        """What recovery is told (pg_wal is not looked at: this is decided before the clone's
+        pg_wal is in place). An immediate target of a set consistent exactly at a segment
+        boundary, with no WAL after it at hand yet (an idle standby that had replayed a WAL
+        switch): PostgreSQL reaches consistency with the last record there is and then ends
+        recovery "before configured recovery target was reached". Recovery to the end of the
+        WAL at hand ends there too, at exactly the set's consistency point."""
+        s = self.set
+        if target.kind is not Kind.IMMEDIATE or s.consistent.value % s.wal_segment_size:
+            return target
+        # Only the archive counts: the standby's file for the segment it had only begun to
+        # wait for holds no record yet (or an old one, recycled).
+        after = s.consistent.segment(s.timeline, s.wal_segment_size).number
+        found = archive.available(self._archived, s.wal_segment_size)
+        if any(t >= s.timeline for t in found.get(after, set())):
+            return target
+        return Target.end_of_wal()
 
     def goal(self, target: Target) -> Lsn | None:
         """How far replay can get: an LSN target, else the end of the newest segment at hand."""
