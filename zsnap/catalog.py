@@ -3,13 +3,14 @@ its metadata with it, so nothing is lost with a local file."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from zsnap.errors import NotFoundError, ZsnapError
+from zsnap.errors import DatasetNotFound, NotFoundError, ZsnapError
 from zsnap.lsn import Lsn
 from zsnap.pg.backup_mode import BackupLabel
 from zsnap.pg.config_files import ConfigFiles
@@ -210,6 +211,12 @@ class Catalog:
         return [PREFIX + k for k in SET_PROPS + CONFIG_PROPS + BACKUP_PROPS + LATER_PROPS]
 
     def get(self, set_id: str) -> SnapshotSet:
+        """One set, read from every member: found through `heads` where it can be, else (and
+        when a member is gone, to say which) from every snapshot on the host."""
+        head = next((s for s in self.heads() or [] if s.id == set_id), None)
+        if head is not None:
+            with contextlib.suppress(DatasetNotFound):
+                return self.read(set_id, head.snapshots)
         for s in self.sets():
             if s.id == set_id:
                 return s

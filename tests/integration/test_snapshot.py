@@ -48,10 +48,10 @@ def zfs_prop(name: str, prop: str) -> str:
     return Runner().run(argv, mutates=False).stdout.strip()
 
 
-def wide_list(info: LabInfo) -> str:
+def wide_list(info: LabInfo, *args: str) -> str:
     """`zsnap list` for people, on a terminal wide enough that rich truncates no column."""
     return subprocess.run(
-        [sys.executable, "-m", "zsnap", "--config", str(info.config_file), "list"],
+        [sys.executable, "-m", "zsnap", "--config", str(info.config_file), "list", *args],
         capture_output=True, text=True, timeout=300, check=True,
         env={**os.environ, "COLUMNS": "250"},
     ).stdout
@@ -151,11 +151,15 @@ def test_a_set_missing_a_member_is_incomplete(lab: LabInfo, cli: Any) -> None:
     victim = f"{s['datasets'][-1]}@{snapshot_name(s['id'])}"
     try:
         Zfs(Runner()).destroy(victim)
-        listed = {x["id"]: x for x in cli.json("list")}[s["id"]]
+        # `list` reads a set from its control-file member; --all-members looks at them all.
+        listed = {x["id"]: x for x in cli.json("list", "--all-members")}[s["id"]]
         assert listed["complete"] is False
         assert listed["missing"] == [victim]
         assert cli.json("show", s["id"])["complete"] is False
-        assert "INCOMPLETE (1 missing)" in wide_list(lab)
+        assert "INCOMPLETE (1 missing)" in wide_list(lab, "--all-members")
+        # Never chosen: a clone of it would skip it.
+        with_it = cli("clone", "--set", s["id"], "--dry-run", check=False)
+        assert with_it.returncode != 0 and "incomplete" in with_it.stderr, with_it.stderr
     finally:
         destroy_set(lab, s["id"])
 

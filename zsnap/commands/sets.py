@@ -70,12 +70,18 @@ def snapshot(obj: Context, as_json: bool, dry_run: bool) -> None:
 
 
 @click.command("list")
+@click.option("--all-members", is_flag=True,
+              help="Look at every member of every set (slower with many sets): say which "
+                   "ones a member destroyed by hand made INCOMPLETE.")
 @json_option
 @pass_ctx
 @handled
-def list_sets(obj: Context, as_json: bool) -> None:
-    """List the snapshot sets, oldest first."""
-    sets = obj.catalog().sets()
+def list_sets(obj: Context, all_members: bool, as_json: bool) -> None:
+    """List the snapshot sets, oldest first. Each set is read from its control-file member,
+    where zsnap records that it proved the set consistent; `show`, `check`, `prune`, `clone`
+    and `verify` look at every member of the sets they act on."""
+    catalog = obj.catalog()
+    sets = (None if all_members else catalog.heads()) or catalog.sets()
     title = f"snapshot sets of {obj.config.snapshot.cluster}"
     emit([set_summary(s) for s in sets], as_json, lambda: table(title, SET_COLUMNS, set_rows(sets)))
 
