@@ -430,7 +430,7 @@ class CreateClone:
         steps = Stopwatch(started)
         steps.lap("clone")
         try:
-            instance.start(promote=not request.pause)
+            instance.start()
             if not request.pause:
                 instance.request_promotion()
             steps.lap("consistent")

@@ -3,10 +3,8 @@ durable, stop. Failures are read from its server log."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +29,6 @@ POLL_S = 0.2
 # poll is a read of a local file or a query on a local socket, and each one saved is time the
 # user waits less (pg_ctl -w looks only every 100 ms).
 FAST_POLL_S = 0.02
-PROMOTE_SIGNAL_S = 0.005
 # How long a server whose connection broke may take to exit.
 LOST_WAIT_S = 5
 PROMOTE_TIMEOUT_S = 3600
@@ -42,8 +39,6 @@ START_TIMEOUT_S = 3600
 PID_FILE_GRACE_S = 30
 # postmaster.pid's 8th line once the postmaster accepts connections (read-only in recovery).
 ACCEPTING = ("ready", "standby")
-# What pg_promote() writes into the data directory before it signals the postmaster.
-PROMOTE_FILE = "promote"
 # What a server that stops while starting logs last.
 DOWN_MARKS = ("database system is shut down", "FATAL:", "PANIC:")
 
@@ -80,18 +75,10 @@ class Instance:
     log: Path
     conninfo: str  # full, for zsnap's own connections
 
-    def start(self, *, promote: bool = False) -> None:
+    def start(self) -> None:
         """Start the server and return once it accepts (read-only) connections, i.e. once it
         is consistent: what `pg_ctl start -w` does, reading postmaster.pid as it does, but
-        every FAST_POLL_S instead of every 100 ms.
-
-        `promote`: ask for promotion from the start, as pg_promote() does (the `promote` file,
-        then SIGUSR1 to the postmaster, which passes it to the startup process), again at
-        every poll until the server accepts connections. A recovery that is not a
-        standby's looks at the request only where it pauses, at the target, so replay still
-        runs there; but a target reached before the server accepts connections (an immediate
-        one, say) would otherwise wait out the 1 s sleep of PostgreSQL's pause loop, which
-        only a resume interrupts, before pg_promote() could even be called."""
+        every FAST_POLL_S instead of every 100 ms."""
         result = self.pg.run(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-W", "start",
             timeout=120, check=False,
@@ -110,28 +97,13 @@ class Instance:
                     return
                 if not _alive(pid):
                     raise ServerStopped(self.failure())
-                if promote:
-                    self._signal_promotion(pid)
             elif seen or self._log_says_down() or time.monotonic() - began > PID_FILE_GRACE_S:
                 # Gone again (the postmaster removes it as it exits), or never written.
                 raise ServerStopped(self.failure())
             if time.monotonic() - began > START_TIMEOUT_S:
                 raise RecoveryFailed(
                     f"the flashback instance was not consistent after {START_TIMEOUT_S} s")
-            # Promotion asked for: the request must reach the startup process between its
-            # start and the target, which can be a few tens of milliseconds apart.
-            time.sleep(PROMOTE_SIGNAL_S if promote else FAST_POLL_S)
-
-    def _signal_promotion(self, postmaster: int) -> None:
-        """What pg_promote() does. The file again each time: the postmaster removes stale
-        ones as it starts, the startup process the one it acts on."""
-        signal_file = self.pgdata / PROMOTE_FILE
-        if not signal_file.exists():
-            signal_file.touch()
-            owner = self.pgdata.stat()
-            os.chown(signal_file, owner.st_uid, owner.st_gid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(postmaster, signal.SIGUSR1)
+            time.sleep(FAST_POLL_S)
 
     def _log_says_down(self) -> bool:
         """A server that failed before we saw its pid file says so in its log."""
@@ -214,8 +186,7 @@ class Instance:
                            Lsn.parse(lsn) if lsn else None, ts)
 
     def request_promotion(self) -> None:
-        """pg_promote() as soon as the instance accepts connections, long before the target
-        (the request `start` made may have reached the startup process before it ran):
+        """pg_promote() as soon as the instance accepts connections, long before the target:
         recovery ends at the target all the same, with an end-of-recovery record rather than
         the full checkpoint of recovery_target_action 'promote'.
 
