@@ -6,7 +6,6 @@ Each test uses a cluster name of its own, so sets of one never count in another.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, running_lab, sql
+from tests.integration.faults import wrapped_zfs
 from zsnap.lab import LabInfo
 
 ZERO_RETENTION = {"hourly": 0, "daily": 0, "weekly": 0, "monthly": 0, "min_sets": 1}
@@ -263,7 +263,11 @@ def test_daemon_fires_reloads_and_stops_cleanly(ops_lab: LabInfo, tmp_path: Path
     write_config(ops_lab, config, "opsdaemon", schedule=frequent, check=checks)
     cli = Cli(config)
     log_path = tmp_path / "daemon.log"
-    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    # Once `slow` exists, each `zfs snapshot` takes a second: the window in which SIGTERM
+    # finds a snapshot running (replay paused) is wide and not a race with a fast machine.
+    slow = tmp_path / "slow"
+    env = {**wrapped_zfs(tmp_path, f'[ "$1" = snapshot ] && [ -e {slow} ] && sleep 1'),
+           "JOURNAL_STREAM": "8:12345"}
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "zsnap", "--config", str(config), "daemon"],
@@ -312,6 +316,7 @@ def test_daemon_fires_reloads_and_stops_cleanly(ops_lab: LabInfo, tmp_path: Path
         write_config(ops_lab, config, "opsdaemon", schedule=frequent, check=checks)
         proc.send_signal(signal.SIGHUP)
         marker = state / "replay-paused.json"
+        slow.touch()
         wait_for("a paused replay window", marker.exists, timeout=60, step=0.005)
         terminated = datetime.now(UTC)
         proc.send_signal(signal.SIGTERM)
