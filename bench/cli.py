@@ -1,4 +1,4 @@
-"""`python -m bench run|knobs|report`."""
+"""`python -m bench run|knobs|scale|report`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 from bench.knobs import Knobs
 from bench.report import render
 from bench.run import BenchRun, Options
+from bench.scale import Scale
 from zsnap.errors import ZsnapError
 
 
@@ -84,6 +85,27 @@ def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, out: Path) -> No
         click.echo(f"{v['replay_s_median']:8.2f} s  {name}")
     copy = results["segment_copy"]
     click.echo(f"copying {copy['segments']} segments into pg_wal: {copy['seconds']} s")
+
+
+@cli.command()
+@click.option("--sets", default=1000, show_default=True, help="Sets of three datasets added.")
+@click.option("--runs", default=3, show_default=True, help="Runs per command (medians).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/scale.json"),
+              show_default=True)
+def scale(sets: int, runs: int, out: Path) -> None:
+    """`zsnap list`, `show` and set selection with many sets, on a small lab of their own."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    try:
+        results = Scale(sets=sets, runs=runs).run()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    for command, timed in results["scale"]["after"].items():
+        click.echo(f"{timed['seconds']['median']:6.2f} s  {timed['zfs_calls']:3d} zfs calls  "
+                   f"{command}")
 
 
 @cli.command()

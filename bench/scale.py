@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bench.machine import describe
 from bench.stats import Summary
+from bench.workload import Database
 from bench.zsnapcli import ZsnapCli
 from zsnap.catalog import COMPLETE, PREFIX, SET_PROPS, new_set_id, snapshot_name
+from zsnap.lab import Lab
+from zsnap.runner import Runner
 from zsnap.snapshot import pool_groups
 from zsnap.zfs import Zfs
 
@@ -74,6 +79,7 @@ def catalog_at_scale(
         host_snapshots = len(zfs.list_snapshots([]))
         after = {
             "list": _timed(zsnap, runs, "list"),
+            "list_all_members": _timed(zsnap, runs, "list", "--all-members"),
             "show": _timed(zsnap, runs, "show", ids[len(ids) // 2]),
         }
         if selection is not None:
@@ -91,3 +97,35 @@ def catalog_at_scale(
         "before": before,
         "after": after,
     }
+
+
+@dataclass
+class Scale:
+    """The catalog alone, on a small lab of its own (`python -m bench scale`): what the full
+    run measures at its end, without the hour of restores before it."""
+
+    sets: int = 1000
+    runs: int = 3
+    name: str = "zscale"
+    port: int = 49320
+
+    def run(self) -> dict[str, Any]:
+        runner = Runner()
+        lab = Lab(self.name, port=self.port, pool_size="2G", runner=runner)
+        info = lab.up()
+        try:
+            db = Database(info, runner)
+            db.init(10)
+            db.archive_all()
+            db.wait_standby()
+            zsnap = ZsnapCli(info.config_file, runner)
+            real = zsnap.snapshot()
+            target = db.mark()
+            select = ("clone", "--at", target.isoformat(), "--dry-run")
+            return {
+                "machine": describe(runner, info.pg_bin),
+                "scale": catalog_at_scale(Zfs(runner), zsnap, real, self.sets, self.runs,
+                                          select),
+            }
+        finally:
+            lab.down()

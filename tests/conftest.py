@@ -22,6 +22,9 @@ from zsnap.lab import Lab, LabInfo
 from zsnap.ports import port_free
 
 TEST_BASE = Path("/var/tmp/zsnap-test")
+# The PostgreSQL the labs run: one setting for the whole suite (`make test` runs it once more
+# with PostgreSQL 18's bin directory here); unset, the newest Debian layout.
+PG_BIN = Path(os.environ["ZSNAP_TEST_PG_BIN"]) if os.environ.get("ZSNAP_TEST_PG_BIN") else None
 
 
 def alive(pid: int) -> bool:
@@ -53,6 +56,7 @@ def make_lab(prefix: str = "t") -> Lab:
         base=TEST_BASE,
         port=free_port_block(),
         pool_size="2G",
+        pg_bin=PG_BIN,
     )
 
 

@@ -20,7 +20,7 @@ import psycopg
 
 from zsnap.config import Config
 from zsnap.cron import longest_interval
-from zsnap.errors import LockBusy, NotOnZfs, ZsnapError, first_line
+from zsnap.errors import LockBusy, NotOnZfs, UsageError, ZsnapError, first_line
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
 from zsnap.pg.connection import Connection, connect, connected, scalar
@@ -35,6 +35,7 @@ from zsnap.pg.layout import (
     map_to_datasets,
 )
 from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
+from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, server_version
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
 from zsnap.zfs import UNSET, Zfs
@@ -143,13 +144,14 @@ class Doctor:
                 "standby connection", Status.FAIL, str(e),
                 "check standby.conninfo and that the standby accepts connections",
             ))
-            for name in ("in recovery", "layout on ZFS", "recordsize", "privileges",
-                         "verify privileges", "synchronous standby", "restore_command",
-                         "primary checkpoint"):
+            for name in ("server version", "in recovery", "layout on ZFS", "recordsize",
+                         "privileges", "verify privileges", "synchronous standby",
+                         "restore_command", "primary checkpoint"):
                 report.checks.append(Check(name, Status.SKIP, "no connection to the standby"))
             return report
         with conn:
             report.checks.append(Check("standby connection", Status.OK, "connected"))
+            report.checks.append(guarded("server version", lambda: self._version(conn)))
             report.checks.append(guarded("in recovery", lambda: self._recovery(conn)))
             layout = Layout(())
             try:
@@ -205,6 +207,15 @@ class Doctor:
                      "(OOM killer, timeout of a wrapper)")
 
     # --- PostgreSQL ------------------------------------------------------------------------
+
+    def _version(self, conn: Connection) -> Check:
+        version = server_version(conn)
+        try:
+            refuse_unsupported(version)
+        except UsageError as e:
+            return Check("server version", Status.FAIL, str(e),
+                         f"run zsnap with a standby of PostgreSQL {OLDEST} to {NEWEST}")
+        return Check("server version", Status.OK, describe(version))
 
     def _recovery(self, conn: Connection) -> Check:
         if not scalar(conn, "SELECT pg_is_in_recovery()"):

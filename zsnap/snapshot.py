@@ -47,12 +47,13 @@ from zsnap.errors import (
     ZsnapError,
 )
 from zsnap.lock import SNAPSHOT_LOCK, locked
-from zsnap.pg.backup_mode import BackupEnd, BackupMode, check_version
+from zsnap.pg.backup_mode import BackupEnd, BackupMode
 from zsnap.pg.config_files import outside_pgdata
 from zsnap.pg.connection import Connection, connected, execute, scalar
 from zsnap.pg.fresh_redo import FreshRedo
 from zsnap.pg.layout import Layout, discover
 from zsnap.pg.replay import ReplayPause, pause_state
+from zsnap.pg.versions import refuse_unsupported, server_version
 from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -317,13 +318,13 @@ class TakeSnapshot:
                 log.warning("could not record pause_ms on %s: %s", name, e)
 
     def _check_standby(self, conn: Connection) -> None:
+        refuse_unsupported(server_version(conn))
         if not scalar(conn, "SELECT pg_is_in_recovery()"):
             if not self.config.standby.allow_primary:
                 raise NotInRecovery(
                     "the server is not a standby (pg_is_in_recovery() is false); "
                     "set standby.allow_primary = true to snapshot a primary"
                 )
-            check_version(conn)
         elif scalar(conn, "SELECT current_setting('hot_standby')") != "on":
             raise UsageError("the standby needs hot_standby = on for zsnap to pause its replay")
 

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from zsnap.catalog import NONE, VERIFICATION, Catalog, SnapshotSet
-from zsnap.clone import archive, registry
+from zsnap.clone import registry
 from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.durability import SKIPPED
@@ -37,7 +37,6 @@ from zsnap.errors import (
     NotFoundError,
     PostgresError,
     UsageError,
-    WalMissing,
     ZsnapError,
     first_line,
 )
@@ -235,40 +234,10 @@ class VerifySet:
     def run(self, selection: Selection) -> list[Verification]:
         """Verify the selected sets one after another; one verify run at a time, so that the
         instance names (`verify-<set>`) never collide and a leftover is always a dead run's.
-        With --unverified, a set whose WAL is not archived yet waits for a later run."""
+        A set needs no WAL beyond its own consistency point, which its own pg_wal holds where
+        the archive does not yet (CloneWal.recovery_target): no set waits for archiving."""
         with locked(self.config.state.dir, VERIFY_LOCK):
-            results = []
-            for s in self.select(selection):
-                reason = self.not_ready(s)
-                if reason is None:
-                    results.append(self.verify(s))
-                elif selection.unverified:
-                    log.warning("%s: skipped for now", reason)
-                else:
-                    raise WalMissing(reason)
-            return results
-
-    def not_ready(self, s: SnapshotSet) -> str | None:
-        """Why the set cannot be verified yet, or None. Recovery to 'immediate' stops at the
-        first record after the consistency point, so it needs WAL beyond it: a segment after
-        the one holding that point (with [archive] path; otherwise recovery finds out)."""
-        if self.config.archive.path is None:
-            return None
-        size = s.wal_segment_size
-        found = archive.available(archive.listing(self.config.archive.path), size)
-        newest = archive.newest(found, s.timeline, size)
-        holding = s.consistent.segment(s.timeline, size)
-        if newest is not None and newest.number > holding.number:
-            return None
-        # Consistent exactly at a segment boundary: all of its WAL is in the segments before,
-        # and recovery to the end of the WAL at hand stops there (CloneWal.recovery_target).
-        if (s.consistent.value % size == 0 and newest is not None
-                and newest.number >= holding.number - 1):
-            return None
-        return (f"set {s.id} cannot be verified yet: recovery to its consistency point "
-                f"{s.consistent_lsn} needs the WAL after it, and the archive "
-                f"{self.config.archive.path} ends before segment {holding.next().name} "
-                "(wait for archiving, or run SELECT pg_switch_wal() on the primary)")
+            return [self.verify(s) for s in self.select(selection)]
 
     def verify(self, s: SnapshotSet) -> Verification:
         name = instance_name(s.cluster, s.id)

@@ -1,21 +1,30 @@
-"""A set of an idle standby that had replayed a WAL switch is consistent exactly at a segment
-boundary, and the next segment does not exist yet (issue 10, item 8): it verifies, and an
---immediate clone of it works, instead of PostgreSQL ending recovery "before configured
-recovery target was reached"."""
+"""The set of an idle standby is consistent at the end of all the WAL there is: exactly at a
+segment boundary after a WAL switch, with the next segment not written yet (issue 10, item 8),
+or inside a segment not archived yet. Such a set verifies, and an --immediate clone of it works
+and ends exactly at its consistency point, instead of PostgreSQL ending recovery "before
+configured recovery target was reached"."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import pytest
 
-from tests.conftest import Cli, archive_all, replicated, sql
+from tests.conftest import Cli, archive_all, replicated, running_lab, sql
 from tests.integration.test_clone import assert_gone
 from zsnap.lab import LabInfo
 from zsnap.lsn import Lsn
 
 SEGMENT = 16 << 20
+
+
+@pytest.fixture(scope="module")
+def idle_lab() -> Iterator[LabInfo]:
+    with running_lab("i") as info:
+        yield info
 
 
 def boundary_set(info: LabInfo, cli: Cli) -> dict[str, Any]:
@@ -32,18 +41,56 @@ def boundary_set(info: LabInfo, cli: Cli) -> dict[str, Any]:
     raise AssertionError("no set at a segment boundary")
 
 
-def test_a_set_at_a_segment_boundary_verifies_and_clones(fresh_lab: LabInfo) -> None:
-    info = fresh_lab
+def switch_point(dsn: str) -> Lsn:
+    """Where a promoted clone's new timeline branched off: its history file's last entry."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_read_file('pg_wal/' || substr(pg_walfile_name("
+                           "pg_current_wal_lsn()), 1, 8) || '.history')").fetchone()
+    assert row is not None
+    return Lsn.parse(str(row[0]).splitlines()[-1].split("\t")[1])
+
+
+def test_a_set_at_a_segment_boundary_verifies_and_clones(idle_lab: LabInfo) -> None:
+    info = idle_lab
     cli = Cli(info.config_file)
     s = boundary_set(info, cli)
     [result] = cli.json("verify", s["id"])
     assert result["outcome"] == "passed", result
     r = cli.json("clone", "--set", s["id"], "--name", "edge")
     assert r["state"] == "promoted"
-    assert Lsn.parse(r["replay_lsn"]) <= Lsn.parse(s["consistent_lsn"])
+    assert switch_point(r["dsn"]) == Lsn.parse(s["consistent_lsn"])
     with psycopg.connect(r["dsn"], autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM lab_a WHERE payload = 'before the switch'").fetchone()
     assert row is not None and row[0] >= 1
     cli("destroy", "edge")
     assert_gone(info, "edge")
+
+
+def test_a_set_inside_a_segment_not_archived_yet_verifies_and_clones(idle_lab: LabInfo) -> None:
+    """The standby had replayed everything and the primary wrote nothing more: the set's
+    consistency point is the end of the WAL, inside a segment that only the set's own pg_wal
+    holds. The clone ends exactly there (its new timeline branches off at that LSN)."""
+    info = idle_lab
+    cli = Cli(info.config_file)
+    for _ in range(10):
+        sql(info, "primary", "INSERT INTO lab_a (payload) VALUES ('inside a segment')")
+        replicated(info)
+        s: dict[str, Any] = cli.json("snapshot")
+        consistent = Lsn.parse(s["consistent_lsn"])
+        if consistent.value % SEGMENT and not (
+                info.archive / consistent.segment(s["timeline"]).name).exists():
+            break
+    else:
+        raise AssertionError("no set inside a segment not archived yet")
+    [result] = cli.json("verify", s["id"])
+    assert result["outcome"] == "passed", result
+    r = cli.json("clone", "--set", s["id"], "--immediate", "--name", "inside")
+    assert r["state"] == "promoted"
+    assert switch_point(r["dsn"]) == consistent
+    with psycopg.connect(r["dsn"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM lab_a WHERE payload = 'inside a segment'").fetchone()
+    assert row is not None and row[0] >= 1
+    cli("destroy", "inside")
+    assert_gone(info, "inside")

@@ -55,10 +55,12 @@ def test_healthy_lab_passes(lab: LabInfo, cli: Any) -> None:
     code, report = doctor(cli)
     assert code == 0 and report["ok"] is True
     found = checks(report)
-    for name in ("state dir writable", "replay marker", "standby connection", "in recovery",
-                 "layout on ZFS", "recordsize", "privileges", "synchronous standby",
-                 "restore_command"):
+    for name in ("state dir writable", "replay marker", "standby connection", "server version",
+                 "in recovery", "layout on ZFS", "recordsize", "privileges",
+                 "synchronous standby", "restore_command"):
         assert found[name]["status"] == "OK", found[name]
+    major = int(sql(lab, "standby", "SHOW server_version_num")) // 10000
+    assert found["server version"]["detail"].startswith(f"PostgreSQL {major}.")
     layout = report["layout"]
     assert [p["dataset"] for p in layout] == list(lab.datasets)
     assert [p["control_file"] for p in layout] == [True, False, False]

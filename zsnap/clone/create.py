@@ -417,14 +417,15 @@ class CreateClone:
         target = plan.target if request.pause else wal.recovery_target(plan.target)
         settings = instance_settings(
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
-            socket_dir=plan.paths.socket_dir, restore_command=cfg.archive.restore_command,
+            socket_dir=plan.paths.socket_dir,
+            restore_command=wal.restore_command(cfg.archive.restore_command, target),
             target=target, fast=request.fast_recovery, extra=cfg.clones.settings,
             prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files)
         move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
-                 os_user_entry(cfg.standby.os_user))
+                 os_user_entry(cfg.standby.os_user), wal.cut(target))
         wal.check(plan.target)
         instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, public=False))
         steps = Stopwatch(started)

@@ -19,10 +19,13 @@ SET_WAL = "pg_wal.zsnap-set"
 
 
 def move_wal(
-    pgdata: Path, local: Path, wanted: Callable[[str], bool], owner: pwd.struct_passwd
+    pgdata: Path, local: Path, wanted: Callable[[str], bool], owner: pwd.struct_passwd,
+    cut: tuple[str, int] | None = None,
 ) -> list[str]:
     """Point `pgdata/pg_wal` at `local`, a new directory, with the files of the set's pg_wal
-    that `wanted` names (and every history file) copied in. Returns what was copied."""
+    that `wanted` names (and every history file) copied in, and `cut` (a segment's name and
+    an offset) applied to its copy: zeros from there on read as the end of the WAL. Returns
+    what was copied."""
     link = pgdata / "pg_wal"
     source = link.resolve()
     local.mkdir(mode=0o700)
@@ -35,6 +38,11 @@ def move_wal(
             shutil.copy2(entry, local / entry.name)
             os.chown(local / entry.name, owner.pw_uid, owner.pw_gid)
             copied.append(entry.name)
+    if cut is not None and cut[0] in copied:
+        name, offset = cut
+        _cut(local / name, offset)
+        if not offset:
+            copied.remove(name)
     if link.is_symlink():
         link.unlink()  # pg_wal on a dataset of its own: that clone keeps the set's files
     else:
@@ -42,3 +50,14 @@ def move_wal(
     link.symlink_to(local)
     os.lchown(link, owner.pw_uid, owner.pw_gid)
     return copied
+
+
+def _cut(segment: Path, offset: int) -> None:
+    """Zeros from `offset` to the end of the segment's file (none of it when at its start)."""
+    if not offset:
+        segment.unlink()
+        return
+    size = segment.stat().st_size
+    with segment.open("r+b") as f:
+        f.seek(offset)
+        f.write(bytes(max(size - offset, 0)))

@@ -54,23 +54,46 @@ class CloneWal:
             replayed,
         )
 
+    @property
+    def _consistency_segment(self) -> Segment:
+        """The segment holding the first byte after the set's consistency point."""
+        s = self.set
+        return s.consistent.segment(s.timeline, s.wal_segment_size)
+
     def recovery_target(self, target: Target) -> Target:
         """What recovery is told (pg_wal is not looked at: this is decided before the clone's
-        pg_wal is in place). An immediate target of a set consistent exactly at a segment
-        boundary, with no WAL after it at hand yet (an idle standby that had replayed a WAL
-        switch): PostgreSQL reaches consistency with the last record there is and then ends
-        recovery "before configured recovery target was reached". Recovery to the end of the
-        WAL at hand ends there too, at exactly the set's consistency point."""
-        s = self.set
-        if target.kind is not Kind.IMMEDIATE or s.consistent.value % s.wal_segment_size:
+        pg_wal is in place). An immediate target stops *before* the first record after
+        consistency, so it needs one: in the archive's (complete) copy of the segment that
+        follows the consistency point there is one. When that segment is not archived yet (an
+        idle primary: the set's consistency point is the end of all WAL written), PostgreSQL
+        would reach consistency with the last record there is and end recovery "before
+        configured recovery target was reached". Then recovery runs to the end of the WAL at
+        hand instead, and `cut` makes that end exactly the set's consistency point."""
+        if target.kind is not Kind.IMMEDIATE or self.archive_dir is None:
             return target
-        # Only the archive counts: the standby's file for the segment it had only begun to
-        # wait for holds no record yet (or an old one, recycled).
-        after = s.consistent.segment(s.timeline, s.wal_segment_size).number
+        s = self.set
         found = archive.available(self._archived, s.wal_segment_size)
-        if any(t >= s.timeline for t in found.get(after, set())):
+        if any(t >= s.timeline for t in found.get(self._consistency_segment.number, set())):
             return target
         return Target.end_of_wal()
+
+    def cut(self, target: Target) -> tuple[str, int] | None:
+        """Where the clone's WAL must end for `target` as `recovery_target` chose it (segment
+        file and offset): at the set's consistency point when recovery runs to the end of the
+        WAL at hand (what the standby had received beyond it is not the set's), else
+        nowhere."""
+        if target.kind is not Kind.END_OF_WAL:
+            return None
+        return self._consistency_segment.name, self.set.consistent.value % self.set.wal_segment_size
+
+    def restore_command(self, command: str, target: Target) -> str:
+        """The restore_command for `target` as `recovery_target` chose it. Recovering to the
+        end of the WAL at hand, the segment cut at the consistency point must not be fetched
+        whole from the archive should it be archived while the clone starts: recovery would
+        run past the set's point."""
+        if self.cut(target) is None:
+            return command
+        return f'[ "%f" != "{self._consistency_segment.name}" ] && {{ {command} ; }}'
 
     def goal(self, target: Target) -> Lsn | None:
         """How far replay can get: an LSN target, else the end of the newest segment at hand."""

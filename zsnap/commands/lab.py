@@ -27,11 +27,14 @@ def lab() -> None:
 @base_option
 @click.option("--port", default=54320, show_default=True, help="Primary port; the standby's is +1.")
 @click.option("--pool-size", default="4G", show_default=True, help="Size of each pool file.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="PostgreSQL's bin directory [default: pg_config's, else the newest Debian's].")
 @json_option
 @handled
-def up(name: str, base: Path, port: int, pool_size: str, as_json: bool) -> None:
+def up(name: str, base: Path, port: int, pool_size: str, pg_bin: Path | None,
+       as_json: bool) -> None:
     """Build the lab and write its zsnap config."""
-    info = Lab(name, base, port, pool_size).up()
+    info = Lab(name, base, port, pool_size, pg_bin=pg_bin).up()
     emit(
         {"name": info.name, "root": str(info.root), "config": str(info.config_file)},
         as_json,

@@ -20,14 +20,10 @@ from typing import Any
 
 import psycopg
 
-from zsnap.errors import PostgresError, UsageError, first_line
-from zsnap.pg.connection import Connection, scalar
+from zsnap.errors import PostgresError, first_line
+from zsnap.pg.connection import Connection
 
 log = logging.getLogger(__name__)
-
-# pg_backup_start/pg_backup_stop are PostgreSQL 15's names; older servers have
-# pg_start_backup/pg_stop_backup, which zsnap does not drive.
-MIN_VERSION = 150000
 
 _LSN = r"([0-9A-Fa-f]+/[0-9A-Fa-f]+)"
 _START = re.compile(rf"^START WAL LOCATION: {_LSN}", re.MULTILINE)
@@ -82,15 +78,6 @@ class BackupEnd:
     # Later than every commit before `lsn` (a commit's timestamp is taken before its record
     # is inserted): the earliest time a recovery target may name.
     finished: datetime
-
-
-def check_version(conn: Connection) -> None:
-    version = int(scalar(conn, "SELECT current_setting('server_version_num')::int"))
-    if version < MIN_VERSION:
-        raise UsageError(
-            "snapshotting a primary needs PostgreSQL 15 or later (pg_backup_start); "
-            f"this server is {version // 10000}: point standby.conninfo at a standby"
-        )
 
 
 class BackupMode:

@@ -25,10 +25,7 @@ def marker_path(state_dir: Path) -> Path:
 
 def pause_state(conn: Connection) -> str:
     """'not paused', 'pause requested' or 'paused'."""
-    version = int(scalar(conn, "SELECT current_setting('server_version_num')"))
-    if version >= 140000:
-        return str(scalar(conn, "SELECT pg_get_wal_replay_pause_state()"))
-    return "paused" if scalar(conn, "SELECT pg_is_wal_replay_paused()") else "not paused"
+    return str(scalar(conn, "SELECT pg_get_wal_replay_pause_state()"))
 
 
 @dataclass

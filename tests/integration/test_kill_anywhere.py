@@ -1,0 +1,194 @@
+"""SIGKILL at every external command of snapshot, clone, destroy, prune and verify (issue 10):
+a wrapper for `zfs`, `runuser` and `sync` on PATH counts the calls of one zsnap run and stalls
+the Nth; the test kills zsnap there, for every N the command makes. After each: replay is not
+left paused by zsnap, no set is complete that was not proven, the catalog and ZFS agree, and
+`zsnap destroy` of what `zsnap clones` lists leaves no hold, dataset, directory or process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import Cli, alive, running_lab
+from tests.integration.faults import wait_for
+from tests.integration.test_verify import archive_past
+from zsnap.lab import LabInfo
+from zsnap.runner import Runner
+
+WRAPPED = ("zfs", "runuser", "sync")
+STALL = """#!/bin/sh
+# Counts this zsnap run's calls; the one numbered $(cat {nth}) stalls.
+n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}
+if [ "$n" = "$(cat {nth} 2>/dev/null)" ]; then
+    echo "$(basename "$0") $*" > {pid}.argv; echo $$ > {pid}; exec sleep 3600
+fi
+exec {real} "$@"
+"""
+
+
+class Stalling:
+    """The environment of a zsnap run whose Nth external command stalls."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True)
+        self.count, self.nth, self.pid = root / "count", root / "nth", root / "stalled.pid"
+        for name in WRAPPED:
+            real = shutil.which(name)
+            assert real is not None, name
+            wrapper = self.bin / name
+            wrapper.write_text(STALL.format(count=self.count, nth=self.nth, pid=self.pid,
+                                            real=real))
+            wrapper.chmod(0o755)
+        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
+
+    def arm(self, nth: int) -> None:
+        self.count.unlink(missing_ok=True)
+        self.pid.unlink(missing_ok=True)
+        self.nth.write_text(str(nth))
+
+    def calls(self) -> int:
+        return int(self.count.read_text()) if self.count.exists() else 0
+
+    def stalled(self) -> str:
+        """The command line of the stalled call."""
+        return (self.root / "stalled.pid.argv").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def kill_lab() -> Iterator[LabInfo]:
+    with running_lab("k") as info:
+        yield info
+
+
+def zsnap_argv(info: LabInfo, *args: str) -> list[str]:
+    return [sys.executable, "-m", "zsnap", "--config", str(info.config_file), *args]
+
+
+def replay_state(info: LabInfo) -> str:
+    with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def lab_snapshots(info: LabInfo) -> set[str]:
+    out = Runner().run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name"], mutates=False)
+    return {n for n in out.stdout.split() if n.split("/")[0] in info.pools and "@zsnap_" in n}
+
+
+def userrefs(names: set[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    out = Runner().run(["zfs", "get", "-H", "-p", "-o", "name,value", "userrefs", *sorted(names)],
+                       mutates=False)
+    return {line.split("\t")[0]: int(line.split("\t")[1]) for line in out.stdout.splitlines()}
+
+
+def clean_up_and_check(cli: Cli, info: LabInfo, proven_before: set[str],
+                       stalled: str = "") -> None:
+    """The invariants after a kill, and the clean-up the next commands do."""
+    sets = {s["id"]: s for s in cli.json("list")}  # any command resumes an abandoned pause
+    assert replay_state(info) == "not paused"
+    new = {i for i, s in sets.items() if s["complete"] and i not in proven_before}
+    if stalled.startswith("zfs snapshot"):
+        # Killed while taking a member: whatever it left is never complete.
+        assert new == set(), (stalled, new)
+    for i in new:  # a set completed by the killed run: proven, so every member is there
+        assert sets[i]["missing"] == []
+    # Every zsnap snapshot belongs to a listed set: the catalog and ZFS agree.
+    members = {f"{d}@zsnap_{s['id']}" for s in sets.values() for d in s["datasets"]}
+    assert lab_snapshots(info) <= members
+    for clone in cli.json("clones"):
+        cli("destroy", clone["name"])
+    leftovers = [d for d in Runner().run(["zfs", "list", "-H", "-o", "name"],
+                                         mutates=False).stdout.split()
+                 if "/zsnap-clones/" in d and d.split("/")[0] in info.pools]
+    assert leftovers == []
+    assert not info.clone_root.exists() or not any(info.clone_root.iterdir())
+    assert {n: r for n, r in userrefs(lab_snapshots(info)).items() if r} == {}
+
+
+def kill_at_every_call(
+    info: LabInfo, tmp_path: Path, args: tuple[str, ...], prepare: Callable[[Cli], None],
+) -> int:
+    """Run `zsnap ARGS` once to count its external calls, then once per call, killed there."""
+    cli = Cli(info.config_file)
+    stall = Stalling(tmp_path / "stall")
+    prepare(cli)
+    stall.arm(0)
+    done = subprocess.run(zsnap_argv(info, *args), env=stall.env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    total = stall.calls()
+    assert total > 0
+    clean_up_and_check(cli, info, set())
+    for nth in range(1, total + 1):
+        prepare(cli)
+        proven = {s["id"] for s in cli.json("list") if s["complete"]}
+        stall.arm(nth)
+        proc = subprocess.Popen(zsnap_argv(info, *args), env=stall.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda p=proc: stall.pid.exists() or p.poll() is not None,
+                     f"call {nth} of {total} never came", 300)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        stalled = ""
+        if stall.pid.exists():
+            pid, stalled = int(stall.pid.read_text()), stall.stalled()
+            wait_for(lambda p=pid: not alive(p),
+                     f"call {nth} ({stalled}) outlived its zsnap", 10)
+        clean_up_and_check(cli, info, proven, stalled)
+    return total
+
+
+def test_snapshot(kill_lab: LabInfo, tmp_path: Path) -> None:
+    assert kill_at_every_call(kill_lab, tmp_path, ("snapshot",), lambda cli: None) >= 3
+
+
+def test_clone(kill_lab: LabInfo, tmp_path: Path) -> None:
+    def a_set(cli: Cli) -> None:
+        if not any(s["complete"] for s in cli.json("list")):
+            cli("snapshot")
+
+    assert kill_at_every_call(kill_lab, tmp_path,
+                              ("clone", "--immediate", "--name", "victim", "--durable"),
+                              a_set) >= 5
+
+
+def test_destroy(kill_lab: LabInfo, tmp_path: Path) -> None:
+    def a_clone(cli: Cli) -> None:
+        if not any(s["complete"] for s in cli.json("list")):
+            cli("snapshot")
+        cli("clone", "--immediate", "--name", "victim", "--durable")
+
+    assert kill_at_every_call(kill_lab, tmp_path, ("destroy", "victim"), a_clone) >= 3
+
+
+def test_prune(kill_lab: LabInfo, tmp_path: Path) -> None:
+    def two_sets(cli: Cli) -> None:
+        cli("snapshot")  # the older sets of this hour become prunable
+        cli("snapshot")
+
+    assert kill_at_every_call(kill_lab, tmp_path, ("prune",), two_sets) >= 1
+
+
+def test_verify(kill_lab: LabInfo, tmp_path: Path) -> None:
+    def a_verifiable_set(cli: Cli) -> None:
+        cli("snapshot")
+        archive_past(kill_lab)
+
+    assert kill_at_every_call(kill_lab, tmp_path, ("verify", "--latest"),
+                              a_verifiable_set) >= 5
+
