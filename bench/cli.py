@@ -39,13 +39,15 @@ def cli() -> None:
 @click.option("--scale-sets", default=1000, show_default=True)
 @click.option("--name", default="zbench", show_default=True, help="Lab name.")
 @click.option("--port", default=47320, show_default=True, help="Lab primary port.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The lab's PostgreSQL bin directory [default: as zsnap lab up].")
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Results JSON [default: bench/results/<size>gb.json]; Markdown beside it.")
 def run(size_gb: float, runs: int, wal_gb: float | None, sets: int,
         primary_checkpoint: bool, targets: int,
         double: bool, basebackup: bool, zfs_restore: bool, scale_sets: int, name: str,
-        port: int, keep: bool, out: Path | None) -> None:
+        port: int, pg_bin: Path | None, keep: bool, out: Path | None) -> None:
     """Build a lab, run every scenario, write results (JSON and Markdown)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("sh").setLevel(logging.WARNING)
@@ -53,7 +55,8 @@ def run(size_gb: float, runs: int, wal_gb: float | None, sets: int,
     options = Options(size_gb=size_gb, runs=runs, wal_gb=wal_gb, sets=sets,
                       primary_checkpoint=primary_checkpoint, targets=targets,
                       double=double, basebackup=basebackup, zfs_restore=zfs_restore,
-                      scale_sets=scale_sets, name=name, port=port, keep=keep, out=out)
+                      scale_sets=scale_sets, name=name, port=port, keep=keep, out=out,
+                      pg_bin=pg_bin)
     try:
         results = BenchRun(options).run()
     except ZsnapError as e:
@@ -90,14 +93,16 @@ def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, out: Path) -> No
 @cli.command()
 @click.option("--sets", default=1000, show_default=True, help="Sets of three datasets added.")
 @click.option("--runs", default=3, show_default=True, help="Runs per command (medians).")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The lab's PostgreSQL bin directory [default: as zsnap lab up].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/scale.json"),
               show_default=True)
-def scale(sets: int, runs: int, out: Path) -> None:
+def scale(sets: int, runs: int, pg_bin: Path | None, out: Path) -> None:
     """`zsnap list`, `show` and set selection with many sets, on a small lab of their own."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("sh").setLevel(logging.WARNING)
     try:
-        results = Scale(sets=sets, runs=runs).run()
+        results = Scale(sets=sets, runs=runs, pg_bin=pg_bin).run()
     except ZsnapError as e:
         click.echo(f"bench: {e}", err=True)
         sys.exit(e.exit_code)

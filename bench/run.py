@@ -64,6 +64,7 @@ class Options:
     port: int = 47320
     keep: bool = False
     out: Path = Path("bench/results/latest.json")
+    pg_bin: Path | None = None  # the lab's PostgreSQL (zsnap lab up --pg-bin)
 
     @property
     def wal_bytes(self) -> int:
@@ -119,7 +120,8 @@ class BenchRun:
     def run(self) -> dict[str, Any]:
         o = self.o
         pool_gb = max(4, math.ceil(o.size_gb * 12))
-        lab = Lab(o.name, port=o.port, pool_size=f"{pool_gb}G", runner=self.runner)
+        lab = Lab(o.name, port=o.port, pool_size=f"{pool_gb}G", pg_bin=o.pg_bin,
+                  runner=self.runner)
         info = lab.up()
         if o.primary_checkpoint:
             text = info.config_file.read_text()

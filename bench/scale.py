@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bench.machine import describe
@@ -108,10 +109,12 @@ class Scale:
     runs: int = 3
     name: str = "zscale"
     port: int = 49320
+    pg_bin: Path | None = None
 
     def run(self) -> dict[str, Any]:
         runner = Runner()
-        lab = Lab(self.name, port=self.port, pool_size="2G", runner=runner)
+        lab = Lab(self.name, port=self.port, pool_size="2G", pg_bin=self.pg_bin,
+                  runner=runner)
         info = lab.up()
         try:
             db = Database(info, runner)

@@ -13,6 +13,8 @@ from enum import IntEnum
 from pathlib import Path
 
 from zsnap.catalog import Catalog, SnapshotSet
+from zsnap.clone import durability, registry
+from zsnap.clone.destroy import half_made
 from zsnap.config import Config
 from zsnap.duration import format_duration
 from zsnap.errors import LockBusy, ZsnapError
@@ -123,6 +125,7 @@ class Health:
             ("replay_paused", self.replay_paused),
             ("wal_archive", self.wal_archive),
             ("pool_free", self.pool_free),
+            ("clones", self.clones),
             ("scheduler", self.scheduler),
             ("last_runs", self.last_runs),
         ]
@@ -154,7 +157,11 @@ class Health:
             "newest_set", status, f"newest set {newest.id} is {age_text(age)} old", hint,
             [Metric("newest_set_age_seconds", age, _seconds(c.set_age_warning),
                     _seconds(c.set_age_critical)),
-             Metric("sets", float(len(complete)))],
+             Metric("sets", float(len(complete))),
+             # How long replay stood still for it (its commits waited that long, if the
+             # standby is synchronous with remote_apply).
+             *([Metric("newest_set_pause_seconds", newest.pause_ms / 1000)]
+               if newest.pause_ms is not None else [])],
         )
 
     def incomplete_sets(self) -> CheckResult:
@@ -186,9 +193,10 @@ class Health:
         last = max(verified, key=lambda s: s.verified_at or self.now)
         assert last.verified_at is not None
         age = (self.now - last.verified_at).total_seconds()
-        metrics = [Metric("verification_age_seconds", age, _seconds(c.verify_age_warning),
-                          _seconds(c.verify_age_critical))]
         outcome = (last.verify_outcome or "unknown").lower()
+        metrics = [Metric("verification_age_seconds", age, _seconds(c.verify_age_warning),
+                          _seconds(c.verify_age_critical)),
+                   Metric("verification_passed", float(outcome in GOOD_OUTCOMES))]
         if outcome not in GOOD_OUTCOMES:
             failed = f" ({last.verify_failed_check})" if last.verify_failed_check else ""
             return CheckResult(
@@ -319,6 +327,25 @@ class Health:
             "a full pool stops the standby: prune sets (zsnap prune) or grow the pool")
         return CheckResult("pool_free", status, ", ".join(parts), hint, metrics)
 
+    def clones(self) -> CheckResult:
+        """Flashback instances of this cluster, and those a killed zsnap left half-made (they
+        hold their set against pruning until destroyed)."""
+        cfg = self.config
+        found = registry.read(self.zfs, cfg.snapshot.cluster, sizes=False)
+        pending = sum(1 for c in found if durability.status(c).state not in (
+            durability.Durability.DURABLE, durability.Durability.SKIPPED))
+        half = half_made(cfg.clones.mount_root, cfg.snapshot.cluster, {c.name for c in found})
+        metrics = [Metric("clones", float(len(found))),
+                   Metric("clones_not_durable", float(pending)),
+                   Metric("clones_half_made", float(len(half)))]
+        summary = f"{len(found)} flashback instance(s), {pending} not durable yet"
+        if half:
+            names = ", ".join(t.name for t in half)
+            return CheckResult("clones", Status.WARNING, f"{summary}; half-made: {names}",
+                               f"a zsnap was killed making them: zsnap destroy {half[0].name}",
+                               metrics)
+        return CheckResult("clones", Status.OK, summary, "", metrics)
+
     def scheduler(self) -> CheckResult:
         limit = self.config.check.heartbeat_age_critical
         if limit is None:
@@ -373,25 +400,43 @@ def nagios_line(results: list[CheckResult]) -> str:
     return f"{line} | {' '.join(perf)}" if perf else line
 
 
+# Every metric of the textfile, all gauges with a `cluster` label (docs/operations.md lists
+# them from here; deploy/grafana-dashboard.json charts them).
+METRICS = {
+    "check_status": "State of each check (label check): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+    "newest_set_age_seconds": "Age of the newest complete snapshot set.",
+    "newest_set_pause_seconds": "How long WAL replay stood paused for the newest set.",
+    "sets": "Complete snapshot sets.",
+    "incomplete_sets": "Incomplete sets older than the newest complete one (never used).",
+    "verification_age_seconds": "Time since the last verification run of a set.",
+    "verification_passed": "1 if the last verified set passed, 0 if it failed.",
+    "replay_lag_seconds": "Standby replay lag (0 when all received WAL is replayed).",
+    "replay_lag_bytes": "WAL received by the standby but not replayed yet.",
+    "wal_missing_segments": "Segments missing from the WAL archive after the oldest set.",
+    "wal_checked_segments": "Segments of the WAL archive checked.",
+    "pool_free_percent": "Free space of each pool (label pool) holding the standby's data.",
+    "clones": "Flashback instances of the cluster.",
+    "clones_not_durable": "Flashback instances not durable yet.",
+    "clones_half_made": "Clones a killed zsnap left half-made (zsnap destroy removes them).",
+    "heartbeat_age_seconds": "Age of the zsnap daemon's heartbeat.",
+    "check_timestamp_seconds": "When zsnap check wrote this file (Unix time).",
+}
+
+
 def prometheus_text(results: list[CheckResult], cluster: str, now: datetime) -> str:
     base = f'cluster="{cluster}"'
-    lines = [
-        "# HELP zsnap_check_status State of each zsnap check (0 OK, 1 WARNING, 2 CRITICAL, "
-        "3 UNKNOWN).",
-        "# TYPE zsnap_check_status gauge",
-        *(f'zsnap_check_status{{{base},check="{r.name}"}} {int(r.status)}' for r in results),
-    ]
-    seen: set[str] = set()
+    samples: dict[str, list[str]] = {
+        "check_status": [f'{{{base},check="{r.name}"}} {int(r.status)}' for r in results]}
     for r in results:
         for m in r.metrics:
-            name = f"zsnap_{m.name}"
-            if name not in seen:
-                seen.add(name)
-                lines.append(f"# TYPE {name} gauge")
             labels = base + "".join(f',{k}="{v}"' for k, v in m.labels)
-            lines.append(f"{name}{{{labels}}} {m.value:g}")
-    lines += ["# TYPE zsnap_check_timestamp_seconds gauge",
-              f"zsnap_check_timestamp_seconds{{{base}}} {now.timestamp():.0f}"]
+            samples.setdefault(m.name, []).append(f"{{{labels}}} {m.value:g}")
+    samples["check_timestamp_seconds"] = [f"{{{base}}} {now.timestamp():.0f}"]
+    lines = []
+    for name, values in samples.items():
+        full = f"zsnap_{name}"
+        lines += [f"# HELP {full} {METRICS[name]}", f"# TYPE {full} gauge",
+                  *(full + v for v in values)]
     return "\n".join(lines) + "\n"
 
 

@@ -164,7 +164,7 @@ def _text(data: bytes | str | None) -> str:
     return data
 
 
-def os_user(name: str) -> pwd.struct_passwd:
+def os_user_entry(name: str) -> pwd.struct_passwd:
     """The OS user commands run as ([standby] os_user), or one clear line."""
     try:
         return pwd.getpwnam(name)
@@ -175,6 +175,6 @@ def os_user(name: str) -> pwd.struct_passwd:
 
 def as_user(user: str | None, argv: Sequence[str]) -> list[str]:
     """Prefix `runuser` when the command must run as another OS user than ours."""
-    if user is None or os.geteuid() == os_user(user).pw_uid:
+    if user is None or os.geteuid() == os_user_entry(user).pw_uid:
         return list(argv)
     return ["runuser", "-u", user, "--", *argv]

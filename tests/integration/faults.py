@@ -9,6 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
+from zsnap.lab import LabInfo
+from zsnap.runner import Runner
+
 WRAPPER = """#!/bin/sh
 # A zfs that misbehaves where the test says, and is the real one otherwise.
 {body}
@@ -34,3 +39,17 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> N
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def replay_state(info: LabInfo) -> str:
+    """The lab standby's pg_get_wal_replay_pause_state()."""
+    with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def zsnap_snapshots(pools: list[str]) -> set[str]:
+    """Every zsnap snapshot on the lab's pools."""
+    out = Runner().run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name"], mutates=False)
+    return {n for n in out.stdout.split() if n.split("/")[0] in pools and "@zsnap_" in n}

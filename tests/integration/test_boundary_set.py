@@ -50,21 +50,27 @@ def switch_point(dsn: str) -> Lsn:
     return Lsn.parse(str(row[0]).splitlines()[-1].split("\t")[1])
 
 
+def clone_ends_at_the_set(info: LabInfo, cli: Cli, s: dict[str, Any], payload: str) -> None:
+    """An --immediate clone of set `s` branches off exactly at its consistency point and
+    holds the row last written before it."""
+    r = cli.json("clone", "--set", s["id"], "--immediate", "--name", "edge")
+    assert r["state"] == "promoted"
+    assert switch_point(r["dsn"]) == Lsn.parse(s["consistent_lsn"])
+    with psycopg.connect(r["dsn"], autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM lab_a WHERE payload = %s",
+                           (payload,)).fetchone()
+    assert row is not None and row[0] >= 1
+    cli("destroy", "edge")
+    assert_gone(info, "edge")
+
+
 def test_a_set_at_a_segment_boundary_verifies_and_clones(idle_lab: LabInfo) -> None:
     info = idle_lab
     cli = Cli(info.config_file)
     s = boundary_set(info, cli)
     [result] = cli.json("verify", s["id"])
     assert result["outcome"] == "passed", result
-    r = cli.json("clone", "--set", s["id"], "--name", "edge")
-    assert r["state"] == "promoted"
-    assert switch_point(r["dsn"]) == Lsn.parse(s["consistent_lsn"])
-    with psycopg.connect(r["dsn"], autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM lab_a WHERE payload = 'before the switch'").fetchone()
-    assert row is not None and row[0] >= 1
-    cli("destroy", "edge")
-    assert_gone(info, "edge")
+    clone_ends_at_the_set(info, cli, s, "before the switch")
 
 
 def test_a_set_inside_a_segment_not_archived_yet_verifies_and_clones(idle_lab: LabInfo) -> None:
@@ -85,12 +91,4 @@ def test_a_set_inside_a_segment_not_archived_yet_verifies_and_clones(idle_lab: L
         raise AssertionError("no set inside a segment not archived yet")
     [result] = cli.json("verify", s["id"])
     assert result["outcome"] == "passed", result
-    r = cli.json("clone", "--set", s["id"], "--immediate", "--name", "inside")
-    assert r["state"] == "promoted"
-    assert switch_point(r["dsn"]) == consistent
-    with psycopg.connect(r["dsn"], autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM lab_a WHERE payload = 'inside a segment'").fetchone()
-    assert row is not None and row[0] >= 1
-    cli("destroy", "inside")
-    assert_gone(info, "inside")
+    clone_ends_at_the_set(info, cli, s, "inside a segment")

@@ -14,11 +14,10 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.conftest import Cli, alive, running_lab
-from tests.integration.faults import wait_for
+from tests.integration.faults import replay_state, wait_for, zsnap_snapshots
 from tests.integration.test_verify import archive_past
 from zsnap.lab import LabInfo
 from zsnap.runner import Runner
@@ -74,18 +73,6 @@ def zsnap_argv(info: LabInfo, *args: str) -> list[str]:
     return [sys.executable, "-m", "zsnap", "--config", str(info.config_file), *args]
 
 
-def replay_state(info: LabInfo) -> str:
-    with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
-        row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def lab_snapshots(info: LabInfo) -> set[str]:
-    out = Runner().run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name"], mutates=False)
-    return {n for n in out.stdout.split() if n.split("/")[0] in info.pools and "@zsnap_" in n}
-
-
 def userrefs(names: set[str]) -> dict[str, int]:
     if not names:
         return {}
@@ -107,7 +94,7 @@ def clean_up_and_check(cli: Cli, info: LabInfo, proven_before: set[str],
         assert sets[i]["missing"] == []
     # Every zsnap snapshot belongs to a listed set: the catalog and ZFS agree.
     members = {f"{d}@zsnap_{s['id']}" for s in sets.values() for d in s["datasets"]}
-    assert lab_snapshots(info) <= members
+    assert zsnap_snapshots(info.pools) <= members
     for clone in cli.json("clones"):
         cli("destroy", clone["name"])
     leftovers = [d for d in Runner().run(["zfs", "list", "-H", "-o", "name"],
@@ -115,7 +102,7 @@ def clean_up_and_check(cli: Cli, info: LabInfo, proven_before: set[str],
                  if "/zsnap-clones/" in d and d.split("/")[0] in info.pools]
     assert leftovers == []
     assert not info.clone_root.exists() or not any(info.clone_root.iterdir())
-    assert {n: r for n, r in userrefs(lab_snapshots(info)).items() if r} == {}
+    assert {n: r for n, r in userrefs(zsnap_snapshots(info.pools)).items() if r} == {}
 
 
 def kill_at_every_call(

@@ -6,6 +6,7 @@ Each test uses a cluster name of its own, so sets of one never count in another.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -170,11 +171,16 @@ def test_check_reports_real_conditions(ops_lab: LabInfo, tmp_path: Path) -> None
     prom = tmp_path / "metrics" / "zsnap.prom"
     ok = cli("check", "--nagios", "--prometheus", str(prom), check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.startswith("ZSNAP OK - 9 checks OK | ")
+    assert ok.stdout.startswith("ZSNAP OK - 10 checks OK | ")
     assert "'newest_set_age_seconds'=" in ok.stdout
     text = prom.read_text()
     assert 'zsnap_check_status{cluster="opscheck",check="wal_archive"} 0' in text
     assert "zsnap_pool_free_percent{" in text
+    # What the Grafana dashboard charts, but for what this config does not monitor.
+    from tests.unit.test_dashboard import dashboard_metrics
+    written = set(re.findall(r"^zsnap_([a-z_]+)\{", text, re.MULTILINE))
+    assert dashboard_metrics() - written == {
+        "verification_age_seconds", "verification_passed", "heartbeat_age_seconds"}
 
     # A stale set: the newest is older than a one-second threshold.
     time.sleep(1.5)

@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from tests.conftest import Cli, alive
-from tests.integration.faults import wait_for, wrapped_zfs
+from tests.integration.faults import replay_state, wait_for, wrapped_zfs
+from tests.integration.faults import zsnap_snapshots as snapshots
 from zsnap.lab import OS_USER, LabInfo
 from zsnap.pg.replay import MARKER
-from zsnap.runner import Runner
 
 
 def on_pool(pool: str, then: str) -> str:
@@ -25,18 +23,6 @@ def on_pool(pool: str, then: str) -> str:
     return f"""case "$1 $*" in
     "snapshot "*" {pool}/"*) {then} ;;
 esac"""
-
-
-def snapshots(pools: list[str]) -> set[str]:
-    out = Runner().run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name"], mutates=False)
-    return {n for n in out.stdout.split() if n.split("/")[0] in pools and "@zsnap_" in n}
-
-
-def replay_state(info: LabInfo) -> str:
-    with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
-        row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def complete_ids(cli: Cli) -> set[str]:

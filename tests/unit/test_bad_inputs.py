@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zsnap.errors import UsageError
-from zsnap.runner import os_user
+from zsnap.runner import os_user_entry
 
 
 def zsnap(*args: str) -> tuple[int, str]:
@@ -80,4 +80,4 @@ def test_an_unknown_command_is_one_line() -> None:
 
 def test_an_os_user_that_does_not_exist() -> None:
     with pytest.raises(UsageError, match=r"no OS user 'nosuchuser-zsnap' .*\[standby\] os_user"):
-        os_user("nosuchuser-zsnap")
+        os_user_entry("nosuchuser-zsnap")

@@ -44,7 +44,7 @@ from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.pg.connection import instance_conninfo
 from zsnap.ports import port_free
-from zsnap.runner import os_user as os_user_entry
+from zsnap.runner import os_user_entry
 from zsnap.zfs import Zfs, mounts, pool_of
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from zsnap.pg.config_files import (
     clone_postgresql_conf,
 )
 from zsnap.pg.layout import ROLE_PG_WAL, ROLE_POLAR, ROLE_TABLESPACE, Layout
-from zsnap.runner import os_user as os_user_entry
+from zsnap.runner import os_user_entry
 from zsnap.zfs import Mount
 
 MB = 1024 * 1024
