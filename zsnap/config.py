@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -52,8 +53,17 @@ class StandbyConfig(Section):
 
 class ArchiveConfig(Section):
     restore_command: str = ""
-    # A local archive directory; enables WAL gap checks before recovery.
+    # Where zsnap looks for gaps before recovery, in `wal check` and `check`: a directory of
+    # WAL files, or a pgBackRest stanza (read with pgBackRest's own commands, as os_user).
     path: Path | None = None
+    pgbackrest_stanza: str = ""
+    pgbackrest_config: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_archive(self) -> ArchiveConfig:
+        if self.path is not None and self.pgbackrest_stanza:
+            raise ValueError("set path or pgbackrest_stanza, not both: zsnap reads one archive")
+        return self
 
 
 class ClonesConfig(Section):

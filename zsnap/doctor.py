@@ -4,6 +4,7 @@ beside everything else that is wrong, so a DBA fixes it all in one round."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -38,7 +39,10 @@ from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
 from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, server_version
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
+from zsnap.walarchive import configured, restore_command
 from zsnap.zfs import UNSET, Zfs
+
+log = logging.getLogger(__name__)
 
 # How long the restore_command check may take: a remote archive can be slow, never endless.
 RESTORE_TIMEOUT_S = 120.0
@@ -442,10 +446,11 @@ class Doctor:
         )
 
     def _restore(self, conn: Connection) -> Check:
-        command = self.config.archive.restore_command
+        command = restore_command(self.config, self.runner)
         if not command:
             return Check("restore_command", Status.FAIL, "archive.restore_command is not set",
-                         "clones fetch WAL with it: set it, e.g. cp /archive/%f %p")
+                         "clones fetch WAL with it: set it, e.g. cp /archive/%f %p, or set "
+                         "[archive] pgbackrest_stanza")
         row = conn.execute(
             "SELECT c.redo_lsn::text, c.timeline_id, current_setting('wal_segment_size') "
             "FROM pg_control_checkpoint() c"
@@ -467,12 +472,16 @@ class Doctor:
                      "name and %p a writable path")
 
     def _archived_candidates(self, timeline: int, redo: Segment) -> list[str]:
-        """Files that should be in the archive: what a local archive holds, else the segment
-        before the last restartpoint's (finished, so archived unless archiving lags) and the
-        restartpoint's own."""
-        path = self.config.archive.path
-        if path is not None and path.is_dir():
-            names = sorted(p.name for p in path.iterdir() if p.is_file())
+        """Files that should be in the archive: what the archive zsnap looks into holds, else
+        the segment before the last restartpoint's (finished, so archived unless archiving
+        lags) and the restartpoint's own."""
+        archive = configured(self.config, self.runner)
+        if archive is not None:
+            try:
+                names = archive.names()
+            except ZsnapError as e:  # the fetch below tells whether the archive works
+                log.debug("archive not listed: %s", e)
+                names = []
             history = [n for n in names if n.endswith(".history")]
             segments = [n for n in names if is_segment_name(n)]
             picked = history[-1:] + segments[-1:]

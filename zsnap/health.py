@@ -24,6 +24,7 @@ from zsnap.pg.connection import connected, scalar
 from zsnap.pg.layout import discover
 from zsnap.pg.replay import marker_path, pause_state
 from zsnap.wal import WalCheck
+from zsnap.walarchive import configured
 from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -270,8 +271,9 @@ class Health:
         )
 
     def wal_archive(self) -> CheckResult:
-        if self.config.archive.path is None:
-            return CheckResult("wal_archive", Status.OK, "no [archive] path: not checked")
+        if configured(self.config, self.zfs.runner) is None:
+            return CheckResult("wal_archive", Status.OK,
+                               "no [archive] path or pgbackrest_stanza: not checked")
         result = WalCheck(self.config, Catalog(self.zfs, self.config.snapshot.cluster)).run()
         report = result.report
         if report is None:

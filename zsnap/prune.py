@@ -17,6 +17,7 @@ from zsnap.errors import ZfsError
 from zsnap.lock import locked
 from zsnap.retention import Candidate, Decision, Policy, decide
 from zsnap.wal import WalPrune, WalPruneResult
+from zsnap.walarchive import configured
 from zsnap.zfs import UNSET, Zfs
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Prune:
                 if not v.decision.keep:
                     self._destroy(v)
             result = PruneResult(self.dry_run, policy_of(cfg).describe(), verdicts)
-            if cfg.retention.prune_wal and cfg.archive.path is not None:
+            if cfg.retention.prune_wal and configured(cfg, self.zfs.runner) is not None:
                 catalog = Catalog(self.zfs, cfg.snapshot.cluster)
                 result.wal = WalPrune(cfg, catalog, self.dry_run).run()
         return result

@@ -1,4 +1,5 @@
-"""The local WAL archive (`[archive] path`): timeline-aware gap check and cleanup.
+"""The WAL archive (zsnap.walarchive: a directory, or a pgBackRest stanza): timeline-aware gap
+check, and cleanup of a directory.
 
 Recovery reads each segment from the newest timeline of the target's history whose start
 segment is at or before it (xlogrecovery.c, XLogFileReadAnyTLI): on a timeline that ended at a
@@ -19,8 +20,8 @@ from pathlib import Path
 
 from zsnap.catalog import Catalog, SnapshotSet
 from zsnap.config import Config
-from zsnap.errors import UsageError
 from zsnap.lsn import DEFAULT_SEGMENT_SIZE, Lsn, Segment
+from zsnap.walarchive import DirectoryArchive, WalArchive, required
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +213,11 @@ def cleanup_names(names: Iterable[str], cutoff: Segment) -> list[str]:
 # --- on disk ---------------------------------------------------------------------------------
 
 
-def read_archive(path: Path, segment_size: int) -> tuple[Archive, dict[int, str]]:
-    names = [p.name for p in path.iterdir() if p.is_file()]
-    archive = Archive.from_names(names, segment_size)
-    histories = {
-        tli: (path / f"{tli:08X}.history").read_text(errors="replace")
-        for tli in archive.histories
-    }
-    return archive, histories
+def read_archive(archive: WalArchive, segment_size: int) -> tuple[Archive, dict[int, str]]:
+    found = Archive.from_names(archive.names(), segment_size)
+    histories = {tli: text for tli in found.histories
+                 if (text := archive.history(tli)) is not None}
+    return found, histories
 
 
 def remove_files(directory: Path, names: Sequence[str]) -> None:
@@ -234,15 +232,6 @@ def remove_files(directory: Path, names: Sequence[str]) -> None:
 
 
 # --- operations ------------------------------------------------------------------------------
-
-
-def archive_dir(config: Config) -> Path:
-    path = config.archive.path
-    if path is None:
-        raise UsageError("no local WAL archive: set [archive] path in the config")
-    if not path.is_dir():
-        raise UsageError(f"[archive] path {path} is not a directory")
-    return path
 
 
 def oldest_complete(sets: Sequence[SnapshotSet]) -> SnapshotSet | None:
@@ -270,13 +259,13 @@ class WalCheck:
     catalog: Catalog
 
     def run(self) -> WalCheckResult:
-        path = archive_dir(self.config)
+        source = required(self.config, self.catalog.zfs.runner)
         sets = self.catalog.sets()
         oldest = oldest_complete(sets)
         size = oldest.wal_segment_size if oldest else DEFAULT_SEGMENT_SIZE
-        archive, histories = read_archive(path, size)
+        archive, histories = read_archive(source, size)
         if oldest is None:
-            return WalCheckResult(str(path), None, None, archive.partials, [])
+            return WalCheckResult(source.where, None, None, archive.partials, [])
         start = oldest.redo.segment(oldest.timeline, size)
         report = find_gaps(archive, histories, start, size)
         # A segment past the newest archived one is not archived yet, not missing: only the
@@ -294,7 +283,7 @@ class WalCheck:
             last = s.consistent.segment(s.timeline, size).number
             if any((s.timeline, n) in holes for n in range(first, last + 1)):
                 unusable.append(s.id)
-        return WalCheckResult(str(path), oldest.id, report, archive.partials, unusable)
+        return WalCheckResult(source.where, oldest.id, report, archive.partials, unusable)
 
 
 @dataclass
@@ -315,16 +304,24 @@ class WalPrune:
     dry_run: bool = False
 
     def run(self) -> WalPruneResult:
-        path = archive_dir(self.config)
-        names = sorted(p.name for p in path.iterdir() if p.is_file())
+        source = required(self.config, self.catalog.zfs.runner)
+        names = source.names()
         oldest = oldest_complete(self.catalog.sets())
         if oldest is None:
-            return WalPruneResult(str(path), None, None, [], len(names), self.dry_run,
+            return WalPruneResult(source.where, None, None, [], len(names), self.dry_run,
                                   "no complete snapshot set: nothing tells which WAL is needed")
         cutoff = oldest.redo.segment(oldest.timeline, oldest.wal_segment_size)
+        if source.managed_by is not None:
+            # Its tool keeps its own catalogue of the WAL; a file removed behind its back
+            # would be a gap it does not know of.
+            return WalPruneResult(
+                source.where, cutoff.name, oldest.id, [], len(names), self.dry_run,
+                f"{source.managed_by} removes WAL from this archive, not zsnap: the sets need "
+                f"it from {cutoff.name} on, so keep the archive retention at least that long")
+        assert isinstance(source, DirectoryArchive)
         chosen = cleanup_names(names, cutoff)
         if not self.dry_run:
-            remove_files(path, chosen)
+            remove_files(source.path, chosen)
             log.info("removed %d archived WAL files before %s", len(chosen), cutoff.name)
-        return WalPruneResult(str(path), cutoff.name, oldest.id, chosen,
+        return WalPruneResult(source.where, cutoff.name, oldest.id, chosen,
                               len(names) - len(chosen), self.dry_run)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -208,10 +210,9 @@ def test_no_prefetch_through_fuse() -> None:
 
 def test_what_a_clone_copies_from_the_sets_pg_wal(tmp_path: Path) -> None:
     """Only segments from the redo point to the replay position that the archive lacks."""
-    from datetime import UTC, datetime
-
     from zsnap.catalog import SnapshotSet
     from zsnap.clone.wal_needs import CloneWal
+    from zsnap.walarchive import DirectoryArchive
 
     archive = tmp_path / "archive"
     archive.mkdir()
@@ -225,7 +226,7 @@ def test_what_a_clone_copies_from_the_sets_pg_wal(tmp_path: Path) -> None:
         block_size=8192, data_checksums=True, datasets=["p/a"], layout="[]", complete=True,
         missing=[],
     )
-    wal = CloneWal(s, archive, tmp_path / "pg_wal")
+    wal = CloneWal(s, DirectoryArchive(archive), tmp_path / "pg_wal")
     assert wal.from_set("000000010000000000000004")  # streamed, not archived yet
     assert not wal.from_set("000000010000000000000003")  # the archive has it
     assert not wal.from_set("000000010000000000000001")  # before the redo point
@@ -234,3 +235,61 @@ def test_what_a_clone_copies_from_the_sets_pg_wal(tmp_path: Path) -> None:
     assert not wal.from_set("archive_status")
     without_archive = CloneWal(s, None, tmp_path / "pg_wal")
     assert without_archive.from_set("000000010000000000000003")
+
+
+def _set_at(consistent: str) -> Any:
+    from zsnap.catalog import SnapshotSet
+
+    return SnapshotSet(
+        id="20261201T000000Z", cluster="c", created=datetime(2026, 12, 1, tzinfo=UTC),
+        timeline=1, redo_lsn="0/2000028", checkpoint_lsn="0/2000060",
+        consistent_lsn=consistent, replay_lsn=consistent, replay_timestamp=None,
+        system_identifier=1, server_version=150000, wal_segment_size=16 << 20,
+        block_size=8192, data_checksums=True, datasets=["p/a"], layout="[]", complete=True,
+        missing=[],
+    )
+
+
+@pytest.mark.parametrize(("consistent", "archived", "cut"), [
+    # Inside segment 4, which is not archived: recovery to the end of the WAL, cut there.
+    ("0/4000100", ["000000010000000000000003"], ("000000010000000000000004", 0x100)),
+    # Exactly at the start of segment 4, not written yet: its copy is dropped whole.
+    ("0/4000000", ["000000010000000000000003"], ("000000010000000000000004", 0)),
+    # Segment 4 is archived, so a record follows the consistency point: immediate as asked.
+    ("0/4000100", ["000000010000000000000003", "000000010000000000000004"], None),
+])
+def test_an_immediate_target_at_the_end_of_the_wal(
+    tmp_path: Path, consistent: str, archived: list[str], cut: tuple[str, int] | None
+) -> None:
+    from zsnap.clone.target import Kind, Target
+    from zsnap.clone.wal_needs import CloneWal
+    from zsnap.walarchive import DirectoryArchive
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in archived:
+        (archive / name).touch()
+    wal = CloneWal(_set_at(consistent), DirectoryArchive(archive), tmp_path / "pg_wal")
+    chosen = wal.recovery_target(Target.immediate())
+    assert wal.cut(chosen) == cut
+    command = wal.restore_command("cp /a/%f %p", chosen)
+    if cut is None:
+        assert chosen.kind is Kind.IMMEDIATE and command == "cp /a/%f %p"
+    else:
+        assert chosen.kind is Kind.END_OF_WAL and chosen.settings() == {}
+        assert command == f'[ "%f" != "{cut[0]}" ] && {{ cp /a/%f %p ; }}'
+    # Other targets are never changed.
+    at = Target.at_lsn("0/5000000")
+    assert wal.recovery_target(at) == at and wal.cut(at) is None
+
+
+def test_a_segment_cut_at_the_consistency_point(tmp_path: Path) -> None:
+    from zsnap.clone.local_wal import _cut
+
+    segment = tmp_path / "000000010000000000000004"
+    segment.write_bytes(b"\x01" * 4096)
+    _cut(segment, 100)
+    data = segment.read_bytes()
+    assert len(data) == 4096 and data[:100] == b"\x01" * 100 and data[100:] == bytes(3996)
+    _cut(segment, 0)
+    assert not segment.exists()

@@ -30,12 +30,24 @@ def test_every_key_is_in_the_example() -> None:
     assert shown - expected == set(), "keys in the example that zsnap does not know"
 
 
+# Keys that exclude each other ([archive] names one archive): uncommented one side at a time.
+EITHER = ({"path"}, {"pgbackrest_stanza", "pgbackrest_config"})
+
+
+def uncommented(tmp_path: Path, keep_commented: set[str]) -> config.Config:
+    path = tmp_path / "zsnap.toml"
+    lines = []
+    for line in EXAMPLE.read_text().splitlines():
+        m = KEY.match(line)
+        lines.append(line[2:] if m and m.group(1) not in keep_commented else line)
+    path.write_text("\n".join(lines))
+    return config.load(path)
+
+
 def test_the_example_loads_as_written_and_uncommented(tmp_path: Path) -> None:
     assert config.load(EXAMPLE) == config.Config()
-    uncommented = tmp_path / "zsnap.toml"
-    uncommented.write_text("\n".join(
-        line[2:] if KEY.match(line) else line for line in EXAMPLE.read_text().splitlines()
-    ))
-    loaded = config.load(uncommented)
-    assert loaded.schedule.timezone == "Europe/Berlin"
-    assert loaded.retention == config.Config().retention
+    for keep_commented, other in (EITHER, EITHER[::-1]):
+        loaded = uncommented(tmp_path, keep_commented)
+        assert loaded.schedule.timezone == "Europe/Berlin"
+        assert loaded.retention == config.Config().retention
+        assert all(getattr(loaded.archive, key) for key in other)

@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from zsnap import walarchive
 from zsnap.catalog import Catalog, SnapshotSet
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
@@ -184,7 +185,7 @@ class CreateClone:
 
     def plan(self, request: CloneRequest, chosen: SnapshotSet | None = None) -> ClonePlan:
         """What `run` would make: the set, the name, the port, the datasets. Changes nothing."""
-        if not self.config.archive.restore_command:
+        if not walarchive.restore_command(self.config, self.zfs.runner):
             raise ConfigError("archive.restore_command is empty: a flashback instance fetches "
                               "the WAL after its set with it")
         if chosen is None:
@@ -413,12 +414,14 @@ class CreateClone:
     ) -> CloneResult:
         cfg = self.config
         data = self._data_dir(plan)
-        wal = CloneWal(plan.set, cfg.archive.path, data.pgdata / "pg_wal")
+        source = walarchive.configured(cfg, self.zfs.runner)
+        wal = CloneWal(plan.set, source, data.pgdata / "pg_wal")
         target = plan.target if request.pause else wal.recovery_target(plan.target)
         settings = instance_settings(
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
             socket_dir=plan.paths.socket_dir,
-            restore_command=wal.restore_command(cfg.archive.restore_command, target),
+            restore_command=wal.restore_command(
+                walarchive.restore_command(cfg, self.zfs.runner), target),
             target=target, fast=request.fast_recovery, extra=cfg.clones.settings,
             prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
@@ -427,7 +430,8 @@ class CreateClone:
         move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
                  os_user_entry(cfg.standby.os_user), wal.cut(target))
         wal.check(plan.target)
-        instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, public=False))
+        instance = Instance(pg, data.pgdata, plan.paths.log, self._conninfo(plan, public=False),
+                            env=source.recovery_env(data.pgdata) if source else {})
         steps = Stopwatch(started)
         steps.lap("clone")
         try:

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -74,6 +74,8 @@ class Instance:
     pgdata: Path
     log: Path
     conninfo: str  # full, for zsnap's own connections
+    # Added to the server's environment at its start (what its restore_command needs).
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         """Start the server and return once it accepts (read-only) connections, i.e. once it
@@ -81,7 +83,7 @@ class Instance:
         every FAST_POLL_S instead of every 100 ms."""
         result = self.pg.run(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-W", "start",
-            timeout=120, check=False,
+            timeout=120, check=False, env={**os.environ, **self.env} if self.env else None,
         )
         if result.returncode != 0:
             self._wait_exit(10)

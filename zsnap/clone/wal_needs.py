@@ -14,12 +14,13 @@ from zsnap.clone.serverlog import last_restored
 from zsnap.clone.target import Kind, Target
 from zsnap.errors import WalMissing
 from zsnap.lsn import Lsn, Segment, is_segment_name
+from zsnap.walarchive import WalArchive
 
 
 @dataclass(frozen=True)
 class CloneWal:
     set: SnapshotSet
-    archive_dir: Path | None  # a local archive directory, when the config names one
+    wal_archive: WalArchive | None  # when the config names one to look into
     pg_wal: Path  # the clone's
 
     @property
@@ -30,12 +31,12 @@ class CloneWal:
 
     @cached_property
     def _archived(self) -> frozenset[str]:
-        return frozenset(archive.listing(self.archive_dir))
+        return frozenset(self.wal_archive.names() if self.wal_archive is not None else ())
 
     def from_set(self, name: str) -> bool:
         """Whether the clone needs the set's own copy of WAL file `name`: a segment from the
         redo point to the replay position that the archive does not have (the standby had
-        streamed it, it was not archived yet). Without a local archive to look into, every
+        streamed it, it was not archived yet). Without an archive to look into, every
         segment of that range."""
         if not is_segment_name(name) or name in self._archived:
             return False
@@ -49,7 +50,7 @@ class CloneWal:
         size = s.wal_segment_size
         replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, size).number
         return archive.merge(
-            archive.available(archive.listing(self.archive_dir), size),
+            archive.available(self._archived, size),
             archive.available(archive.listing(self.pg_wal), size),
             replayed,
         )
@@ -69,7 +70,7 @@ class CloneWal:
         would reach consistency with the last record there is and end recovery "before
         configured recovery target was reached". Then recovery runs to the end of the WAL at
         hand instead, and `cut` makes that end exactly the set's consistency point."""
-        if target.kind is not Kind.IMMEDIATE or self.archive_dir is None:
+        if target.kind is not Kind.IMMEDIATE or self.wal_archive is None:
             return target
         s = self.set
         found = archive.available(self._archived, s.wal_segment_size)
@@ -104,9 +105,10 @@ class CloneWal:
         return last.next().start() if last is not None else None
 
     def check(self, target: Target) -> None:
-        """Before starting: with a local archive, every segment from the set's redo point to
-        its consistency point (and to an LSN target) must be there or in the clone's pg_wal."""
-        if self.archive_dir is None:
+        """Before starting: with an archive to look into, every segment from the set's redo
+        point to its consistency point (and to an LSN target) must be there or in the clone's
+        pg_wal."""
+        if self.wal_archive is None:
             return
         s = self.set
         needed = s.consistent
@@ -117,22 +119,22 @@ class CloneWal:
         if gap is not None and gap.number <= last.number:
             goal = "consistency" if needed == s.consistent else "the target"
             raise WalMissing(
-                f"WAL segment {gap.name} is missing from the archive {self.archive_dir}:"
+                f"WAL segment {gap.name} is missing from the archive {self.wal_archive.where}:"
                 f" set {s.id} needs it to reach {goal}"
             )
 
     def first_gap(self) -> Segment | None:
-        """The first segment missing after the set's redo point (None without a local archive
-        to look into)."""
-        if self.archive_dir is None:
+        """The first segment missing after the set's redo point (None without an archive to
+        look into)."""
+        if self.wal_archive is None:
             return None
         return archive.first_gap(self.available(), self.start)
 
     def missing(self, target: Target, server_log: str) -> WalMissing:
         """Why recovery ended before `target`, in one line naming the segment it lacked."""
         s = self.set
-        where = self.archive_dir
-        if where is not None:
+        if self.wal_archive is not None:
+            where = self.wal_archive.where
             gap = self.first_gap()
             if gap is not None:
                 return WalMissing(

@@ -1,4 +1,5 @@
-"""`zsnap wal check` and `zsnap wal prune`: the local WAL archive."""
+"""`zsnap wal check` and `zsnap wal prune`: the WAL archive (a directory or a pgBackRest
+stanza)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from zsnap.output import console, emit, table
 
 @click.group()
 def wal() -> None:
-    """The local WAL archive ([archive] path): gaps and cleanup."""
+    """The WAL archive ([archive] path or pgbackrest_stanza): gaps and cleanup."""
 
 
 @wal.command("check")
@@ -76,7 +77,8 @@ def wal_check(obj: Context, as_json: bool) -> None:
 @handled
 def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Remove archived WAL older than the oldest set's redo segment (pg_archivecleanup
-    semantics: .history and .backup files stay)."""
+    semantics: .history and .backup files stay). A pgBackRest repository is left to
+    `pgbackrest expire`."""
     from zsnap.wal import WalPrune
 
     cfg = obj.config
@@ -91,8 +93,8 @@ def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
 
     def human() -> None:
         verb = "would remove" if dry_run else "removed"
-        if result.cutoff is None:
-            console.print(f"nothing removed: {result.note}")
+        if result.cutoff is None or result.note:
+            console.print(f"{result.archive}: nothing removed: {result.note}", highlight=False)
             return
         console.print(
             f"{result.archive}: {verb} {len(result.removed)} file(s) before {result.cutoff} "

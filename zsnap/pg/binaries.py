@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from zsnap.errors import ConfigError
@@ -50,12 +51,14 @@ class PgTools:
         timeout: float = DEFAULT_TIMEOUT,
         mutates: bool = True,
         check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> Result:
         return self.runner.run(
             [str(self.bindir / program), *args],
             user=self.os_user,
             timeout=timeout,
             mutates=mutates,
+            env=env,
             check=check,
             cwd="/",
         )

@@ -1,0 +1,183 @@
+"""Where the WAL archive is and what it holds: a directory of WAL files (`[archive] path`) or a
+pgBackRest repository (`[archive] pgbackrest_stanza`), read only through pgBackRest's own
+commands (`info`, `repo-ls`, `repo-get`), never by opening its files. What both tell is the
+names PostgreSQL gave the files it archived, which is all a gap check needs: `zsnap wal
+check`, the WAL part of `zsnap check` and a clone's check before it starts read them here."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from zsnap.config import Config
+from zsnap.errors import CommandError, UsageError, ZsnapError
+from zsnap.runner import Runner
+
+TIMEOUT_S = 120.0
+# pgBackRest stores segment 000000010000000000000008 as
+# 0000000100000000/000000010000000000000008-<sha1 of its content>[.gz|.lz4|.zst|.bz2].
+_STORED = re.compile(r"^([0-9A-F]{24}(?:\.partial)?)-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
+
+
+def archived_name(stored: str) -> str:
+    """The name PostgreSQL archived a file under, from the name pgBackRest stores it under."""
+    m = _STORED.match(stored)
+    return m.group(1) if m else stored
+
+
+class ArchiveUnreadable(ZsnapError):
+    """The archive could not be listed (pgBackRest failed, say)."""
+
+
+class WalArchive(Protocol):
+    @property
+    def where(self) -> str:
+        """For messages: the directory, or the pgBackRest stanza."""
+
+    @property
+    def managed_by(self) -> str | None:
+        """The command that removes old WAL from this archive when it is not zsnap's to prune."""
+
+    def names(self) -> list[str]:
+        """Every file, by the name PostgreSQL archived it under (segments, `.partial`,
+        `.history` and `.backup` files)."""
+
+    def history(self, timeline: int) -> str | None:
+        """The text of TIMELINE's history file, or None when the archive has none."""
+
+    def recovery_env(self, pgdata: Path) -> dict[str, str]:
+        """What the server of an instance in PGDATA needs in its environment for its
+        restore_command to fetch from this archive."""
+
+
+@dataclass(frozen=True)
+class DirectoryArchive:
+    path: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    @property
+    def managed_by(self) -> str | None:
+        return None
+
+    def names(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.is_file())
+
+    def history(self, timeline: int) -> str | None:
+        path = self.path / f"{timeline:08X}.history"
+        return path.read_text(errors="replace") if path.is_file() else None
+
+    def recovery_env(self, pgdata: Path) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True)
+class PgBackRestArchive:
+    """A stanza's WAL archive, through pgBackRest as the OS user that owns its repository. A
+    stanza upgraded across PostgreSQL majors has an archive id per major (15-1, 16-2): all
+    are read, as `archive-get` would."""
+
+    runner: Runner
+    stanza: str
+    config_file: Path | None
+    os_user: str
+
+    @property
+    def where(self) -> str:
+        return f"pgBackRest stanza {self.stanza}"
+
+    @property
+    def managed_by(self) -> str | None:
+        return "pgbackrest expire"
+
+    def _run(self, *args: str) -> str:
+        argv = ["pgbackrest", f"--stanza={self.stanza}", "--log-level-console=error"]
+        if self.config_file is not None:
+            argv.insert(1, f"--config={self.config_file}")
+        try:
+            result = self.runner.run([*argv, *args], user=self.os_user, mutates=False,
+                                     timeout=TIMEOUT_S, cwd="/")
+        except CommandError as e:
+            raise ArchiveUnreadable(f"{self.where}: pgbackrest {args[0]} failed: {e}") from None
+        return result.stdout
+
+    def _archive_ids(self) -> list[str]:
+        try:
+            [stanza] = json.loads(self._run("info", "--output=json"))
+            return [str(a["id"]) for a in stanza["archive"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArchiveUnreadable(f"{self.where}: unexpected pgbackrest info output ({e})") \
+                from None
+
+    def _listing(self) -> dict[str, str]:
+        """name -> its path in the repository, newest archive id last (and so winning)."""
+        found: dict[str, str] = {}
+        for archive_id in self._archive_ids():
+            base = f"archive/{self.stanza}/{archive_id}"
+            try:
+                entries = json.loads(self._run("repo-ls", "--recurse", "--output=json", base))
+            except ValueError as e:
+                raise ArchiveUnreadable(f"{self.where}: unexpected repo-ls output ({e})") \
+                    from None
+            for path, entry in entries.items():
+                if entry.get("type") != "file":
+                    continue
+                found[archived_name(path.rsplit("/", 1)[-1])] = f"{base}/{path}"
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._listing())
+
+    def recovery_env(self, pgdata: Path) -> dict[str, str]:
+        """archive-get refuses to run for a server whose data directory is not the stanza's
+        pg1-path (the standby's or the primary's, in pgbackrest.conf); the environment
+        overrides the file, and reaches whatever restore_command calls pgbackrest."""
+        return {"PGBACKREST_PG1_PATH": str(pgdata)}
+
+    def restore_command(self) -> str:
+        config = f" --config={shlex.quote(str(self.config_file))}" if self.config_file else ""
+        return f'pgbackrest{config} --stanza={shlex.quote(self.stanza)} archive-get %f "%p"'
+
+    def history(self, timeline: int) -> str | None:
+        path = self._listing().get(f"{timeline:08X}.history")
+        return None if path is None else self._run("repo-get", path)
+
+
+def restore_command(config: Config, runner: Runner) -> str:
+    """What a flashback instance fetches WAL with: `[archive] restore_command`, else, with a
+    pgBackRest stanza, its archive-get."""
+    if config.archive.restore_command:
+        return config.archive.restore_command
+    archive = configured(config, runner)
+    return archive.restore_command() if isinstance(archive, PgBackRestArchive) else ""
+
+
+def configured(config: Config, runner: Runner) -> WalArchive | None:
+    """The archive the config names; None when it names none (recovery alone then finds a
+    missing segment)."""
+    a = config.archive
+    if a.pgbackrest_stanza:
+        return PgBackRestArchive(runner, a.pgbackrest_stanza, a.pgbackrest_config,
+                                 config.standby.os_user)
+    if a.path is not None:
+        return DirectoryArchive(a.path)
+    return None
+
+
+def required(config: Config, runner: Runner) -> WalArchive:
+    """The archive a WAL command works on, or one line saying how to name it."""
+    archive = configured(config, runner)
+    if archive is None:
+        raise UsageError("no WAL archive to look into: set [archive] path (a directory) or "
+                         "[archive] pgbackrest_stanza in the config")
+    if isinstance(archive, DirectoryArchive) and not archive.path.is_dir():
+        raise UsageError(f"[archive] path {archive.path} is not a directory")
+    return archive
