@@ -215,6 +215,13 @@ class Zfs:
         options = [arg for key, value in props.items() for arg in ("-o", f"{key}={value}")]
         self.run("clone", "-p", *options, snapshot, target, mutates=True)
 
+    def rename(self, name: str, new_name: str) -> None:
+        self.run("rename", name, new_name, mutates=True)
+
+    def promote(self, clone: str) -> None:
+        """The clone takes its origin's snapshots up to the origin; the newer stay."""
+        self.run("promote", clone, mutates=True)
+
     def hold(self, tag: str, snapshots: Sequence[str]) -> None:
         """One call for every snapshot (OpenZFS and zfs-fuse both take several)."""
         if snapshots:

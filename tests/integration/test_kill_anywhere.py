@@ -6,8 +6,6 @@ left paused by zsnap, no set is complete that was not proven, the catalog and ZF
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,50 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, alive, running_lab
-from tests.integration.faults import replay_state, wait_for, zsnap_snapshots
+from tests.integration.faults import Stalling, replay_state, wait_for, zsnap_snapshots
 from tests.integration.test_verify import archive_past
 from zsnap.lab import LabInfo
 from zsnap.runner import Runner
-
-WRAPPED = ("zfs", "runuser", "sync")
-STALL = """#!/bin/sh
-# Counts this zsnap run's calls; the one numbered $(cat {nth}) stalls.
-n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}
-if [ "$n" = "$(cat {nth} 2>/dev/null)" ]; then
-    echo "$(basename "$0") $*" > {pid}.argv; echo $$ > {pid}; exec sleep 3600
-fi
-exec {real} "$@"
-"""
-
-
-class Stalling:
-    """The environment of a zsnap run whose Nth external command stalls."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.bin = root / "bin"
-        self.bin.mkdir(parents=True)
-        self.count, self.nth, self.pid = root / "count", root / "nth", root / "stalled.pid"
-        for name in WRAPPED:
-            real = shutil.which(name)
-            assert real is not None, name
-            wrapper = self.bin / name
-            wrapper.write_text(STALL.format(count=self.count, nth=self.nth, pid=self.pid,
-                                            real=real))
-            wrapper.chmod(0o755)
-        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
-
-    def arm(self, nth: int) -> None:
-        self.count.unlink(missing_ok=True)
-        self.pid.unlink(missing_ok=True)
-        self.nth.write_text(str(nth))
-
-    def calls(self) -> int:
-        return int(self.count.read_text()) if self.count.exists() else 0
-
-    def stalled(self) -> str:
-        """The command line of the stalled call."""
-        return (self.root / "stalled.pid.argv").read_text().strip()
 
 
 @pytest.fixture(scope="module")

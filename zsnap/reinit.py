@@ -1,0 +1,378 @@
+"""`zsnap reinit`: rebuild a damaged standby from a snapshot set, in the time ZFS takes to
+clone and rename, plus the catch-up of replay. Each of the standby's datasets is replaced by a
+clone of the set's snapshot of it, promoted, under the dataset's own name and mountpoint; the
+damaged dataset is renamed aside and kept until the user discards it. Never `zfs rollback -r`,
+which would destroy every newer snapshot.
+
+What `zfs promote` does to the sets: the promoted dataset takes the snapshots up to and
+including the set's (so those sets keep their names), and the newer ones stay with the
+damaged dataset, renamed aside: their members are rewritten to say where they are now, and
+they stay listed and usable.
+
+A plan (`reinit.json` in the state directory) is written before anything is touched; every
+step is idempotent and found from what ZFS shows, so `zsnap reinit` run again after a kill
+finishes the plan."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from zsnap.catalog import PREFIX, SETS_OF, Catalog, SnapshotSet, new_set_id, snapshot_name
+from zsnap.clone import archive as segments
+from zsnap.clone import registry
+from zsnap.config import Config
+from zsnap.errors import (
+    CommandError,
+    NotFoundError,
+    PostgresError,
+    UsageError,
+    WalMissing,
+    ZsnapError,
+)
+from zsnap.lock import SNAPSHOT_LOCK, locked
+from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.connection import connected, scalar
+from zsnap.pg.layout import Layout, Place
+from zsnap.runner import os_user_entry
+from zsnap.walarchive import configured
+from zsnap.zfs import Zfs
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "reinit.json"
+INCOMING = "_zsnap_reinit"
+STOP_TIMEOUT_S = 120
+START_TIMEOUT_S = 3600
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Replacement:
+    dataset: str  # the standby's
+    snapshot: str  # the set's snapshot of it
+    incoming: str  # the clone that takes its place
+    aside: str  # where the damaged dataset goes
+    mountpoint: str
+
+
+@dataclass
+class ReinitPlan:
+    set_id: str
+    pgdata: str
+    config_dir: str  # what pg_ctl -D takes: PGDATA, or the directory of postgresql.conf
+    replacements: list[Replacement]
+    moved_sets: list[str]  # newer sets, which stay with the damaged datasets
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReinitPlan:
+        data = json.loads(text)
+        data["replacements"] = [Replacement(**r) for r in data["replacements"]]
+        return cls(**data)
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        return {r.dataset: r.aside for r in self.replacements}
+
+
+@dataclass
+class ReinitResult:
+    plan: ReinitPlan
+    dry_run: bool
+    resumed: bool = False
+    running_s: float | None = None  # until the standby accepted connections
+    caught_up_s: float | None = None  # until it streamed from the primary again
+    discarded: list[str] = field(default_factory=list)
+
+
+def aside_name(dataset: str, stamp: str) -> str:
+    """Where a reinit at time STAMP puts the damaged DATASET (unique per reinit)."""
+    return f"{dataset}_damaged_{stamp}"
+
+
+def in_place(s: SnapshotSet, mountpoints: dict[str, str]) -> bool:
+    """Whether the set's datasets are mounted where the standby's places were when it was
+    taken: not a set an earlier reinit left on datasets moved aside."""
+    for p in s.parsed_layout.places:
+        base = mountpoints.get(p.dataset, "")
+        if str(Path(base) / p.subpath if p.subpath not in ("", ".") else Path(base)) != p.path:
+            return False
+    return True
+
+
+def moved_members(members: str, layout: str, renamed: dict[str, str]) -> tuple[str, str]:
+    """A newer set's `members` and `layout` once its snapshots live on the renamed datasets."""
+    moved = ",".join(renamed.get(d, d) for d in members.split(","))
+    places = tuple(Place(p.role, p.path, renamed.get(p.dataset, p.dataset), p.subpath, p.oid)
+                   for p in Layout.from_json(layout).places)
+    return moved, Layout(places).to_json()
+
+
+def patroni_running() -> bool:
+    """A Patroni on this host manages the standby: it would restart or rebuild it meanwhile."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(Path(a.decode(errors="replace")).name.startswith("patroni") for a in argv[:2]):
+            return True
+    return False
+
+
+@dataclass
+class ReinitStandby:
+    config: Config
+    zfs: Zfs
+    on_progress: Callable[[str], None] = lambda message: None
+
+    @property
+    def _plan_path(self) -> Path:
+        return self.config.state.dir / PLAN_FILE
+
+    @property
+    def _pg(self) -> PgTools:
+        cfg = self.config.standby
+        return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
+
+    def run(self, set_id: str | None, *, dry_run: bool = False, discard: bool = False,
+            force: bool = False, timeout_s: float = START_TIMEOUT_S) -> ReinitResult:
+        with locked(self.config.state.dir, SNAPSHOT_LOCK):
+            if self._plan_path.exists():
+                plan = ReinitPlan.from_json(self._plan_path.read_text())
+                if set_id is not None and set_id != plan.set_id:
+                    raise UsageError(f"a reinit from set {plan.set_id} is unfinished: run "
+                                     "zsnap reinit without --set to finish it first")
+                resumed = True
+            else:
+                plan = self.plan(set_id, force=force)
+                resumed = False
+            result = ReinitResult(plan, dry_run, resumed)
+            if dry_run:
+                return result
+            if not resumed:
+                self._save(plan)
+            began = time.monotonic()
+            self._stop(plan)
+            for r in plan.replacements:
+                self._replace(r)
+            self._follow(plan)
+            self._start(plan)
+            result.running_s = time.monotonic() - began
+            self._wait_streaming(timeout_s)
+            result.caught_up_s = time.monotonic() - began
+            self._plan_path.unlink()
+            if discard:
+                result.discarded = self._discard(plan)
+            return result
+
+    # --- before anything is touched --------------------------------------------------------
+
+    def plan(self, set_id: str | None, *, force: bool) -> ReinitPlan:
+        cfg = self.config
+        catalog = Catalog(self.zfs, cfg.snapshot.cluster)
+        sets = catalog.sets()
+        mountpoints = self.zfs.filesystems()
+        if set_id is None:
+            usable = [s for s in sets if s.complete and in_place(s, mountpoints)]
+            if not usable:
+                raise NotFoundError("no complete snapshot set of the standby's datasets to "
+                                    "rebuild it from")
+            chosen = usable[-1]
+        else:
+            found = [s for s in sets if s.id == set_id]
+            if not found:
+                raise NotFoundError(f"no snapshot set {set_id} (zsnap list shows them)")
+            chosen = found[0]
+        if not chosen.complete:
+            raise UsageError(f"set {chosen.id} is incomplete ({', '.join(chosen.missing)}): "
+                             "choose a complete one")
+        if not in_place(chosen, mountpoints):
+            raise UsageError(f"set {chosen.id} is on datasets an earlier reinit moved aside "
+                             f"({', '.join(chosen.datasets)}): clone it, or choose another")
+        if chosen.backup_label is not None:
+            raise UsageError(f"set {chosen.id} was taken from a primary: it cannot become a "
+                             "standby")
+        if patroni_running() and not force:
+            raise UsageError("a Patroni runs on this host and manages the standby: let it "
+                             "rebuild it (docs/reinit.md), or pass --force")
+        self._check_instance(chosen)
+        self._check_wal(chosen)
+        clones = registry.read(self.zfs, cfg.snapshot.cluster, sizes=False)
+        if clones:
+            raise UsageError(f"flashback instance {clones[0].name} depends on the datasets to "
+                             f"be replaced: zsnap destroy {clones[0].name} first")
+        layout = chosen.parsed_layout
+        stamp = new_set_id(datetime.now(UTC))
+        replacements = [
+            Replacement(d, f"{d}@{snapshot_name(chosen.id)}", d + INCOMING,
+                        aside_name(d, stamp), mountpoints[d])
+            for d in chosen.datasets
+        ]
+        moved = [s.id for s in sets if s.id > chosen.id and set(s.datasets) & set(chosen.datasets)]
+        config_dir = Path(chosen.config_file).parent if chosen.config_file else None
+        return ReinitPlan(chosen.id, layout.pgdata.path,
+                          str(config_dir or layout.pgdata.path), replacements, moved)
+
+    def _check_instance(self, s: SnapshotSet) -> None:
+        """The standby, if it answers, is a standby of the set's cluster; if it does not, its
+        pg_control (when still readable) says the same."""
+        try:
+            with connected(self.config.standby.conninfo) as conn:
+                in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
+                system = int(scalar(conn, "SELECT system_identifier FROM pg_control_system()"))
+        except ZsnapError:
+            self._check_control_file(s)
+            return
+        if not in_recovery:
+            raise UsageError("the server at [standby] conninfo is a primary: zsnap reinit "
+                             "rebuilds only a standby")
+        if system != s.system_identifier:
+            raise UsageError(f"the standby is of another cluster (system identifier {system}, "
+                             f"set {s.id} has {s.system_identifier})")
+
+    def _check_control_file(self, s: SnapshotSet) -> None:
+        pgdata = s.parsed_layout.pgdata.path
+        result = self._pg.run("pg_controldata", "-D", pgdata, mutates=False, check=False)
+        if result.returncode != 0:
+            log.info("pg_control of %s is unreadable (%s): damaged, rebuilding", pgdata,
+                     result.stderr.strip().splitlines()[-1:] or "")
+            return
+        fields = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+        state = fields.get("Database cluster state", "").strip()
+        system = fields.get("Database system identifier", "").strip()
+        if state == "in production":
+            raise UsageError(f"the cluster in {pgdata} is a primary (pg_control: in "
+                             "production): zsnap reinit rebuilds only a standby")
+        if system.isdigit() and int(system) != s.system_identifier:
+            raise UsageError(f"{pgdata} holds another cluster (system identifier {system}, set "
+                             f"{s.id} has {s.system_identifier})")
+
+    def _check_wal(self, s: SnapshotSet) -> None:
+        """Replay after the rebuild starts at the set's redo point: the archive must hold the
+        WAL from there on (the primary's pg_wal may have recycled it long ago)."""
+        archive = configured(self.config, self.zfs.runner)
+        if archive is None:
+            return
+        start = s.redo.segment(s.timeline, s.wal_segment_size)
+        found = segments.available(archive.names(), s.wal_segment_size)
+        gap = segments.first_gap(found, start)
+        last = segments.newest(found, s.timeline, s.wal_segment_size)
+        if gap is not None and (last is None or gap.number <= last.number):
+            raise WalMissing(f"WAL segment {gap.name} is missing from the archive "
+                             f"{archive.where}: the standby could not replay past it from set "
+                             f"{s.id}")
+
+    def _save(self, plan: ReinitPlan) -> None:
+        self.config.state.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._plan_path.with_suffix(".tmp")
+        tmp.write_text(plan.to_json())
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.rename(self._plan_path)
+
+    # --- the steps, each idempotent ----------------------------------------------------------
+
+    def _stop(self, plan: ReinitPlan) -> None:
+        """Fast, then immediate; a standby that is down already is fine, and so is one whose
+        data directory is unmounted (a reinit killed after it stopped the server)."""
+        pgdata = plan.config_dir
+        if not Path(plan.pgdata).is_dir():
+            return
+        for mode in ("fast", "immediate"):
+            result = self._pg.run("pg_ctl", "-D", pgdata, "-m", mode, "-w", "-t",
+                                  str(STOP_TIMEOUT_S), "stop", timeout=STOP_TIMEOUT_S + 30,
+                                  check=False)
+            # Down already: no pid file, or a stale one (the set's, once it is in place).
+            if result.returncode == 0 or any(
+                    m in result.stderr for m in ("Is server running?", "No such process")):
+                return
+        raise PostgresError(f"the standby in {pgdata} did not stop: {result.stderr.strip()}")
+
+    def _replace(self, r: Replacement) -> None:
+        zfs = self.zfs
+        if not zfs.exists(r.aside):
+            if not zfs.exists(r.incoming):
+                self.on_progress(f"cloning {r.snapshot}")
+                zfs.clone(r.snapshot, r.incoming, {"mountpoint": "none"})
+            self.on_progress(f"moving the damaged {r.dataset} aside to {r.aside}")
+            zfs.set(r.dataset, {"mountpoint": "none"})
+            zfs.rename(r.dataset, r.aside)
+        if not zfs.exists(r.dataset):
+            zfs.rename(r.incoming, r.dataset)
+        zfs.set(r.dataset, {"mountpoint": r.mountpoint})
+        if zfs.origin(r.dataset) is not None:
+            self.on_progress(f"promoting {r.dataset}")
+            zfs.promote(r.dataset)
+        marked = zfs.get([r.aside], [SETS_OF])[r.aside].get(SETS_OF)
+        if marked and marked != "-":
+            zfs.set(r.dataset, {SETS_OF: marked})
+
+    def _follow(self, plan: ReinitPlan) -> None:
+        """The newer sets' snapshots now live on the renamed datasets: say so on each (one by
+        one, so that a kill half-way leaves each snapshot either rewritten or not)."""
+        renamed = plan.renamed
+        props = [PREFIX + "members", PREFIX + "layout"]
+        for set_id in plan.moved_sets:
+            names = [f"{aside}@{snapshot_name(set_id)}" for aside in renamed.values()]
+            present = [n for n in names if self.zfs.exists(n)]
+            for name, values in (self.zfs.get(present, props) if present else {}).items():
+                members, layout = moved_members(values[props[0]], values[props[1]], renamed)
+                if members != values[props[0]]:
+                    self.zfs.set(name, {props[1]: layout, props[0]: members})
+
+    def _start(self, plan: ReinitPlan) -> None:
+        # The set was taken from a running server: its pid file is stale.
+        Path(plan.pgdata, "postmaster.pid").unlink(missing_ok=True)
+        log_file = self.config.state.dir / "reinit-standby.log"
+        log_file.touch()
+        owner = os_user_entry(self.config.standby.os_user)
+        os.chown(log_file, owner.pw_uid, owner.pw_gid)  # the server writes it
+        self.on_progress("starting the standby")
+        self._pg.run("pg_ctl", "-D", plan.config_dir, "-l", str(log_file), "-w", "-t",
+                     str(START_TIMEOUT_S), "start", timeout=START_TIMEOUT_S + 30)
+
+    def _wait_streaming(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with psycopg.connect(self.config.standby.conninfo, autocommit=True,
+                                     connect_timeout=5) as conn:
+                    row = conn.execute(
+                        "SELECT status, flushed_lsn::text, pg_last_wal_replay_lsn()::text "
+                        "FROM pg_stat_wal_receiver").fetchone()
+                if row is not None and row[0] == "streaming":
+                    self.on_progress(f"streaming: received {row[1]}, replayed {row[2]}")
+                    return
+            except psycopg.Error as e:
+                log.debug("standby not ready yet: %s", e)
+            if time.monotonic() > deadline:
+                raise PostgresError(f"the standby did not stream from the primary within "
+                                    f"{timeout_s:g} s: see {self.config.state.dir}/"
+                                    "reinit-standby.log")
+            time.sleep(POLL_S)
+
+    def _discard(self, plan: ReinitPlan) -> list[str]:
+        gone = []
+        for r in plan.replacements:
+            try:
+                self.zfs.destroy(r.aside, recursive=True)
+            except CommandError as e:
+                log.warning("kept %s: %s", r.aside, e)
+                continue
+            gone.append(r.aside)
+        return gone
