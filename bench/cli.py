@@ -71,14 +71,18 @@ def run(size_gb: float, runs: int, wal_gb: float | None, sets: int,
 @click.option("--wal-gb", default=0.5, show_default=True, help="WAL to replay.")
 @click.option("--runs", default=3, show_default=True, help="Clones per variant.")
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The lab's PostgreSQL bin directory [default: as zsnap lab up].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/knobs.json"),
               show_default=True)
-def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, out: Path) -> None:
+def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, pg_bin: Path | None,
+          out: Path) -> None:
     """Replay settings of a clone, one at a time, on the same WAL and target."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("sh").setLevel(logging.WARNING)
     try:
-        results = Knobs(size_gb=size_gb, wal_gb=wal_gb, runs=runs, keep=keep).run()
+        results = Knobs(size_gb=size_gb, wal_gb=wal_gb, runs=runs, keep=keep,
+                        pg_bin=pg_bin).run()
     except ZsnapError as e:
         click.echo(f"bench: {e}", err=True)
         sys.exit(e.exit_code)

@@ -28,10 +28,11 @@ from zsnap.runner import Runner
 log = logging.getLogger(__name__)
 
 
-def variants(memory: int) -> dict[str, dict[str, str]]:
-    """Each a change against zsnap's own fast-recovery settings (name: settings)."""
+def variants(memory: int, version: int) -> dict[str, dict[str, str]]:
+    """Each a change against zsnap's own fast-recovery settings (name: settings); PostgreSQL
+    18's I/O methods where the server has them (its default is `worker`)."""
     own = fast_settings(memory)
-    return {
+    found = {
         f"zsnap's (shared_buffers {own['shared_buffers']})": {},
         "recovery_prefetch off": {"recovery_prefetch": "off"},
         "maintenance_io_concurrency 100": {"maintenance_io_concurrency": "100"},
@@ -44,6 +45,9 @@ def variants(memory: int) -> dict[str, dict[str, str]]:
             "checkpoint_timeout": "5min", "max_wal_size": "1GB"},
         "fsync on": {"fsync": "on", "synchronous_commit": "on"},
     }
+    if version >= 180000:
+        found |= {f"io_method {m}": {"io_method": m} for m in ("sync", "io_uring")}
+    return found
 
 
 @dataclass
@@ -54,11 +58,12 @@ class Knobs:
     name: str = "zknobs"
     port: int = 48320
     keep: bool = False
+    pg_bin: Path | None = None
 
     def run(self) -> dict[str, Any]:
         runner = Runner()
         lab = Lab(self.name, port=self.port, pool_size=f"{max(6, int(self.size_gb * 10))}G",
-                  runner=runner)
+                  pg_bin=self.pg_bin, runner=runner)
         info = lab.up()
         try:
             return self._run(info, runner)
@@ -82,9 +87,10 @@ class Knobs:
             transactions = load.stop()
         target = db.mark()
         memory = machine_memory()
+        version = db.server_version()
         found: dict[str, list[dict[str, Any]]] = {}
         configs = {name: self._config(info, i, extra)
-                   for i, (name, extra) in enumerate(variants(memory).items())}
+                   for i, (name, extra) in enumerate(variants(memory, version).items())}
         for _ in range(self.runs):
             for name, config in configs.items():
                 cli = ZsnapCli(config, runner)
@@ -103,7 +109,7 @@ class Knobs:
             "machine": describe(runner, info.pg_bin),
             "filesystem": filesystem(info.standby_data),
             "set": first["id"], "transactions": transactions, "target": target.isoformat(),
-            "variants": {name: {"settings": variants(memory)[name], "runs": runs,
+            "variants": {name: {"settings": variants(memory, version)[name], "runs": runs,
                                 "replay_s_median": statistics.median(r["replay_s"]
                                                                      for r in runs)}
                          for name, runs in found.items()},

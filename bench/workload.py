@@ -75,6 +75,9 @@ class Database:
     def lsn(self) -> str:
         return str(self._sql("SELECT pg_current_wal_lsn()::text"))
 
+    def server_version(self) -> int:
+        return int(self._sql("SELECT current_setting('server_version_num')::int"))
+
     def wal_since(self, start: str) -> int:
         return int(self._sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (start,)))
 
