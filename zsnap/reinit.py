@@ -216,6 +216,12 @@ class ReinitStandby:
         if clones:
             raise UsageError(f"flashback instance {clones[0].name} depends on the datasets to "
                              f"be replaced: zsnap destroy {clones[0].name} first")
+        nested = [(a, b) for a in chosen.datasets for b in mountpoints if b.startswith(a + "/")]
+        if nested:
+            # A rename moves a dataset's children with it: they would go aside with the
+            # damaged parent, and the rebuilt standby would lack them.
+            raise UsageError(f"{nested[0][1]} is inside {nested[0][0]}: zsnap reinit replaces "
+                             "only datasets without children")
         layout = chosen.parsed_layout
         stamp = new_set_id(datetime.now(UTC))
         replacements = [

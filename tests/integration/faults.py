@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
+from tests.conftest import alive
 from zsnap.lab import LabInfo
 from zsnap.runner import Runner
 
@@ -94,3 +97,22 @@ class Stalling:
     def stalled(self) -> str:
         """The command line of the stalled call."""
         return (self.root / "stalled.pid.argv").read_text().strip()
+
+    def killed_at(self, argv: list[str], nth: int) -> str:
+        """Run `argv` with its `nth` external call stalled, SIGKILL it there, and wait until
+        that call is gone too (children die with zsnap). The stalled command line, or "" when
+        the run ended before making `nth` calls."""
+        self.arm(nth)
+        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: self.pid.exists() or proc.poll() is not None,
+                     f"call {nth} never came", 300)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        if not self.pid.exists():
+            return ""
+        pid, stalled = int(self.pid.read_text()), self.stalled()
+        wait_for(lambda: not alive(pid), f"call {nth} ({stalled}) outlived its zsnap", 10)
+        return stalled

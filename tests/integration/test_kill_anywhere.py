@@ -6,7 +6,6 @@ left paused by zsnap, no set is complete that was not proven, the catalog and ZF
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, alive, running_lab
-from tests.integration.faults import Stalling, replay_state, wait_for, zsnap_snapshots
+from tests.conftest import Cli, running_lab
+from tests.integration.faults import Stalling, replay_state, zsnap_snapshots
 from tests.integration.test_verify import archive_past
 from zsnap.lab import LabInfo
 from zsnap.runner import Runner
@@ -80,20 +79,7 @@ def kill_at_every_call(
     for nth in range(1, total + 1):
         prepare(cli)
         proven = {s["id"] for s in cli.json("list") if s["complete"]}
-        stall.arm(nth)
-        proc = subprocess.Popen(zsnap_argv(info, *args), env=stall.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(lambda p=proc: stall.pid.exists() or p.poll() is not None,
-                     f"call {nth} of {total} never came", 300)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=60)
-        stalled = ""
-        if stall.pid.exists():
-            pid, stalled = int(stall.pid.read_text()), stall.stalled()
-            wait_for(lambda p=pid: not alive(p),
-                     f"call {nth} ({stalled}) outlived its zsnap", 10)
+        stalled = stall.killed_at(zsnap_argv(info, *args), nth)
         clean_up_and_check(cli, info, proven, stalled)
     return total
 

@@ -7,7 +7,6 @@ when it must."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Cli, alive, replicated, running_lab, sql
-from tests.integration.faults import Stalling, wait_for
+from tests.conftest import Cli, replicated, running_lab, sql
+from tests.integration.faults import Stalling
 from tests.integration.test_clone import assert_gone, fails
 from zsnap.lab import Lab, LabInfo
 from zsnap.runner import Runner
@@ -169,22 +168,11 @@ def test_killed_at_its_steps_reinit_again_finishes(reinit_lab: LabInfo, tmp_path
         sql(info, "primary", f"INSERT INTO lab_a (payload) VALUES ('kill at {nth}')")
         replicated(info)
         cli("snapshot")
-        stall.arm(nth)
-        proc = subprocess.Popen(argv, env=stall.env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            wait_for(lambda p=proc: stall.pid.exists() or p.poll() is not None,
-                     f"call {nth} of {total} never came", 300)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=60)
-        if stall.pid.exists():
-            hung = int(stall.pid.read_text())
-            wait_for(lambda p=hung: not alive(p), f"call {nth} outlived its zsnap", 10)
+        stalled = stall.killed_at(argv, nth)
         again = cli.json("reinit")
-        assert again["caught_up_s"] is not None, (nth, stall.stalled())
+        assert again["caught_up_s"] is not None, (nth, stalled)
         replicated(info)
-        assert rows(info, "standby") == rows(info, "primary"), (nth, stall.stalled())
+        assert rows(info, "standby") == rows(info, "primary"), (nth, stalled)
         # The damaged datasets of every run stay until discarded.
         assert {d["damaged_kept_as"] for d in again["datasets"]} <= datasets(info)
     assert all(s["complete"] for s in cli.json("list"))
