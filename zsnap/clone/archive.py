@@ -1,6 +1,6 @@
-"""Which WAL segments a flashback can read, from the archive directory and the clone's own
-pg_wal (the snapshot holds what the standby had streamed, often the newest, not yet archived,
-segment), and the first one missing after a set's redo point."""
+"""Which WAL segments a flashback can read, from the WAL archive (zsnap.walarchive) and the
+clone's own pg_wal (the snapshot holds what the standby had streamed, often the newest, not yet
+archived, segment), and the first one missing after a set's redo point."""
 
 from __future__ import annotations
 
