@@ -28,9 +28,9 @@ from zsnap.runner import Runner
 log = logging.getLogger(__name__)
 
 
-def variants(memory: int, version: int) -> dict[str, dict[str, str]]:
+def variants(memory: int, io_methods: list[str]) -> dict[str, dict[str, str]]:
     """Each a change against zsnap's own fast-recovery settings (name: settings); PostgreSQL
-    18's I/O methods where the server has them (its default is `worker`)."""
+    18's I/O methods other than its default (`worker`) where the build has them."""
     own = fast_settings(memory)
     found = {
         f"zsnap's (shared_buffers {own['shared_buffers']})": {},
@@ -45,8 +45,7 @@ def variants(memory: int, version: int) -> dict[str, dict[str, str]]:
             "checkpoint_timeout": "5min", "max_wal_size": "1GB"},
         "fsync on": {"fsync": "on", "synchronous_commit": "on"},
     }
-    if version >= 180000:
-        found |= {f"io_method {m}": {"io_method": m} for m in ("sync", "io_uring")}
+    found |= {f"io_method {m}": {"io_method": m} for m in io_methods if m != "worker"}
     return found
 
 
@@ -87,10 +86,10 @@ class Knobs:
             transactions = load.stop()
         target = db.mark()
         memory = machine_memory()
-        version = db.server_version()
+        io_methods = db.io_methods()
         found: dict[str, list[dict[str, Any]]] = {}
         configs = {name: self._config(info, i, extra)
-                   for i, (name, extra) in enumerate(variants(memory, version).items())}
+                   for i, (name, extra) in enumerate(variants(memory, io_methods).items())}
         for _ in range(self.runs):
             for name, config in configs.items():
                 cli = ZsnapCli(config, runner)
@@ -109,7 +108,7 @@ class Knobs:
             "machine": describe(runner, info.pg_bin),
             "filesystem": filesystem(info.standby_data),
             "set": first["id"], "transactions": transactions, "target": target.isoformat(),
-            "variants": {name: {"settings": variants(memory, version)[name], "runs": runs,
+            "variants": {name: {"settings": variants(memory, io_methods)[name], "runs": runs,
                                 "replay_s_median": statistics.median(r["replay_s"]
                                                                      for r in runs)}
                          for name, runs in found.items()},

@@ -75,8 +75,10 @@ class Database:
     def lsn(self) -> str:
         return str(self._sql("SELECT pg_current_wal_lsn()::text"))
 
-    def server_version(self) -> int:
-        return int(self._sql("SELECT current_setting('server_version_num')::int"))
+    def io_methods(self) -> list[str]:
+        """PostgreSQL 18's io_method values this build takes (io_uring needs liburing)."""
+        found = self._sql("SELECT enumvals FROM pg_settings WHERE name = 'io_method'")
+        return list(found or [])
 
     def wal_since(self, start: str) -> int:
         return int(self._sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (start,)))
