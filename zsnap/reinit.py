@@ -38,6 +38,7 @@ from zsnap.errors import (
     WalMissing,
     ZsnapError,
 )
+from zsnap.files import write_durably
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.pg.connection import connected, scalar
@@ -276,20 +277,16 @@ class ReinitStandby:
             return
         start = s.redo.segment(s.timeline, s.wal_segment_size)
         found = segments.available(archive.names(), s.wal_segment_size)
+        # A hole below the newest archived segment, or no segment archived on the timeline.
         gap = segments.first_gap(found, start)
-        last = segments.newest(found, s.timeline, s.wal_segment_size)
-        if gap is not None and (last is None or gap.number <= last.number):
+        if gap is not None:
             raise WalMissing(f"WAL segment {gap.name} is missing from the archive "
                              f"{archive.where}: the standby could not replay past it from set "
                              f"{s.id}")
 
     def _save(self, plan: ReinitPlan) -> None:
         self.config.state.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._plan_path.with_suffix(".tmp")
-        tmp.write_text(plan.to_json())
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.rename(self._plan_path)
+        write_durably(self._plan_path, plan.to_json())
 
     # --- the steps, each idempotent ----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zsnap.errors import LockBusy, PostgresError
+from zsnap.files import write_durably
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.connection import Connection, connected, scalar
 
@@ -46,14 +47,8 @@ class ReplayPause:
             self._wait_paused()
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = marker_path(self.state_dir)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"pid": os.getpid(), "conninfo": self.conninfo, "at": time.time()})
-        )
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.rename(path)
+        write_durably(marker_path(self.state_dir), json.dumps(
+            {"pid": os.getpid(), "conninfo": self.conninfo, "at": time.time()}))
         self.ours = True
         scalar(self.conn, "SELECT pg_wal_replay_pause()")
         self._wait_paused()
