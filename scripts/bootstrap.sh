@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything zsnap's lab, tests and benchmarks need on a fresh Debian 12 machine, as root:
 # zfs-fuse (when the kernel has no ZFS), PostgreSQL 15 with contrib, pgBackRest (benchmarks),
+# Patroni with etcd and sudo (the Patroni test),
 # and a virtualenv in .venv with zsnap and its development tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ command -v zpool >/dev/null || need_apt+=(zfs-fuse)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
 command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# A real Patroni replica rebuilt by zsnap reinit (tests/integration/test_patroni.py).
+command -v patroni >/dev/null || need_apt+=(patroni)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v sudo >/dev/null || need_apt+=(sudo)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -11,7 +11,11 @@ they stay listed and usable.
 
 A plan (`reinit.json` in the state directory) is written before anything is touched; every
 step is idempotent and found from what ZFS shows, so `zsnap reinit` run again after a kill
-finishes the plan."""
+finishes the plan.
+
+Called by a cluster manager (Patroni's `create_replica_methods`, which passes --scope, --role,
+--datadir and --connstring), zsnap only replaces the datasets: the manager has stopped the
+server, and writes its recovery settings and starts it itself."""
 
 from __future__ import annotations
 
@@ -88,6 +92,16 @@ class ReinitPlan:
         return {r.dataset: r.aside for r in self.replacements}
 
 
+@dataclass(frozen=True)
+class ManagerCall:
+    """What a cluster manager's create-replica call says: the data directory it wants
+    rebuilt, and the member role (Patroni always passes `replica`)."""
+
+    datadir: str
+    role: str = "replica"
+    scope: str | None = None
+
+
 @dataclass
 class ReinitResult:
     plan: ReinitPlan
@@ -151,7 +165,10 @@ class ReinitStandby:
         return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
 
     def run(self, set_id: str | None, *, dry_run: bool = False, discard: bool = False,
-            force: bool = False, timeout_s: float = START_TIMEOUT_S) -> ReinitResult:
+            force: bool = False, timeout_s: float = START_TIMEOUT_S,
+            manager: ManagerCall | None = None) -> ReinitResult:
+        if manager is not None and manager.role != "replica":
+            raise UsageError(f"zsnap reinit builds replicas only, not a {manager.role}")
         with locked(self.config.state.dir, SNAPSHOT_LOCK):
             if self._plan_path.exists():
                 plan = ReinitPlan.from_json(self._plan_path.read_text())
@@ -160,8 +177,10 @@ class ReinitStandby:
                                      "zsnap reinit without --set to finish it first")
                 resumed = True
             else:
-                plan = self.plan(set_id, force=force)
+                plan = self.plan(set_id, force=force, manager=manager)
                 resumed = False
+            if manager is not None:
+                self._check_datadir(plan, manager)
             result = ReinitResult(plan, dry_run, resumed)
             if dry_run:
                 return result
@@ -172,10 +191,13 @@ class ReinitStandby:
             for r in plan.replacements:
                 self._replace(r)
             self._follow(plan)
-            self._start(plan)
-            result.running_s = time.monotonic() - began
-            self._wait_streaming(timeout_s)
-            result.caught_up_s = time.monotonic() - began
+            # The set was taken from a running server: its pid file is stale.
+            Path(plan.pgdata, "postmaster.pid").unlink(missing_ok=True)
+            if manager is None:
+                self._start(plan)
+                result.running_s = time.monotonic() - began
+                self._wait_streaming(timeout_s)
+                result.caught_up_s = time.monotonic() - began
             self._plan_path.unlink()
             if discard:
                 result.discarded = self._discard(plan)
@@ -183,7 +205,8 @@ class ReinitStandby:
 
     # --- before anything is touched --------------------------------------------------------
 
-    def plan(self, set_id: str | None, *, force: bool) -> ReinitPlan:
+    def plan(self, set_id: str | None, *, force: bool,
+             manager: ManagerCall | None = None) -> ReinitPlan:
         cfg = self.config
         catalog = Catalog(self.zfs, cfg.snapshot.cluster)
         sets = catalog.sets()
@@ -208,10 +231,12 @@ class ReinitStandby:
         if chosen.backup_label is not None:
             raise UsageError(f"set {chosen.id} was taken from a primary: it cannot become a "
                              "standby")
-        if patroni_running() and not force:
+        if manager is None and patroni_running() and not force:
             raise UsageError("a Patroni runs on this host and manages the standby: let it "
                              "rebuild it (docs/reinit.md), or pass --force")
-        self._check_instance(chosen)
+        # A manager rebuilds a member it has stopped and demoted: its pg_control may still
+        # say "in production" (a former primary), which is no reason to refuse.
+        self._check_instance(chosen, demoted=manager is not None)
         self._check_wal(chosen)
         clones = registry.read(self.zfs, cfg.snapshot.cluster, sizes=False)
         if clones:
@@ -235,7 +260,12 @@ class ReinitStandby:
         return ReinitPlan(chosen.id, layout.pgdata.path,
                           str(config_dir or layout.pgdata.path), replacements, moved)
 
-    def _check_instance(self, s: SnapshotSet) -> None:
+    def _check_datadir(self, plan: ReinitPlan, manager: ManagerCall) -> None:
+        if Path(manager.datadir).resolve() != Path(plan.pgdata).resolve():
+            raise UsageError(f"the data directory to rebuild, {manager.datadir}, is not the "
+                             f"one of set {plan.set_id} ({plan.pgdata})")
+
+    def _check_instance(self, s: SnapshotSet, *, demoted: bool = False) -> None:
         """The standby, if it answers, is a standby of the set's cluster; if it does not, its
         pg_control (when still readable) says the same."""
         try:
@@ -243,7 +273,7 @@ class ReinitStandby:
                 in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
                 system = int(scalar(conn, "SELECT system_identifier FROM pg_control_system()"))
         except ZsnapError:
-            self._check_control_file(s)
+            self._check_control_file(s, demoted=demoted)
             return
         if not in_recovery:
             raise UsageError("the server at [standby] conninfo is a primary: zsnap reinit "
@@ -252,7 +282,7 @@ class ReinitStandby:
             raise UsageError(f"the standby is of another cluster (system identifier {system}, "
                              f"set {s.id} has {s.system_identifier})")
 
-    def _check_control_file(self, s: SnapshotSet) -> None:
+    def _check_control_file(self, s: SnapshotSet, *, demoted: bool) -> None:
         pgdata = s.parsed_layout.pgdata.path
         result = self._pg.run("pg_controldata", "-D", pgdata, mutates=False, check=False)
         if result.returncode != 0:
@@ -262,7 +292,7 @@ class ReinitStandby:
         fields = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
         state = fields.get("Database cluster state", "").strip()
         system = fields.get("Database system identifier", "").strip()
-        if state == "in production":
+        if state == "in production" and not demoted:
             raise UsageError(f"the cluster in {pgdata} is a primary (pg_control: in "
                              "production): zsnap reinit rebuilds only a standby")
         if system.isdigit() and int(system) != s.system_identifier:
@@ -339,8 +369,6 @@ class ReinitStandby:
                     self.zfs.set(name, {props[1]: layout, props[0]: members})
 
     def _start(self, plan: ReinitPlan) -> None:
-        # The set was taken from a running server: its pid file is stale.
-        Path(plan.pgdata, "postmaster.pid").unlink(missing_ok=True)
         log_file = self.config.state.dir / "reinit-standby.log"
         log_file.touch()
         owner = os_user_entry(self.config.standby.os_user)
