@@ -145,6 +145,22 @@ def ensure_zfs(runner: Runner) -> None:
         time.sleep(0.5)
 
 
+def destroy_pool(runner: Runner, pool: str) -> None:
+    """Destroy a pool a lab or a test made, if it is imported."""
+    listed = runner.run(["zpool", "list", "-H", "-o", "name"], check=False, mutates=False)
+    if pool not in listed.stdout.split():
+        return
+    # A mount a process released a moment ago can still be busy on zfs-fuse.
+    for attempt in range(20):
+        try:
+            runner.run(["zpool", "destroy", "-f", pool], timeout=120)
+            return
+        except CommandError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+
+
 def _start_zfs_fuse(runner: Runner) -> None:
     # zfs-fuse exits 1 without a word while its pid file exists, even when the process it
     # names is long gone: /run survives on machines restored from a disk image.
@@ -383,7 +399,7 @@ dir = "{self.root / 'state'}"
         self.stop(info, "standby", "immediate")
         self.stop(info, "primary", "immediate")
         for pool in info.pools:
-            self._destroy_pool(pool)
+            destroy_pool(self.runner, pool)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _unmount_stale(self) -> None:
@@ -405,20 +421,6 @@ dir = "{self.root / 'state'}"
             if "postmaster.pid" in files:
                 found.append(Path(top) / "postmaster.pid")
         return sorted(found)
-
-    def _destroy_pool(self, pool: str) -> None:
-        listed = self.runner.run(["zpool", "list", "-H", "-o", "name"], check=False, mutates=False)
-        if pool not in listed.stdout.split():
-            return
-        # A mount a process released a moment ago can still be busy on zfs-fuse.
-        for attempt in range(20):
-            try:
-                self.runner.run(["zpool", "destroy", "-f", pool], timeout=120)
-                return
-            except CommandError:
-                if attempt == 19:
-                    raise
-                time.sleep(0.5)
 
     # --- status and load -----------------------------------------------------------------
 

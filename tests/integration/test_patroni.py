@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from tests.conftest import PG_BIN, TEST_BASE, Cli, free_port_block
-from zsnap.lab import ensure_zfs
+from zsnap.lab import destroy_pool, ensure_zfs
 from zsnap.pg.binaries import find_bindir
 from zsnap.runner import Runner
 
@@ -200,17 +200,17 @@ def cluster() -> Iterator[Cluster]:
     owner = pwd.getpwnam("postgres")
     runner = Runner()
     ensure_zfs(runner)
-    c.root.mkdir(parents=True)
-    os.chmod(c.root, 0o755)
-    for d in (c.sock, c.archive, c.root / "leader", c.root / "state"):
-        d.mkdir(mode=0o700)
-        os.chown(d, owner.pw_uid, owner.pw_gid)
-    image = c.root / "pool.img"
-    runner.run(["truncate", "-s", "1G", str(image)])
-    runner.run(["zpool", "create", "-m", "none", c.pool, str(image)], timeout=120)
-    SUDOERS.write_text(f"postgres ALL=(root) NOPASSWD: {ZSNAP}\n")
-    os.chmod(SUDOERS, 0o440)
     try:
+        c.root.mkdir(parents=True)
+        os.chmod(c.root, 0o755)
+        for d in (c.sock, c.archive, c.root / "leader", c.root / "state"):
+            d.mkdir(mode=0o700)
+            os.chown(d, owner.pw_uid, owner.pw_gid)
+        image = c.root / "pool.img"
+        runner.run(["truncate", "-s", "1G", str(image)])
+        runner.run(["zpool", "create", "-m", "none", c.pool, str(image)], timeout=120)
+        SUDOERS.write_text(f"postgres ALL=(root) NOPASSWD: {ZSNAP}\n")
+        os.chmod(SUDOERS, 0o440)
         runner.run(["zfs", "create", "-o", f"mountpoint={c.replica_data.parent}",
                     f"{c.pool}/pgdata"])
         c.replica_data.mkdir(mode=0o700)
@@ -240,9 +240,12 @@ def cluster() -> Iterator[Cluster]:
                 runner.run(["runuser", "-u", "postgres", "--",
                             str(find_bindir(PG_BIN) / "pg_ctl"), "-D", str(data), "-m",
                             "immediate", "stop"], check=False, cwd="/")
-        runner.run(["zpool", "destroy", "-f", c.pool], check=False, timeout=120)
         SUDOERS.unlink(missing_ok=True)
-        shutil.rmtree(c.root, ignore_errors=True)
+        try:
+            # The replica's PostgreSQL, which Patroni stops, may still hold its mount.
+            destroy_pool(runner, c.pool)
+        finally:
+            shutil.rmtree(c.root, ignore_errors=True)
 
 
 def test_patronictl_reinit_rebuilds_the_replica_from_a_set(cluster: Cluster) -> None:
