@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -14,8 +16,11 @@ from zsnap.errors import DatasetNotFound, NotFoundError, ZsnapError
 from zsnap.lsn import Lsn
 from zsnap.pg.backup_mode import BackupLabel
 from zsnap.pg.config_files import ConfigFiles
-from zsnap.pg.layout import Layout
+from zsnap.pg.layout import Layout, Place
 from zsnap.zfs import UNSET, Zfs
+
+if TYPE_CHECKING:
+    from zsnap.config import Config
 
 PREFIX = "zsnap:"
 SNAP_PREFIX = "zsnap_"
@@ -167,10 +172,52 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def under(dataset: str, parent: str) -> bool:
+    return dataset == parent or dataset.startswith(parent + "/")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which snapshots on this host are this catalog's sets. A standby's host: its own datasets,
+    not the copies that `zsnap replicate` receives on this host (`exclude`, its target). A
+    receiving host: only what arrived under `root`, where member DATASET is ROOT/DATASET; the
+    sets' metadata still names the standby's datasets, and is read back with local names."""
+
+    root: str = ""
+    exclude: str = ""
+
+    def owns(self, name: str) -> bool:
+        dataset = name.split("@", 1)[0]
+        if self.root:
+            return dataset.startswith(self.root + "/")
+        return not (self.exclude and under(dataset, self.exclude))
+
+    def local(self, dataset: str) -> str:
+        return f"{self.root}/{dataset}" if self.root and dataset else dataset
+
+    def layout(self, text: str) -> str:
+        if not self.root:
+            return text
+        places = Layout.from_json(text).places
+        return Layout(tuple(Place(p.role, p.path, self.local(p.dataset), p.subpath, p.oid)
+                            for p in places)).to_json()
+
+
+def scope_of(config: Config) -> Scope:
+    r = config.replicate
+    # A target on this host (no command to reach another) holds copies of this host's sets.
+    return Scope(root=config.catalog.root, exclude=r.target if not r.command else "")
+
+
+def catalog_of(config: Config, zfs: Zfs) -> Catalog:
+    return Catalog(zfs, config.snapshot.cluster, scope_of(config))
+
+
 class Catalog:
-    def __init__(self, zfs: Zfs, cluster: str):
+    def __init__(self, zfs: Zfs, cluster: str, scope: Scope | None = None):
         self.zfs = zfs
         self.cluster = cluster
+        self.scope = scope or Scope()
 
     def sets(self) -> list[SnapshotSet]:
         """Every set of this cluster, oldest first; one `zfs list` call however many sets."""
@@ -184,7 +231,8 @@ class Catalog:
         out = self.zfs.run("list", "-H", "-t", "filesystem", "-o", f"name,{SETS_OF}",
                            mutates=False)
         marked = [line.split("\t")[0] for line in out.splitlines()
-                  if line.split("\t")[1:] == [self.cluster]]
+                  if line.split("\t")[1:] == [self.cluster]
+                  and self.scope.owns(line.split("\t")[0])]
         if not marked:
             return None
         return self._sets(self.zfs.list_snapshots(self._props(), marked), listed=set(marked))
@@ -195,7 +243,8 @@ class Catalog:
         by_set: dict[str, dict[str, dict[str, str]]] = {}
         for row in found:
             set_id = row[PREFIX + "set"]
-            if set_id == UNSET or row[PREFIX + "cluster"] != self.cluster:
+            if (set_id == UNSET or row[PREFIX + "cluster"] != self.cluster
+                    or not self.scope.owns(row["name"])):
                 continue
             by_set.setdefault(set_id, {})[row["name"]] = row
         result = [self._build(set_id, rows, listed) for set_id, rows in by_set.items()]
@@ -232,7 +281,7 @@ class Catalog:
         def prop(key: str) -> str | None:
             return _opt(first.get(PREFIX + key))
 
-        members = (prop("members") or "").split(",")
+        members = [self.scope.local(m) for m in (prop("members") or "").split(",")]
         expected = [f"{ds}@{snapshot_name(set_id)}" for ds in members]
         missing = [name for name in expected if name not in rows
                    and (listed is None or name.split("@")[0] in listed)]
@@ -269,7 +318,7 @@ class Catalog:
             block_size=int(prop("block_size") or 0),
             data_checksums=prop("data_checksums") == "on",
             datasets=members,
-            layout=prop("layout") or "[]",
+            layout=self.scope.layout(prop("layout") or "[]"),
             complete=not missing and fmt in FORMATS,
             missing=missing,
             backup_label=label,

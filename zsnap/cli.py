@@ -22,7 +22,7 @@ COMMANDS = {
     "schedule": "daemon:schedule", "history": "daemon:history", "prune": "prune:prune",
     "wal": "wal:wal", "check": "check:check", "clone": "clone:clone",
     "clones": "clone:clones", "destroy": "clone:destroy", "durable": "clone:durable",
-    "verify": "verify:verify", "reinit": "reinit:reinit",
+    "verify": "verify:verify", "reinit": "reinit:reinit", "replicate": "replicate:replicate",
 }
 
 

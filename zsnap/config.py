@@ -29,7 +29,7 @@ from pydantic_settings import (
 
 from zsnap.cron import cron_trigger, is_off
 from zsnap.duration import parse_duration
-from zsnap.errors import ConfigError
+from zsnap.errors import ConfigError, UsageError
 
 DEFAULT_PATH = Path("/etc/zsnap/zsnap.toml")
 ENV_VAR = "ZSNAP_CONFIG"
@@ -102,6 +102,30 @@ class SnapshotConfig(Section):
     primary_checkpoint_wait_s: Annotated[float, Field(gt=0)] = 120.0
 
 
+# A dataset name as zfs spells it: the pool, then components; nothing a shell would expand, as
+# the name may travel through [replicate] command (ssh joins its arguments into a command line).
+_DATASET = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$"
+
+
+class ReplicateConfig(Section):
+    """Where `zsnap replicate` sends complete sets (zsnap/replicate.py)."""
+
+    # Each member DATASET of a set is received as TARGET/DATASET; empty: no replication.
+    target: Annotated[str, Field(pattern=_DATASET + "|^$")] = ""
+    # An argv prefix that runs a command on the receiving host, e.g. ["ssh", "-o",
+    # "BatchMode=yes", "dr1"]; empty: the target is on this host.
+    command: list[str] = []
+    # For one member's send, the longest it may take (a first full send of a large database).
+    send_timeout_s: Annotated[float, Field(gt=0)] = 86400.0
+
+
+class CatalogConfig(Section):
+    """Where this host's sets are: empty for a standby's own; on a receiving host, the
+    [replicate] target the sets arrive under (no standby is needed there)."""
+
+    root: Annotated[str, Field(pattern=_DATASET + "|^$")] = ""
+
+
 class StateConfig(Section):
     dir: Path = Path("/var/lib/zsnap")
 
@@ -132,6 +156,8 @@ class ScheduleConfig(Section):
     snapshot: str = "0 * * * *"
     prune: str = "30 * * * *"
     verify: str = "off"
+    # `zsnap replicate`: every set to [replicate] target soon after it is taken.
+    replicate: str = "off"
     # A run that could not start on time (daemon busy or down) still runs if it is late by
     # less than this; several missed runs of one job coalesce into one.
     misfire_grace: Duration = timedelta(hours=6)
@@ -140,7 +166,7 @@ class ScheduleConfig(Section):
     # How often the daemon rewrites its heartbeat file (read by `zsnap check`).
     heartbeat_interval: Duration = timedelta(seconds=30)
 
-    @field_validator("snapshot", "prune", "verify")
+    @field_validator("snapshot", "prune", "verify", "replicate")
     @classmethod
     def _cron(cls, value: str) -> str:
         if not is_off(value):
@@ -194,6 +220,9 @@ class CheckConfig(Section):
     replay_lag_warning: Threshold = timedelta(minutes=5)
     replay_lag_critical: Threshold = timedelta(minutes=30)
     heartbeat_age_critical: Threshold = timedelta(minutes=5)
+    # Age of the newest set on [replicate] target (checked where a target is configured).
+    replication_lag_warning: Threshold = timedelta(hours=3)
+    replication_lag_critical: Threshold = timedelta(hours=12)
     pool_free_warning_pct: Percent = 20.0
     pool_free_critical_pct: Percent = 10.0
     # Write the results for node_exporter's textfile collector on every `zsnap check`.
@@ -228,6 +257,25 @@ class Config(BaseSettings):
     retention: RetentionConfig = RetentionConfig()
     check: CheckConfig = CheckConfig()
     verify: VerifyConfig = VerifyConfig()
+    replicate: ReplicateConfig = ReplicateConfig()
+    catalog: CatalogConfig = CatalogConfig()
+
+    @property
+    def receiving(self) -> bool:
+        """A host that holds sets received from a standby elsewhere, and no standby."""
+        return bool(self.catalog.root)
+
+    def require_standby(self, doing: str) -> None:
+        if self.receiving:
+            raise UsageError(f"this host receives sets ([catalog] root = {self.catalog.root}) "
+                             f"and has no standby: {doing} runs on the standby's host")
+
+    @model_validator(mode="after")
+    def _not_both(self) -> Config:
+        if self.catalog.root and self.replicate.target:
+            raise ValueError("catalog.root: a receiving host does not replicate further; "
+                             "set [catalog] root or [replicate] target, not both")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -281,6 +329,8 @@ def describe(error: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         text = f"unknown key {key}"
+    elif not key:  # a rule across sections names its keys itself
+        text = _message(first)
     else:
         text = f"{key}: {_message(first)}"
     if len(problems) > 1:

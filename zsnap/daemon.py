@@ -48,6 +48,7 @@ from zsnap.history import BUSY, MISSED, History
 from zsnap.lock import locked
 from zsnap.pg.replay import resume_abandoned
 from zsnap.prune import Prune
+from zsnap.replicate import Replicate
 from zsnap.runner import Runner
 from zsnap.snapshot import TakeSnapshot
 from zsnap.verify import Selection, VerifySet, failure_line
@@ -88,11 +89,19 @@ def verify_job(cfg: Config) -> JobResult:
             "sets": [{"set": v.set_id, "rto_s": v.rto_s} for v in results]}
 
 
+def replicate_job(cfg: Config) -> JobResult:
+    result = Replicate(cfg, Zfs(Runner())).run()
+    size = sum(t.bytes for t in result.transfers)
+    return {"detail": f"{len(result.done)} set(s) replicated to {result.target}, {size} bytes",
+            "sets": result.done}
+
+
 # The jobs `[schedule]` can name, each the same operation the command line runs.
 JOBS: dict[str, Callable[[Config], JobResult]] = {
     "snapshot": snapshot_job,
     "prune": prune_job,
     "verify": verify_job,
+    "replicate": replicate_job,
 }
 
 
@@ -104,9 +113,13 @@ def schedule_zone(cfg: Config) -> tzinfo:
 
 
 def crons(cfg: Config) -> dict[str, str]:
-    """Every job named in [schedule] and its cron string ("off" for one not scheduled)."""
+    """Every job named in [schedule] and its cron string ("off" for one not scheduled). A
+    receiving host ([catalog] root) takes no sets and sends none, whatever [schedule] says."""
     s = cfg.schedule
-    return {"snapshot": s.snapshot, "prune": s.prune, "verify": s.verify}
+    if cfg.receiving:
+        return {"snapshot": "off", "prune": s.prune, "verify": s.verify, "replicate": "off"}
+    return {"snapshot": s.snapshot, "prune": s.prune, "verify": s.verify,
+            "replicate": s.replicate}
 
 
 @dataclass

@@ -89,6 +89,10 @@ class NoSpace(ZfsError):
     pass
 
 
+class NoSuchHold(ZfsError):
+    """`zfs release` of a tag the snapshot does not carry."""
+
+
 class PoolFull(ZsnapError):
     """A pool zsnap would write into is below [check] pool_free_critical_pct."""
 
@@ -121,6 +125,10 @@ class WalMissing(RecoveryFailed):
 
 class SnapshotFailed(ZsnapError):
     """A snapshot set could not be completed; the members already taken were removed."""
+
+
+class ReplicationFailed(ZsnapError):
+    """A set could not be sent to the [replicate] target; what arrived stays for the next run."""
 
 
 class VerificationFailed(ZsnapError):

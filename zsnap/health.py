@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
 
-from zsnap.catalog import Catalog, SnapshotSet
+from zsnap.catalog import SnapshotSet, catalog_of
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import half_made
 from zsnap.config import Config
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT = "daemon.json"
 # What a verification may record as a pass; anything else is a failure.
 GOOD_OUTCOMES = {"ok", "passed", "pass", "success"}
-SCHEDULED_JOBS = ("snapshot", "prune", "verify")
+SCHEDULED_JOBS = ("snapshot", "prune", "verify", "replicate")
 
 
 class Status(IntEnum):
@@ -114,17 +114,23 @@ class Health:
     @property
     def sets(self) -> list[SnapshotSet]:
         if self._sets is None:
-            self._sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
+            self._sets = catalog_of(self.config, self.zfs).sets()
         return self._sets
 
     def checks(self) -> list[tuple[str, Callable[[], CheckResult]]]:
+        standby = [] if self.config.receiving else [
+            ("replay_lag", self.replay_lag),
+            ("replay_paused", self.replay_paused),
+        ]
+        replicating = [("replication", self.replication)] if self.config.replicate.target else []
         return [
             ("newest_set", self.newest_set),
             ("incomplete_sets", self.incomplete_sets),
             ("verification", self.verification),
-            ("replay_lag", self.replay_lag),
-            ("replay_paused", self.replay_paused),
+            *standby,
+            *replicating,
             ("wal_archive", self.wal_archive),
+            ("recovery_window", self.recovery_window),
             ("pool_free", self.pool_free),
             ("clones", self.clones),
             ("scheduler", self.scheduler),
@@ -270,11 +276,41 @@ class Health:
             "someone ran pg_wal_replay_pause(): SELECT pg_wal_replay_resume() on the standby",
         )
 
+    def replication(self) -> CheckResult:
+        """How far the [replicate] target is behind: the age of its newest complete set, and
+        the sets here that it does not have yet."""
+        from zsnap.replicate import target_catalog, target_zfs
+
+        c = self.config.check
+        target = self.config.replicate.target
+        arrived = [s for s in target_catalog(self.config, target_zfs(self.config)).sets()
+                   if s.complete]
+        newest = arrived[-1] if arrived else None
+        pending = [s for s in self.sets if s.complete and (newest is None or s.id > newest.id)]
+        metrics = [Metric("replication_pending_sets", float(len(pending)))]
+        if newest is None:
+            return CheckResult("replication", Status.CRITICAL, f"no complete set on {target}",
+                               "run `zsnap replicate`, or schedule [schedule] replicate",
+                               metrics)
+        age = (self.now - newest.created).total_seconds()
+        metrics.insert(0, Metric("replication_lag_seconds", age,
+                                 _seconds(c.replication_lag_warning),
+                                 _seconds(c.replication_lag_critical)))
+        status = grade(age, c.replication_lag_warning, c.replication_lag_critical)
+        return CheckResult(
+            "replication", status,
+            f"newest set on {target} is {newest.id}, {age_text(age)} old; "
+            f"{len(pending)} set(s) not sent yet",
+            "" if status == Status.OK else
+            "replication stopped: see `zsnap history replicate` and `zsnap replicate --dry-run`",
+            metrics,
+        )
+
     def wal_archive(self) -> CheckResult:
         if configured(self.config, self.zfs.runner) is None:
             return CheckResult("wal_archive", Status.OK,
                                "no [archive] path or pgbackrest_stanza: not checked")
-        result = WalCheck(self.config, Catalog(self.zfs, self.config.snapshot.cluster)).run()
+        result = WalCheck(self.config, catalog_of(self.config, self.zfs)).run()
         report = result.report
         if report is None:
             return CheckResult("wal_archive", Status.WARNING, "no complete set to check from",
@@ -298,8 +334,32 @@ class Health:
             "", metrics,
         )
 
+    def recovery_window(self) -> CheckResult:
+        """From when to when a flashback is possible here; WARNING where missing WAL splits
+        it (a time inside a hole, or after it without a newer set, cannot be reached)."""
+        from zsnap.window import recovery_window
+
+        found = recovery_window(self.config, self.sets, self.zfs.runner)
+        if not found.windows:
+            return CheckResult("recovery_window", Status.WARNING, found.summary(),
+                               "take a set, and check the WAL archive (`zsnap wal check`)")
+        oldest, newest = found.windows[0].start, found.windows[-1].end
+        metrics = [
+            Metric("recovery_window_reach_seconds", (self.now - oldest).total_seconds()),
+            Metric("recovery_window_end_age_seconds", (self.now - newest).total_seconds()),
+            Metric("recovery_windows", float(len(found.windows))),
+        ]
+        holes = [w for w in found.windows if "missing" in w.ends]
+        if holes:
+            return CheckResult(
+                "recovery_window", Status.WARNING, found.summary(),
+                "missing WAL splits the window: " + "; ".join(w.ends for w in holes), metrics)
+        return CheckResult("recovery_window", Status.OK, found.summary(), "", metrics)
+
     def _pools(self) -> list[str]:
         datasets: set[str] = {d for s in self.sets for d in s.datasets}
+        if self.config.receiving:
+            return sorted({pool_of(self.config.catalog.root), *map(pool_of, datasets)})
         try:
             with connected(self.config.standby.conninfo) as conn:
                 datasets.update(discover(conn, self.zfs).datasets)
@@ -416,10 +476,17 @@ METRICS = {
     "replay_lag_bytes": "WAL received by the standby but not replayed yet.",
     "wal_missing_segments": "Segments missing from the WAL archive after the oldest set.",
     "wal_checked_segments": "Segments of the WAL archive checked.",
+    "recovery_window_reach_seconds": "How far back a flashback can go: the age of the "
+                                     "window's start.",
+    "recovery_window_end_age_seconds": "Age of the latest time a flashback can reach (the last "
+                                       "archived commit).",
+    "recovery_windows": "Windows the recovery window is split into (missing WAL, timelines).",
     "pool_free_percent": "Free space of each pool (label pool) holding the standby's data.",
     "clones": "Flashback instances of the cluster.",
     "clones_not_durable": "Flashback instances not durable yet.",
     "clones_half_made": "Clones a killed zsnap left half-made (zsnap destroy removes them).",
+    "replication_lag_seconds": "Age of the newest complete set on [replicate] target.",
+    "replication_pending_sets": "Complete sets here that [replicate] target lacks.",
     "heartbeat_age_seconds": "Age of the zsnap daemon's heartbeat.",
     "check_timestamp_seconds": "When zsnap check wrote this file (Unix time).",
 }

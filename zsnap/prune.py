@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from zsnap.catalog import PREFIX, SNAP_PREFIX, Catalog, SnapshotSet
+from zsnap.catalog import PREFIX, SNAP_PREFIX, SnapshotSet, catalog_of
 from zsnap.config import Config
 from zsnap.errors import ZfsError
 from zsnap.lock import locked
@@ -99,7 +99,7 @@ class Prune:
     now: datetime | None = None
 
     def plan(self) -> list[Verdict]:
-        sets = Catalog(self.zfs, self.config.snapshot.cluster).sets()
+        sets = catalog_of(self.config, self.zfs).sets()
         protected = protection(self.zfs, sets)
         candidates = [
             Candidate(s.id, s.created, s.complete, protected.get(s.id, "")) for s in sets
@@ -116,7 +116,7 @@ class Prune:
                     self._destroy(v)
             result = PruneResult(self.dry_run, policy_of(cfg).describe(), verdicts)
             if cfg.retention.prune_wal and configured(cfg, self.zfs.runner) is not None:
-                catalog = Catalog(self.zfs, cfg.snapshot.cluster)
+                catalog = catalog_of(cfg, self.zfs)
                 result.wal = WalPrune(cfg, catalog, self.dry_run).run()
         return result
 

@@ -30,7 +30,14 @@ from pathlib import Path
 
 import psycopg
 
-from zsnap.catalog import PREFIX, SETS_OF, Catalog, SnapshotSet, new_set_id, snapshot_name
+from zsnap.catalog import (
+    PREFIX,
+    SETS_OF,
+    SnapshotSet,
+    catalog_of,
+    new_set_id,
+    snapshot_name,
+)
 from zsnap.clone import archive as segments
 from zsnap.clone import registry
 from zsnap.config import Config
@@ -155,6 +162,9 @@ class ReinitStandby:
     zfs: Zfs
     on_progress: Callable[[str], None] = lambda message: None
 
+    def __post_init__(self) -> None:
+        self.config.require_standby("zsnap reinit")
+
     @property
     def _plan_path(self) -> Path:
         return self.config.state.dir / PLAN_FILE
@@ -208,7 +218,7 @@ class ReinitStandby:
     def plan(self, set_id: str | None, *, force: bool,
              manager: ManagerCall | None = None) -> ReinitPlan:
         cfg = self.config
-        catalog = Catalog(self.zfs, cfg.snapshot.cluster)
+        catalog = catalog_of(cfg, self.zfs)
         sets = catalog.sets()
         mountpoints = self.zfs.filesystems()
         if set_id is None:

@@ -12,10 +12,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sh
 
@@ -118,6 +121,87 @@ class Runner:
         return Result(full, code, out, err)
 
 
+    def pipe(
+        self,
+        source: Sequence[str],
+        sink: Sequence[str],
+        *,
+        timeout: float,
+        on_bytes: Callable[[int], None] = lambda n: None,
+        on_start: Callable[[int], None] = lambda pid: None,
+        error: ErrorFactory = CommandError,
+    ) -> int:
+        """`source | sink` (both changing something: `zfs send | zfs receive`), the bytes
+        passing through zsnap so that they can be counted (`on_bytes` after each chunk;
+        `on_start` is told the source's pid). Returns the bytes passed. Both die with zsnap;
+        both are killed after `timeout`."""
+        if self.dry_run:
+            for argv in (source, sink):
+                log.info("dry run, skipped: %s", shlex.join(argv))
+                self.skipped.append(list(argv))
+            return 0
+        log.debug("pipe: %s | %s", shlex.join(source), shlex.join(sink))
+        env = {**os.environ, "LC_ALL": "C"}
+        env.pop("LANGUAGE", None)
+        with tempfile.TemporaryFile() as src_err, tempfile.TemporaryFile() as dst_err:
+            procs = []
+            try:
+                src = _popen(source, env, stdout=subprocess.PIPE, stderr=src_err)
+                procs.append(src)
+                dst = _popen(sink, env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=dst_err)
+                procs.append(dst)
+            except FileNotFoundError as e:
+                _kill_all(procs)
+                raise CommandNotFound(str(e.filename)) from None
+            assert src.stdout is not None and dst.stdin is not None
+            try:
+                on_start(src.pid)
+            except BaseException:
+                _kill_all(procs)
+                raise
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                _kill_all(procs)
+
+            watchdog = threading.Timer(timeout, expire)
+            watchdog.daemon = True
+            watchdog.start()
+            passed = 0
+            try:
+                with src.stdout, dst.stdin:
+                    while chunk := os.read(src.stdout.fileno(), 1 << 20):
+                        try:
+                            dst.stdin.write(chunk)
+                        except BrokenPipeError:
+                            break  # the sink gave up: its exit status says why
+                        passed += len(chunk)
+                        on_bytes(passed)
+            except BrokenPipeError:
+                pass  # closing the sink's stdin after it died
+            except BaseException:
+                _kill_all(procs)
+                raise
+            finally:
+                for proc in procs:
+                    _wait(proc)
+                watchdog.cancel()
+            if expired.is_set():
+                raise CommandTimeout([*source, "|", *sink], timeout)
+            results = [(argv, proc.returncode, _read(f))
+                       for argv, proc, f in ((source, src, src_err), (sink, dst, dst_err))]
+        _, s_code, s_err = results[0]
+        # The sink's failure explains a source stopped by a broken pipe, and not the reverse.
+        if s_code == 0 or s_code == -signal.SIGPIPE or "pipe" in s_err.lower():
+            results.reverse()
+        for argv, code, err in results:
+            if code != 0:
+                log.debug("exit %d: %s", code, err.strip())
+                raise error(argv, code, err, "")
+        return passed
+
     def spawn_detached(self, argv: Sequence[str], *, log_file: Path) -> int:
         """Start zsnap itself (`argv[0]` is "zsnap": this interpreter's) in a session of its
         own, for work that must outlive this command (a clone's durability); its output goes to
@@ -148,6 +232,33 @@ def die_with_parent() -> None:
     A command that forks (runuser, a shell) passes it on to none of its own children."""
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _popen(argv: Sequence[str], env: Mapping[str, str], **streams: Any) -> subprocess.Popen[bytes]:
+    # A session of its own (a timeout kills its children too) and SIGKILL when zsnap dies.
+    return subprocess.Popen(list(argv), env=env, start_new_session=True,
+                            preexec_fn=die_with_parent, **streams)
+
+
+def _kill_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a child that was told to stop or has nothing more to read; one that lingers
+    past a minute is killed."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            _kill_all([proc])
+        time.sleep(0.01)
+
+
+def _read(file: Any) -> str:
+    file.seek(0)
+    return _text(file.read())
 
 
 def _kill(proc: sh.RunningCommand) -> None:

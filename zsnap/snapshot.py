@@ -31,8 +31,8 @@ from zsnap.catalog import (
     PENDING_BACKUP,
     PREFIX,
     SETS_OF,
-    Catalog,
     SnapshotSet,
+    catalog_of,
     new_set_id,
     properties,
     snapshot_name,
@@ -173,6 +173,9 @@ class TakeSnapshot:
     config: Config
     zfs: Zfs
 
+    def __post_init__(self) -> None:
+        self.config.require_standby("zsnap snapshot")
+
     def plan(self) -> Plan:
         """What `run` would snapshot, found the same way, without pausing replay."""
         with connected(self.config.standby.conninfo) as conn:
@@ -262,7 +265,7 @@ class TakeSnapshot:
         self._write_pause(created, pause_ms)
         log.info("snapshot set %s taken, %s for %d ms", set_id,
                  "replay paused" if in_recovery else "in backup mode", pause_ms)
-        taken = Catalog(self.zfs, cfg.snapshot.cluster).read(set_id, created)
+        taken = catalog_of(cfg, self.zfs).read(set_id, created)
         # The measured window is the answer even if writing it onto a member failed.
         return taken.model_copy(update={"pause_ms": pause_ms})
 

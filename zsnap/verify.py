@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from zsnap.catalog import NONE, VERIFICATION, Catalog, SnapshotSet
+from zsnap.catalog import NONE, VERIFICATION, SnapshotSet, catalog_of
 from zsnap.clone import registry
 from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import Teardown
@@ -229,7 +229,7 @@ class VerifySet:
         return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
 
     def select(self, selection: Selection) -> list[SnapshotSet]:
-        return selection.choose(Catalog(self.zfs, self.config.snapshot.cluster).sets())
+        return selection.choose(catalog_of(self.config, self.zfs).sets())
 
     def run(self, selection: Selection) -> list[Verification]:
         """Verify the selected sets one after another; one verify run at a time, so that the
@@ -297,6 +297,9 @@ class VerifySet:
         if found != s.system_identifier:
             return Check("system_identifier", Outcome.FAILED,
                          f"instance {found}, set {s.system_identifier}")
+        if self.config.receiving:
+            return Check("system_identifier", Outcome.PASSED,
+                         f"{found}, as the set's (a receiving host has no standby to compare)")
         try:
             with connected(self.config.standby.conninfo) as conn:
                 standby = system_identifier(conn)

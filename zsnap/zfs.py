@@ -18,6 +18,7 @@ from zsnap.errors import (
     DatasetExists,
     DatasetNotFound,
     NoSpace,
+    NoSuchHold,
     PoolFull,
     ZfsError,
     ZfsUnsupported,
@@ -34,6 +35,7 @@ _ERRORS: list[tuple[re.Pattern[str], type[ZfsError]]] = [
     (re.compile(r"already exists"), DatasetExists),
     (re.compile(r"is busy|has dependent clones|snapshot is cloned"), DatasetBusy),
     (re.compile(r"out of space|no space left"), NoSpace),
+    (re.compile(r"no such tag"), NoSuchHold),
     (re.compile(r"too many arguments|invalid option|unrecognized command"), ZfsUnsupported),
 ]
 
@@ -51,11 +53,15 @@ class Capabilities:
     atomic_snapshots: bool
     # `zfs list -p` (parsable numbers); zfs-fuse only has it on `zfs get`.
     list_parsable: bool
+    # `zfs receive -s`: an interrupted receive keeps what arrived and a token to resume from
+    # (`zfs send -t`); OpenZFS 0.7 and later, not zfs-fuse.
+    resumable_receive: bool = False
 
     @classmethod
     def from_usage(cls, usage: str) -> Capabilities:
         atomic = False
         parsable = False
+        resumable = False
         for raw in usage.splitlines():
             line = raw.strip()
             if line.startswith("snapshot "):
@@ -63,7 +69,10 @@ class Capabilities:
             elif line.startswith("list "):
                 flags = re.match(r"list \[-([A-Za-z]+)\]", line)
                 parsable = bool(flags and "p" in flags.group(1))
-        return cls(atomic_snapshots=atomic, list_parsable=parsable)
+            elif line.startswith(("receive ", "recv ")):
+                flags = re.match(r"rec(?:ei)?v \[-([A-Za-z]+)\]", line)
+                resumable = resumable or bool(flags and "s" in flags.group(1))
+        return cls(atomic_snapshots=atomic, list_parsable=parsable, resumable_receive=resumable)
 
 
 @dataclass(frozen=True)
@@ -101,21 +110,27 @@ def pool_of(dataset: str) -> str:
 
 
 class Zfs:
-    def __init__(self, runner: Runner, binary: str = "zfs"):
+    """`prefix`: an argv that runs the command on another host ([replicate] command)."""
+
+    def __init__(self, runner: Runner, binary: str = "zfs", prefix: Sequence[str] = ()):
         self.runner = runner
         self.binary = binary
+        self.prefix = list(prefix)
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.prefix, self.binary, *args]
 
     def run(
         self, *args: str, mutates: bool, timeout: float = ZFS_TIMEOUT, check: bool = True
     ) -> str:
         return self.runner.run(
-            [self.binary, *args], timeout=timeout, mutates=mutates, check=check, error=zfs_error
+            self.argv(*args), timeout=timeout, mutates=mutates, check=check, error=zfs_error
         ).stdout
 
     @cached_property
     def capabilities(self) -> Capabilities:
         # `zfs` without a command prints its usage; that text differs between implementations.
-        result = self.runner.run([self.binary], mutates=False, check=False, timeout=30)
+        result = self.runner.run(self.argv(), mutates=False, check=False, timeout=30)
         caps = Capabilities.from_usage(result.stderr + result.stdout)
         log.debug("zfs capabilities: %s", caps)
         return caps

@@ -41,7 +41,7 @@ def userrefs(names: set[str]) -> dict[str, int]:
 def clean_up_and_check(cli: Cli, info: LabInfo, proven_before: set[str],
                        stalled: str = "") -> None:
     """The invariants after a kill, and the clean-up the next commands do."""
-    sets = {s["id"]: s for s in cli.json("list")}  # any command resumes an abandoned pause
+    sets = {s["id"]: s for s in cli.json("list")["sets"]}  # any command resumes an abandoned pause
     assert replay_state(info) == "not paused"
     new = {i for i, s in sets.items() if s["complete"] and i not in proven_before}
     if stalled.startswith("zfs snapshot"):
@@ -78,7 +78,7 @@ def kill_at_every_call(
     clean_up_and_check(cli, info, set())
     for nth in range(1, total + 1):
         prepare(cli)
-        proven = {s["id"] for s in cli.json("list") if s["complete"]}
+        proven = {s["id"] for s in cli.json("list")["sets"] if s["complete"]}
         stalled = stall.killed_at(zsnap_argv(info, *args), nth)
         clean_up_and_check(cli, info, proven, stalled)
     return total
@@ -90,7 +90,7 @@ def test_snapshot(kill_lab: LabInfo, tmp_path: Path) -> None:
 
 def test_clone(kill_lab: LabInfo, tmp_path: Path) -> None:
     def a_set(cli: Cli) -> None:
-        if not any(s["complete"] for s in cli.json("list")):
+        if not any(s["complete"] for s in cli.json("list")["sets"]):
             cli("snapshot")
 
     assert kill_at_every_call(kill_lab, tmp_path,
@@ -100,7 +100,7 @@ def test_clone(kill_lab: LabInfo, tmp_path: Path) -> None:
 
 def test_destroy(kill_lab: LabInfo, tmp_path: Path) -> None:
     def a_clone(cli: Cli) -> None:
-        if not any(s["complete"] for s in cli.json("list")):
+        if not any(s["complete"] for s in cli.json("list")["sets"]):
             cli("snapshot")
         cli("clone", "--immediate", "--name", "victim", "--durable")
 

@@ -122,7 +122,7 @@ def test_prune_whole_sets_then_wal_prune(ops_lab: LabInfo, tmp_path: Path) -> No
         assert snapshots_of(s0) == [] and snapshots_of(s2) == []
         assert sorted(snapshots_of(s1)) == sorted(members[s1])
         assert sorted(snapshots_of(s3)) == sorted(members[s3])
-        assert [s["id"] for s in cli.json("list")] == [s1, s3]
+        assert [s["id"] for s in cli.json("list")["sets"]] == [s1, s3]
     finally:
         subprocess.run(["zfs", "release", "zsnap-clone-test", held], check=True)
     last = cli.json("history", "--job", "prune")[-1]
@@ -316,7 +316,7 @@ def test_daemon_fires_reloads_and_stops_cleanly(ops_lab: LabInfo, tmp_path: Path
         pruned = wait_for("a prune", lambda: [
             r for r in history_of(state, "prune") if r["outcome"] == "ok" and r["data"]["pruned"]])
         assert pruned[0]["origin"] == "daemon"
-        assert len(cli.json("list")) == 1, "pruned to the newest set, each set whole"
+        assert len(cli.json("list")["sets"]) == 1, "pruned to the newest set, each set whole"
 
         # SIGTERM while replay is paused for a snapshot: the snapshot finishes first.
         write_config(ops_lab, config, "opsdaemon", schedule=frequent, check=checks)

@@ -294,7 +294,7 @@ def test_patronictl_reinit_rebuilds_the_replica_from_a_set(cluster: Cluster) -> 
 
     # The set used and a set taken afterwards are listed, complete, and the new one clones.
     after = cli.json("snapshot")
-    listed = {s["id"]: s["complete"] for s in cli.json("list")}
+    listed = {s["id"]: s["complete"] for s in cli.json("list")["sets"]}
     assert listed[taken["id"]] and listed[after["id"]]
     clone = cli.json("clone", "--set", after["id"], "--name", "afterpatroni")
     with psycopg.connect(clone["dsn"], autocommit=True) as conn:

@@ -53,7 +53,7 @@ def test_a_primary_is_snapshotted_in_backup_mode(fresh_lab: LabInfo) -> None:
     # (a) Not allowed: refused in one line, nothing taken.
     code, message = fails(Cli(info.config_file), "snapshot")
     assert code == 2 and "not a standby" in message and "allow_primary" in message
-    assert Cli(info.config_file).json("list") == []
+    assert Cli(info.config_file).json("list")["sets"] == []
 
     cli = allowing_primary(info)
     load = Load(server)
@@ -109,7 +109,7 @@ def test_a_primary_is_snapshotted_in_backup_mode(fresh_lab: LabInfo) -> None:
                          "checkpoint_timeout_s = 3")
     _, message = fails(Cli(stuck), "snapshot")
     assert "pg_backup_stop failed" in message and "removed the 3 member(s)" in message
-    assert [x["id"] for x in cli.json("list")] == [s["id"]]
+    assert [x["id"] for x in cli.json("list")["sets"]] == [s["id"]]
     sql(info, "standby", "ALTER SYSTEM RESET archive_command")
     sql(info, "standby", "SELECT pg_reload_conf()")
     assert cli.json("snapshot")["complete"] is True

@@ -93,7 +93,7 @@ def test_a_standby_damaged_three_ways_is_rebuilt(reinit_lab: LabInfo) -> None:
     assert asides <= datasets(info) and before <= datasets(info) | asides
     # Every set is still listed and complete; the newer one, now on the damaged datasets,
     # still clones.
-    listed = {s["id"]: s for s in cli.json("list")}
+    listed = {s["id"]: s for s in cli.json("list")["sets"]}
     assert listed[old["id"]]["complete"] and listed[newer["id"]]["complete"]
     assert set(listed[newer["id"]]["datasets"]) == asides
     c = cli.json("clone", "--set", newer["id"], "--name", "fromnewer")
@@ -175,4 +175,4 @@ def test_killed_at_its_steps_reinit_again_finishes(reinit_lab: LabInfo, tmp_path
         assert rows(info, "standby") == rows(info, "primary"), (nth, stalled)
         # The damaged datasets of every run stay until discarded.
         assert {d["damaged_kept_as"] for d in again["datasets"]} <= datasets(info)
-    assert all(s["complete"] for s in cli.json("list"))
+    assert all(s["complete"] for s in cli.json("list")["sets"])

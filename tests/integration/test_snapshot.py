@@ -128,7 +128,7 @@ def test_set_metadata_is_sane(lab: LabInfo, sets_under_load: list[dict[str, Any]
 def test_list_and_show_read_back_from_zfs(
     lab: LabInfo, cli: Any, sets_under_load: list[dict[str, Any]]
 ) -> None:
-    listed = {s["id"]: s for s in cli.json("list")}
+    listed = {s["id"]: s for s in cli.json("list")["sets"]}
     keys = ["created", "timeline", "redo_lsn", "checkpoint_lsn", "consistent_lsn",
             "replay_timestamp", "system_identifier", "datasets", "pause_ms", "complete"]
     for s in sets_under_load:
@@ -152,7 +152,7 @@ def test_a_set_missing_a_member_is_incomplete(lab: LabInfo, cli: Any) -> None:
     try:
         Zfs(Runner()).destroy(victim)
         # `list` reads a set from its control-file member; --all-members looks at them all.
-        listed = {x["id"]: x for x in cli.json("list", "--all-members")}[s["id"]]
+        listed = {x["id"]: x for x in cli.json("list", "--all-members")["sets"]}[s["id"]]
         assert listed["complete"] is False
         assert listed["missing"] == [victim]
         assert cli.json("show", s["id"])["complete"] is False
@@ -165,14 +165,14 @@ def test_a_set_missing_a_member_is_incomplete(lab: LabInfo, cli: Any) -> None:
 
 
 def test_dry_run_pauses_nothing_and_takes_nothing(lab: LabInfo, cli: Any) -> None:
-    before = {s["id"] for s in cli.json("list")}
+    before = {s["id"] for s in cli.json("list")["sets"]}
     plan = cli.json("snapshot", "--dry-run")
     assert plan["dry_run"] is True and plan["pause_replay"] is True
     assert plan["datasets"][0] == f"{lab.pools[0]}/pgdata"
     assert [n for call in plan["calls"] for n in call] == [
         f"{d}@{snapshot_name(plan['id'])}" for d in plan["datasets"]
     ]
-    assert {s["id"] for s in cli.json("list")} == before
+    assert {s["id"] for s in cli.json("list")["sets"]} == before
     assert not any(Zfs(Runner()).exists(n) for call in plan["calls"] for n in call)
     assert not (lab.root / "state" / MARKER).exists()
 
@@ -280,7 +280,7 @@ def test_failure_on_a_later_pool_removes_only_what_this_run_took(
     try:
         for name in blockers:
             zfs.run("snapshot", name, mutates=True)
-        before = {s["id"] for s in cli.json("list")}
+        before = {s["id"] for s in cli.json("list")["sets"]}
         proc = cli("snapshot", check=False)
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
@@ -292,7 +292,7 @@ def test_failure_on_a_later_pool_removes_only_what_this_run_took(
             if dataset != other:
                 assert not zfs.exists(f"{dataset}@{snapshot_name(set_id)}")
         assert all(zfs.exists(name) for name in blockers)  # not ours: left alone
-        assert {s["id"] for s in cli.json("list")} == before
+        assert {s["id"] for s in cli.json("list")["sets"]} == before
         assert replay_state(lab) == "not paused"
         assert not (lab.root / "state" / MARKER).exists()
     finally:
@@ -326,7 +326,7 @@ def test_tablespace_off_zfs_is_one_clear_error(fresh_lab: LabInfo, cli: Any) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert f"tablespace {oid} at {off_zfs} is not on a ZFS dataset" in lines[0]
-    assert cli.json("list") == []
+    assert cli.json("list")["sets"] == []
 
     proc = cli("doctor", "--json", check=False)
     assert proc.returncode == 1
@@ -347,7 +347,7 @@ def test_a_pool_below_the_critical_free_space_is_refused(
     """Issue 10, item 9: zfs-fuse dies when a pool fills up, taking every mount with it."""
     from tests.conftest import Cli
 
-    before = cli.json("list")
+    before = cli.json("list")["sets"]
     config = tmp_path / "zsnap.toml"
     config.write_text(lab.config_file.read_text() + "\n[check]\npool_free_critical_pct = 99.9\n")
     strict = Cli(config)
@@ -357,4 +357,4 @@ def test_a_pool_below_the_critical_free_space_is_refused(
         assert proc.returncode == 1 and message.count("\n") == 0, message
         assert "below [check] pool_free_critical_pct (99.9%)" in message, message
     assert replay_state(lab) == "not paused"
-    assert cli.json("list") == before and cli.json("clones") == []
+    assert cli.json("list")["sets"] == before and cli.json("clones") == []

@@ -26,7 +26,7 @@ esac"""
 
 
 def complete_ids(cli: Cli) -> set[str]:
-    return {s["id"] for s in cli.json("list") if s["complete"]}
+    return {s["id"] for s in cli.json("list")["sets"] if s["complete"]}
 
 
 def test_sigkill_during_the_last_member_leaves_no_complete_set(
@@ -54,7 +54,7 @@ def test_sigkill_during_the_last_member_leaves_no_complete_set(
     (killed,) = {n.split("@zsnap_")[1] for n in made}
 
     # The next command resumes the pause the dead zsnap made; its set is never complete.
-    listed = {s["id"]: s for s in cli.json("list")}
+    listed = {s["id"]: s for s in cli.json("list")["sets"]}
     assert replay_state(info) == "not paused"
     assert not (info.root / "state" / MARKER).exists()
     assert listed[killed]["complete"] is False

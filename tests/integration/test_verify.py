@@ -78,7 +78,7 @@ def one_line_failure(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def listed(cli: Cli, set_id: str) -> dict[str, Any]:
-    return next(s for s in cli.json("list") if s["id"] == set_id)
+    return next(s for s in cli.json("list")["sets"] if s["id"] == set_id)
 
 
 def verification_status(cli: Cli) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zsnap import walarchive
-from zsnap.catalog import Catalog, SnapshotSet
+from zsnap.catalog import SnapshotSet, catalog_of
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
@@ -207,7 +207,7 @@ class CreateClone:
         """The sets to try, best first, each read whole before it is used (`confirmed`).
         Chosen from one snapshot a set where the catalog can (Catalog.heads), else, and
         whenever that finds no set for the target, from every member of every set."""
-        catalog = Catalog(self.zfs, self.config.snapshot.cluster)
+        catalog = catalog_of(self.config, self.zfs)
         heads = catalog.heads()
         if heads is not None:
             with contextlib.suppress(ZsnapError):
@@ -217,7 +217,7 @@ class CreateClone:
     def confirmed(self, s: SnapshotSet) -> SnapshotSet | None:
         """`s` read from every member; None if one is gone (destroyed by hand)."""
         try:
-            whole = Catalog(self.zfs, self.config.snapshot.cluster).read(s.id, s.snapshots)
+            whole = catalog_of(self.config, self.zfs).read(s.id, s.snapshots)
         except DatasetNotFound:
             whole = None
         if whole is None or not whole.complete:

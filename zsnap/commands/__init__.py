@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from zsnap import config
-from zsnap.catalog import Catalog
+from zsnap.catalog import Catalog, catalog_of
 from zsnap.errors import EXIT_FAILURE, ZsnapError
 from zsnap.output import error_line
 from zsnap.runner import Runner
@@ -43,7 +43,7 @@ class Context:
         return Zfs(Runner(dry_run=dry_run))
 
     def catalog(self) -> Catalog:
-        return Catalog(self.zfs(), self.config.snapshot.cluster)
+        return catalog_of(self.config, self.zfs())
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from zsnap.catalog import SnapshotSet
 from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
@@ -80,10 +81,24 @@ def list_sets(obj: Context, all_members: bool, as_json: bool) -> None:
     """List the snapshot sets, oldest first. Each set is read from its control-file member,
     where zsnap records that it proved the set consistent; `show`, `check`, `prune`, `clone`
     and `verify` look at every member of the sets they act on."""
+    from zsnap.window import recovery_window
+
     catalog = obj.catalog()
     sets = (None if all_members else catalog.heads()) or catalog.sets()
+    window = recovery_window(obj.config, sets, catalog.zfs.runner)
     title = f"snapshot sets of {obj.config.snapshot.cluster}"
-    emit([set_summary(s) for s in sets], as_json, lambda: table(title, SET_COLUMNS, set_rows(sets)))
+
+    def human() -> None:
+        table(title, SET_COLUMNS, set_rows(sets))
+        table("recovery window: a flashback can reach any time inside",
+              ["from", "to", "tli", "first set", "sets", "ends with"],
+              [[fmt_time(w.start), fmt_time(w.end), w.timeline, w.first_set, len(w.sets),
+                w.ends] for w in window.windows])
+        for note in window.notes:
+            console.print(f"note: {escape(note)}", highlight=False)
+
+    emit({"sets": [set_summary(s) for s in sets], "recovery_window": window.to_json()},
+         as_json, human)
 
 
 @click.command()

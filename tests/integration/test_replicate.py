@@ -1,0 +1,248 @@
+"""Sets replicated to another pool standing for a second host (a local pipe: `[replicate]
+command` empty), and served there by a config with `[catalog] root`: full, then incremental
+sends; a send killed mid-stream and finished by the next run; pruning on each side on its own;
+a flashback on the receiving side exact against the primary's commit timestamps; the
+replication lag and the recovery window in `zsnap check` and `zsnap list`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli, archive_all, sql, with_setting
+from tests.integration.faults import wait_for, wrapped_zfs
+from tests.integration.test_clone import Load, assert_gone, check_clone, fails, userrefs
+from zsnap.lab import LabInfo, destroy_pool
+from zsnap.runner import Runner
+
+TARGET_POOL_SIZE = "1G"
+
+
+@dataclass
+class Pair:
+    info: LabInfo
+    source: Cli
+    receiving: Cli
+    pool: str
+    target: str
+    receiving_config: Path
+
+
+@pytest.fixture
+def pair(fresh_lab: LabInfo) -> Iterator[Pair]:
+    info = fresh_lab
+    pool = f"{info.name}_dr"
+    image = info.root / "dr.img"
+    runner = Runner()
+    runner.run(["truncate", "-s", TARGET_POOL_SIZE, str(image)])
+    runner.run(["zpool", "create", "-m", "none", pool, str(image)], timeout=120)
+    target = f"{pool}/zsnap"
+    try:
+        text = info.config_file.read_text()
+        info.config_file.write_text(text + f'\n[replicate]\ntarget = "{target}"\n')
+        # The receiving host: the same cluster's sets under its root, its own state and
+        # clones (where the postgres user can reach them); no standby at all.
+        host = info.root / "receiving"
+        host.mkdir()
+        receiving = host / "zsnap.toml"
+        receiving.write_text(
+            text.replace(str(info.root / "state"), str(host / "state"))
+            .replace(str(info.clone_root), str(host / "clones"))
+            .replace(f"port={info.standby_port}", "port=1")
+            + f'\n[catalog]\nroot = "{target}"\n')
+        yield Pair(info, Cli(info.config_file), Cli(receiving), pool, target, receiving)
+    finally:
+        destroy_pool(runner, pool)
+        image.unlink(missing_ok=True)
+
+
+def snapshots(prefix: str) -> set[str]:
+    out = Runner().run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name"], mutates=False)
+    return {n for n in out.stdout.split() if n.startswith(prefix)}
+
+
+def ids(cli: Cli) -> dict[str, bool]:
+    return {s["id"]: s["complete"] for s in cli.json("list")["sets"]}
+
+
+def checks(cli: Cli) -> dict[str, dict[str, Any]]:
+    """`zsnap check --json` by check name (it exits with the worst state, as Nagios wants)."""
+    proc = cli("check", "--json", check=False)
+    return {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+
+
+THROTTLED_RECEIVE = """
+case "$*" in
+  *receive*{dataset})
+    python3 -c '
+import sys, time, pathlib
+out = sys.stdout.buffer
+while chunk := sys.stdin.buffer.read(1 << 18):
+    out.write(chunk); out.flush()
+    pathlib.Path("{flowing}").touch()
+    time.sleep(0.5)
+' | {real} "$@"
+    exit $? ;;
+esac
+"""
+
+
+def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair: Pair) -> None:
+    info, cli, dr = pair.info, pair.source, pair.receiving
+    primary = info.conninfo("primary")
+    control = next(d for d in info.datasets if d.endswith("/pgdata"))
+    load = Load(primary)
+    try:
+        time.sleep(0.5)
+        a = cli.json("snapshot")["id"]
+        dry = cli.json("replicate", "--dry-run")
+        assert dry["dry_run"] is True and [s["id"] for s in dry["sets"]] == [a]
+        assert snapshots(pair.target) == set(), "a dry run sends nothing"
+
+        # The first set goes whole, every member a full stream with its properties.
+        first = cli.json("replicate")
+        assert first["replicated"] == [a] and first["newest_before"] is None
+        assert [m["base"] for m in first["sets"][0]["members"]] == [None] * 3
+        assert ids(dr) == {a: True}
+
+        time.sleep(0.5)
+        between = load.point()
+        time.sleep(0.5)
+        b = cli.json("snapshot")["id"]
+        second = cli.json("replicate")
+        members = second["sets"][0]["members"]
+        assert second["replicated"] == [b]
+        assert all(m["base"] and m["base"].endswith(f"@zsnap_{a}") for m in members)
+        assert sum(m["bytes"] for m in members) < sum(
+            m["bytes"] for m in first["sets"][0]["members"]), "incremental, not full"
+        # The base of the next send is held on both sides, the older one released.
+        assert userrefs(f"{control}@zsnap_{b}") == 1 and userrefs(f"{control}@zsnap_{a}") == 0
+        assert userrefs(f"{pair.target}/{control}@zsnap_{b}") == 1
+
+        # A send killed mid-stream: the set never counts as arrived; the next run finishes.
+        time.sleep(1)
+        c = cli.json("snapshot")["id"]
+    finally:
+        load.stop()
+    archive_all(primary, info.archive)
+
+    flowing = pair.info.root / "flowing"
+    env = wrapped_zfs(pair.info.root, THROTTLED_RECEIVE.format(
+        dataset=f"{pair.target}/{control}", flowing=flowing, real=shutil.which("zfs")))
+    proc = subprocess.Popen([sys.executable, "-m", "zsnap", "--config", str(info.config_file),
+                             "replicate"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for(flowing.exists, "the throttled send never started", 120)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_for(lambda: not any(f"{pair.target}/{control}" in line for line in subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+        if "receive" in line), "the receive outlived its zsnap", 30)
+    assert f"{pair.target}/{control}@zsnap_{c}" not in snapshots(pair.target)
+    assert ids(dr).get(c) is not True, "a set half sent is never complete on the target"
+    lag = checks(cli)["replication"]
+    assert lag["status"] == "OK" and "1 set(s) not sent yet" in str(lag["summary"])
+    third = cli.json("replicate")
+    assert third["replicated"] == [c] and third["newest_before"] == b
+    # The killed sender's temporary holds are gone too (zfs-fuse leaves them behind).
+    assert userrefs(f"{control}@zsnap_{b}") == 0 and userrefs(f"{control}@zsnap_{c}") == 1
+    assert ids(dr) == {a: True, b: True, c: True}
+    assert cli.json("replicate")["replicated"] == [], "nothing left to send"
+
+    # A flashback on the receiving side, from the set before the target, exact to the commit.
+    r = dr.json("clone", "--at", between.isoformat(), "--name", "dr-between")
+    assert r["set"] == a and all(d.startswith(pair.pool + "/") for d in r["datasets"])
+    check_clone(r, primary, between)
+    assert {c["name"] for c in dr.json("clones")} == {"dr-between"}
+    dr.json("destroy", "dr-between")
+    assert not [d for d in Runner().run(["zfs", "list", "-H", "-o", "name"], mutates=False)
+                .stdout.split() if "/zsnap-clones/dr-between" in d]
+    assert_gone(info, "dr-between")
+
+    # The receiving host has no standby: its checks leave the standby out, and it takes none.
+    on_dr = checks(dr)
+    assert "replay_lag" not in on_dr and "replication" not in on_dr
+    assert on_dr["newest_set"]["status"] == "OK" and c in on_dr["newest_set"]["summary"]
+    assert dr.json("list")["recovery_window"]["windows"][0]["first_set"] == a
+    code, message = fails(dr, "snapshot")
+    assert code == 2 and "receives sets" in message
+    [verified] = dr.json("verify", "--latest")
+    assert verified["set"] == c and verified["outcome"] == "passed", verified
+
+    # Pruning on each side on its own: the source keeps only its newest, the target all.
+    keep_one = "[retention]\nhourly = 0\ndaily = 0\nweekly = 0\nmonthly = 0\nmin_sets = 1\n"
+    info.config_file.write_text(info.config_file.read_text() + keep_one)
+    verdicts = cli.json("prune")["sets"]
+    assert {v["id"] for v in verdicts if v["destroyed"]} == {a, b}, [(v["id"], v["reasons"], v["error"]) for v in verdicts]
+    assert ids(cli) == {c: True} and ids(dr) == {a: True, b: True, c: True}
+    # An incremental from the set both sides still hold, after the source pruned the rest.
+    time.sleep(1)
+    d = cli.json("snapshot")["id"]
+    # Not sent yet: the held base stays on the source whatever its retention says.
+    held = {v["id"]: v for v in cli.json("prune")["sets"]}
+    assert held[c]["keep"] and "hold" in " ".join(held[c]["reasons"])
+    fourth = cli.json("replicate")
+    assert fourth["replicated"] == [d]
+    assert all(m["base"].endswith(f"@zsnap_{c}") for m in fourth["sets"][0]["members"])
+    pair.receiving_config.write_text(pair.receiving_config.read_text() + keep_one)
+    dropped = {v["id"] for v in dr.json("prune")["sets"] if v["destroyed"]}
+    assert dropped == {a, b, c}
+    assert ids(dr) == {d: True} and set(ids(cli)) == {c, d}
+    assert userrefs(f"{pair.target}/{control}@zsnap_{d}") == 1
+
+
+def test_recovery_window_runs_to_the_last_archived_commit_and_splits_at_missing_wal(
+    pair: Pair,
+) -> None:
+    info, cli = pair.info, pair.source
+    primary = info.conninfo("primary")
+    # Each set's redo point its own moment, so that a set after a hole in the WAL is usable.
+    with_setting(info.config_file, info.config_file, "snapshot",
+                 f'primary_checkpoint = "{primary}"')
+
+    def write_and_archive() -> None:
+        load = Load(primary)
+        try:
+            time.sleep(1)
+        finally:
+            load.stop()
+        archive_all(primary, info.archive)
+
+    first = cli.json("snapshot")
+    write_and_archive()
+    write_and_archive()
+    hole = sorted(p.name for p in info.archive.iterdir() if len(p.name) == 24)[-1]
+    second = cli.json("snapshot")
+    write_and_archive()
+    last_commit = datetime.fromisoformat(str(sql(
+        info, "primary", "SELECT timestamp::text FROM pg_last_committed_xact()")))
+
+    [window] = cli.json("list")["recovery_window"]["windows"]
+    assert datetime.fromisoformat(window["from"]) == datetime.fromisoformat(first["consistent_at"])
+    assert datetime.fromisoformat(window["to"]) == last_commit
+    assert window["sets"] == [first["id"], second["id"]]
+    assert checks(cli)["recovery_window"]["status"] == "OK"
+
+    # A segment gone from the archive splits the window; the newer set starts the next one.
+    aside = info.root / hole
+    (info.archive / hole).rename(aside)
+    try:
+        before, after = cli.json("list")["recovery_window"]["windows"]
+        assert hole in before["ends"] and before["sets"] == [first["id"]]
+        assert after["first_set"] == second["id"]
+        assert datetime.fromisoformat(after["to"]) == last_commit
+        split = checks(cli)["recovery_window"]
+        assert split["status"] == "WARNING" and hole in split["hint"]
+    finally:
+        aside.rename(info.archive / hole)
