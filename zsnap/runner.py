@@ -194,7 +194,7 @@ class Runner:
                        for argv, proc, f in ((source, src, src_err), (sink, dst, dst_err))]
         _, s_code, s_err = results[0]
         # The sink's failure explains a source stopped by a broken pipe, and not the reverse.
-        if s_code == 0 or s_code == -signal.SIGPIPE or "pipe" in s_err.lower():
+        if s_code in (0, -signal.SIGPIPE, 128 + signal.SIGPIPE) or "pipe" in s_err.lower():
             results.reverse()
         for argv, code, err in results:
             if code != 0:

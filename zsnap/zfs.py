@@ -70,7 +70,7 @@ class Capabilities:
                 flags = re.match(r"list \[-([A-Za-z]+)\]", line)
                 parsable = bool(flags and "p" in flags.group(1))
             elif line.startswith(("receive ", "recv ")):
-                flags = re.match(r"rec(?:ei)?v \[-([A-Za-z]+)\]", line)
+                flags = re.match(r"(?:receive|recv) \[-([A-Za-z]+)\]", line)
                 resumable = resumable or bool(flags and "s" in flags.group(1))
         return cls(atomic_snapshots=atomic, list_parsable=parsable, resumable_receive=resumable)
 

@@ -30,8 +30,9 @@ def test_every_key_is_in_the_example() -> None:
     assert shown - expected == set(), "keys in the example that zsnap does not know"
 
 
-# Keys that exclude each other ([archive] names one archive): uncommented one side at a time.
-EITHER = ({"path"}, {"pgbackrest_stanza", "pgbackrest_config"})
+# Keys that exclude each other ([archive] names one archive; a host that receives sets sends
+# none): uncommented one side at a time.
+EITHER = ({"path", "root"}, {"pgbackrest_stanza", "pgbackrest_config", "target", "command"})
 
 
 def uncommented(tmp_path: Path, keep_commented: set[str]) -> config.Config:
@@ -50,4 +51,5 @@ def test_the_example_loads_as_written_and_uncommented(tmp_path: Path) -> None:
         loaded = uncommented(tmp_path, keep_commented)
         assert loaded.schedule.timezone == "Europe/Berlin"
         assert loaded.retention == config.Config().retention
-        assert all(getattr(loaded.archive, key) for key in other)
+        assert all(getattr(loaded.archive, key) for key in other if hasattr(loaded.archive, key))
+        assert loaded.receiving == ("root" in other)

@@ -14,6 +14,7 @@ from zsnap.errors import (
     DatasetExists,
     DatasetNotFound,
     NoSpace,
+    NoSuchHold,
     ZfsError,
     ZfsUnsupported,
 )
@@ -25,17 +26,20 @@ DATA = Path(__file__).parent / "data"
 def test_zfs_fuse_snapshots_one_at_a_time_and_has_no_list_p() -> None:
     # Captured by running `zfs` without arguments on zfs-fuse 0.7 (this machine).
     caps = Capabilities.from_usage((DATA / "zfs-fuse-0.7-usage.txt").read_text())
-    assert caps == Capabilities(atomic_snapshots=False, list_parsable=False)
+    assert caps == Capabilities(atomic_snapshots=False, list_parsable=False,
+                                resumable_receive=False)
 
 
 def test_openzfs_2_snapshots_atomically_and_lists_parsable() -> None:
     # The usage lines of OpenZFS 2.1's zfs_main.c (get_usage).
     caps = Capabilities.from_usage((DATA / "openzfs-2.1-usage.txt").read_text())
-    assert caps == Capabilities(atomic_snapshots=True, list_parsable=True)
+    assert caps == Capabilities(atomic_snapshots=True, list_parsable=True,
+                                resumable_receive=True)
 
 
 def test_unknown_usage_assumes_the_least() -> None:
-    assert Capabilities.from_usage("zfs: command not understood") == Capabilities(False, False)
+    assert Capabilities.from_usage("zfs: command not understood") == Capabilities(
+        False, False, False)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +52,9 @@ def test_unknown_usage_assumes_the_least() -> None:
         ("cannot destroy 'a/b': dataset is busy", DatasetBusy),
         ("cannot destroy 'a/b@s': snapshot has dependent clones", DatasetBusy),
         ("cannot create snapshot 'a/b@x': out of space", NoSpace),
+        # zfs-fuse's words (this machine) for a release of a tag the snapshot lacks.
+        ("cannot release '.send-1-0' from 'a/b@x': no such tag on this dataset", NoSuchHold),
+        ("cannot hold snapshot 'a/b@x': tag already exists on this dataset", DatasetExists),
         ("too many arguments\nusage:\n\tsnapshot [-r] ...", ZfsUnsupported),
         ("invalid option 'p'\nusage:\n\tlist [-rH][-d max] ...", ZfsUnsupported),
         ("cannot mount 'a/b': permission denied", ZfsError),
