@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything zsnap's lab, tests and benchmarks need on a fresh Debian 12 machine, as root:
 # zfs-fuse (when the kernel has no ZFS), PostgreSQL 15 with contrib, pgBackRest (benchmarks),
-# Patroni with etcd and sudo (the Patroni test),
+# Patroni with etcd and sudo (the Patroni test), sshd (a second host for replication),
 # and a virtualenv in .venv with zsnap and its development tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v patroni >/dev/null || need_apt+=(patroni)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v sudo >/dev/null || need_apt+=(sudo)
+# A second host for `zsnap replicate` over ssh, in a network namespace (test_replicate.py).
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -127,6 +127,11 @@ class SnapshotFailed(ZsnapError):
     """A snapshot set could not be completed; the members already taken were removed."""
 
 
+class ReplayResumed(SnapshotFailed):
+    """Someone else resumed replay while a set was taken (Patroni does, on PostgreSQL 14+):
+    that set is not consistent, and was removed."""
+
+
 class ReplicationFailed(ZsnapError):
     """A set could not be sent to the [replicate] target; what arrived stays for the next run."""
 

@@ -70,12 +70,8 @@ class Runner:
             command = sh.Command(full[0]).bake(_tty_out=False)
         except sh.CommandNotFound:
             raise CommandNotFound(full[0]) from None
-        run_env = dict(os.environ if env is None else env)
-        # Parsed output must not depend on the operator's locale.
-        run_env["LC_ALL"] = "C"
-        run_env.pop("LANGUAGE", None)
-        # Started in the background and waited for here, with our own watchdog: sh's `_timeout`
-        # costs about 100 ms per command and leaves a timer thread behind when interrupted.
+        run_env = _c_locale(os.environ if env is None else env)
+        # Started in the background and waited for here, with our own watchdog (_watchdog).
         proc = command(
             *full[1:],
             _bg=True,
@@ -90,15 +86,7 @@ class Runner:
             _return_cmd=True,
             _preexec_fn=die_with_parent,
         )
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            _kill(proc)
-
-        watchdog = threading.Timer(timeout, expire)
-        watchdog.daemon = True
-        watchdog.start()
+        expired, watchdog = _watchdog(timeout, lambda: _kill(proc))
         try:
             proc.wait()
         except sh.SignalException:
@@ -141,8 +129,7 @@ class Runner:
                 self.skipped.append(list(argv))
             return 0
         log.debug("pipe: %s | %s", shlex.join(source), shlex.join(sink))
-        env = {**os.environ, "LC_ALL": "C"}
-        env.pop("LANGUAGE", None)
+        env = _c_locale(os.environ)
         with tempfile.TemporaryFile() as src_err, tempfile.TemporaryFile() as dst_err:
             procs = []
             try:
@@ -160,15 +147,7 @@ class Runner:
             except BaseException:
                 _kill_all(procs)
                 raise
-            expired = threading.Event()
-
-            def expire() -> None:
-                expired.set()
-                _kill_all(procs)
-
-            watchdog = threading.Timer(timeout, expire)
-            watchdog.daemon = True
-            watchdog.start()
+            expired, watchdog = _watchdog(timeout, lambda: _kill_all(procs))
             passed = 0
             try:
                 with src.stdout, dst.stdin:
@@ -232,6 +211,28 @@ def die_with_parent() -> None:
     A command that forks (runuser, a shell) passes it on to none of its own children."""
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _c_locale(env: Mapping[str, str]) -> dict[str, str]:
+    """Parsed output must not depend on the operator's locale."""
+    result = {**env, "LC_ALL": "C"}
+    result.pop("LANGUAGE", None)
+    return result
+
+
+def _watchdog(timeout: float, kill: Callable[[], None]) -> tuple[threading.Event, threading.Timer]:
+    """Our own timer (sh's `_timeout` costs about 100 ms per command and leaves a thread behind
+    when interrupted): `kill` after `timeout` seconds, and the event says it fired."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    return expired, timer
 
 
 def _popen(argv: Sequence[str], env: Mapping[str, str], **streams: Any) -> subprocess.Popen[bytes]:

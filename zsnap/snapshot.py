@@ -42,6 +42,7 @@ from zsnap.errors import (
     LockBusy,
     NotInRecovery,
     PostgresError,
+    ReplayResumed,
     SnapshotFailed,
     UsageError,
     ZsnapError,
@@ -137,13 +138,17 @@ class Frozen:
         now = Frozen.read(conn)
         state = pause_state(conn)
         if state != "paused" or now != self:
-            raise SnapshotFailed(
+            resumed = state != "paused" and now.postmaster_start == self.postmaster_start
+            raise (ReplayResumed if resumed else SnapshotFailed)(
                 f"replay did not stay frozen while the set was taken (paused: {state}, "
                 f"replay {self.replay_lsn} -> {now.replay_lsn}, postmaster started "
                 f"{self.postmaster_start.isoformat()} -> {now.postmaster_start.isoformat()}): "
                 "the set is not consistent"
             )
 
+
+# How often a set is tried when someone else resumed replay while it was taken.
+ATTEMPTS = 3
 
 # pg_try_advisory_lock's key for "a zsnap takes a set of this server" ('zsnap' in ASCII).
 ADVISORY_KEY = 0x7A736E6170
@@ -190,6 +195,20 @@ class TakeSnapshot:
         )
 
     def run(self) -> SnapshotSet:
+        """One set. Patroni's HA loop resumes a paused replay on PostgreSQL 14+ (it takes the
+        pause for one caused by too low settings): a set whose pause someone else lifted is
+        removed, and taken again, a few times at most."""
+        attempt = 1
+        while True:
+            try:
+                return self._take()
+            except ReplayResumed as e:
+                if attempt == ATTEMPTS:
+                    raise
+                attempt += 1
+                log.warning("%s; taking the set again (attempt %d of %d)", e, attempt, ATTEMPTS)
+
+    def _take(self) -> SnapshotSet:
         cfg = self.config
         with locked(cfg.state.dir, SNAPSHOT_LOCK), connected(cfg.standby.conninfo) as conn:
             self._check_standby(conn)
@@ -309,7 +328,9 @@ class TakeSnapshot:
         cleaned = f"removed the {len(created) - len(left)} member(s) already taken"
         if left:
             cleaned += f"; could NOT remove {', '.join(left)}: destroy them by hand"
-        raise SnapshotFailed(f"snapshot set {set_id} failed: {error}; {cleaned}") from error
+        # Taken again (TakeSnapshot.run) only once nothing of this try is left.
+        kind = ReplayResumed if isinstance(error, ReplayResumed) and not left else SnapshotFailed
+        raise kind(f"snapshot set {set_id} failed: {error}; {cleaned}") from error
 
     def _write_pause(self, names: list[str], pause_ms: int) -> None:
         """pause_ms is measured after the snapshots exist, so it is written afterwards, on

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from zsnap.catalog import SnapshotSet
@@ -172,9 +173,19 @@ def windows(
             Segment(span.timeline, b, segment_size).name, ends))
         reached = end if branch else None
     for s in usable:
-        if s.id not in assigned:
+        if s.id in assigned:
+            continue
+        if s.redo.value // segment_size > newest:
+            # Newer than the archive (an idle primary, a fresh redo point): the set holds its
+            # own WAL up to its consistency point, which a flashback reaches, and no more.
+            seg = Segment(s.timeline, s.consistent.value // segment_size, segment_size).name
+            result.windows.append(Window(
+                s.timeline, s.consistent_at, s.consistent_at, s.id, [s.id], seg, seg,
+                "its own WAL: nothing archived after it yet"))
+        else:
             result.notes.append(f"set {s.id}: the WAL from its redo point to its consistency "
                                 "point is not all in the archive: outside the window")
+    result.windows.sort(key=lambda w: (w.start, w.first_segment))
     return result
 
 
@@ -227,17 +238,21 @@ class SegmentReader:
                 self._cache = json.loads(self._cache_path.read_text())
             except (OSError, ValueError):
                 self._cache = {}
-        if key not in self._cache:
-            self._cache[key] = self._read(segment, end)
-        value = self._cache[key]
+        if key in self._cache:
+            value = self._cache[key]
+        else:
+            path = self._fetch(segment)
+            if path is None:
+                return None  # not cached: it may be readable next time
+            value = self._cache[key] = self._read(path, end)
         return datetime.fromisoformat(value) if value else None
 
-    def _read(self, segment: Segment, end: Lsn | None) -> str | None:
-        path = self._fetch(segment)
-        if path is None:
-            return None
-        waldump = find_bindir(self.config.standby.pg_bin) / "pg_waldump"
-        argv = [str(waldump), "--rmgr=Transaction", *([f"--end={end}"] if end else []),
+    @cached_property
+    def _waldump(self) -> Path:
+        return find_bindir(self.config.standby.pg_bin) / "pg_waldump"
+
+    def _read(self, path: Path, end: Lsn | None) -> str | None:
+        argv = [str(self._waldump), "--rmgr=Transaction", *([f"--end={end}"] if end else []),
                 str(path)]
         # The end of the WAL at hand makes pg_waldump exit non-zero after the last record.
         result = self.runner.run(argv, mutates=False, check=False, timeout=120,

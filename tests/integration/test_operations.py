@@ -171,7 +171,7 @@ def test_check_reports_real_conditions(ops_lab: LabInfo, tmp_path: Path) -> None
     prom = tmp_path / "metrics" / "zsnap.prom"
     ok = cli("check", "--nagios", "--prometheus", str(prom), check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.startswith("ZSNAP OK - 10 checks OK | ")
+    assert ok.stdout.startswith("ZSNAP OK - 11 checks OK | ")
     assert "'newest_set_age_seconds'=" in ok.stdout
     text = prom.read_text()
     assert 'zsnap_check_status{cluster="opscheck",check="wal_archive"} 0' in text

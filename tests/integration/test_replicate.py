@@ -7,6 +7,7 @@ replication lag and the recovery window in `zsnap check` and `zsnap list`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -247,3 +248,85 @@ def test_recovery_window_runs_to_the_last_archived_commit_and_splits_at_missing_
         assert split["status"] == "WARNING" and hole in split["hint"]
     finally:
         aside.rename(info.archive / hole)
+
+
+SSHD_CONFIG = """\
+ListenAddress {address}
+Port 2222
+HostKey {dir}/host_key
+AuthorizedKeysFile {dir}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile {dir}/sshd.pid
+"""
+
+
+@pytest.fixture
+def ssh_host(tmp_path: Path) -> Iterator[list[str]]:
+    """A second host to replicate to: sshd in a network namespace of its own, reached over a
+    veth pair. It shares this machine's ZFS, as another host shares nothing but the link:
+    what crosses is what ssh carries. Yields the `[replicate] command` that reaches it."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    assert Path(sshd).exists(), "no sshd: run scripts/bootstrap.sh (openssh-server)"
+    tag = f"{os.getpid() % 10000}"
+    ns, near, far = f"zsnap-dr{tag}", f"zsd{tag}a", f"zsd{tag}b"
+    subnet = os.getpid() % 250 + 1
+    address = f"10.213.{subnet}.2"
+    runner = Runner()
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    for name in ("host_key", "client_key"):
+        runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)])
+    (keys / "authorized_keys").write_text((keys / "client_key.pub").read_text())
+    (keys / "sshd_config").write_text(SSHD_CONFIG.format(address=address, dir=keys))
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    runner.run(["ip", "netns", "add", ns])
+    daemon = None
+    try:
+        runner.run(["ip", "link", "add", near, "type", "veth", "peer", "name", far])
+        runner.run(["ip", "link", "set", far, "netns", ns])
+        runner.run(["ip", "addr", "add", f"10.213.{subnet}.1/30", "dev", near])
+        runner.run(["ip", "link", "set", near, "up"])
+        for argv in (["ip", "addr", "add", f"{address}/30", "dev", far],
+                     ["ip", "link", "set", far, "up"], ["ip", "link", "set", "lo", "up"]):
+            runner.run(["ip", "netns", "exec", ns, *argv])
+        daemon = subprocess.Popen(["ip", "netns", "exec", ns, sshd, "-D", "-e", "-f",
+                                   str(keys / "sshd_config")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = ["ssh", "-i", str(keys / "client_key"), "-p", "2222", "-o", "BatchMode=yes",
+                   "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                   "-o", "LogLevel=ERROR", f"root@{address}"]
+        wait_for(lambda: runner.run([*command, "true"], check=False, timeout=10,
+                                    mutates=False).returncode == 0, "sshd did not answer", 30)
+        yield command
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+        runner.run(["ip", "netns", "delete", ns], check=False)
+        runner.run(["ip", "link", "delete", near], check=False)
+
+
+def test_sets_replicate_over_ssh_to_a_host_in_a_network_namespace(
+    pair: Pair, ssh_host: list[str]
+) -> None:
+    info, cli = pair.info, pair.source
+    with_setting(info.config_file, info.config_file, "replicate",
+                 f"command = {json.dumps(ssh_host)}")
+    a = cli.json("snapshot")["id"]
+    assert cli.json("replicate")["replicated"] == [a]
+    load = Load(info.conninfo("primary"))
+    try:
+        time.sleep(1)
+    finally:
+        load.stop()
+    b = cli.json("snapshot")["id"]
+    sent = cli.json("replicate")
+    assert sent["replicated"] == [b] and sent["newest_before"] == a
+    assert all(m["base"] for m in sent["sets"][0]["members"])
+    assert ids(pair.receiving) == {a: True, b: True}
+    lag = checks(cli)["replication"]
+    assert lag["status"] == "OK" and b in lag["summary"]

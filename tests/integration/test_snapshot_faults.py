@@ -4,6 +4,7 @@ that leaves no complete set, and nothing that outlives zsnap finishes one."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -90,3 +91,35 @@ def test_a_standby_restart_during_the_snapshot_calls_leaves_no_complete_set(
     assert replay_state(info) == "not paused"
     result: dict[str, Any] = cli.json("snapshot")
     assert result["complete"] is True
+
+
+RESUME = ("""{python} -c 'import psycopg; psycopg.connect("{conninfo}", autocommit=True)"""
+          """.execute("SELECT pg_wal_replay_resume()")'""")
+
+
+def test_a_pause_someone_else_lifts_is_taken_again(fresh_lab: LabInfo, tmp_path: Path) -> None:
+    """Patroni's HA loop resumes a paused replay on PostgreSQL 14+. A set whose pause another
+    session lifted is removed and taken again; when it happens every time, no set is left."""
+    info = fresh_lab
+    cli = Cli(info.config_file)
+    before = snapshots(info.pools)
+    resume = RESUME.format(python=sys.executable, conninfo=info.conninfo("standby"))
+    once = tmp_path / "once"
+    once.touch()
+    # Before the last pool's member, once: another session resumes replay.
+    env = wrapped_zfs(tmp_path, on_pool(info.pools[1],
+                                        f"if [ -e {once} ]; then rm {once}; {resume}; fi"))
+    proc = cli("snapshot", "--json", env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "taking the set again (attempt 2 of 3)" in proc.stderr
+    taken = json.loads(proc.stdout)
+    assert taken["complete"] is True
+    made = snapshots(info.pools) - before
+    assert {n.split("@zsnap_")[1] for n in made} == {taken["id"]}, "the first try was removed"
+
+    always = wrapped_zfs(tmp_path, on_pool(info.pools[1], resume))
+    before = snapshots(info.pools)
+    proc = cli("snapshot", env=always, check=False)
+    assert proc.returncode == 1 and "replay did not stay frozen" in proc.stderr
+    assert snapshots(info.pools) == before
+    assert replay_state(info) == "not paused"

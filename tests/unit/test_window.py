@@ -101,6 +101,15 @@ def test_a_set_consistent_in_a_segment_not_archived_yet_reaches_its_own_point() 
     assert newest.id in w.sets and minute(w.end) == 80
 
 
+def test_a_set_newer_than_the_whole_archive_is_a_point_of_its_own() -> None:
+    fresh = make_set(90, 8, 8)  # a fresh redo point, its segment not archived yet
+    found = windows([make_set(3, 1, 1), fresh], Archive.from_names(names(1, range(1, 6))), {},
+                    commit_at_minute)
+    first, point = found.windows
+    assert minute(first.end) == 50 and point.sets == [fresh.id]
+    assert point.start == point.end == fresh.consistent_at and found.notes == []
+
+
 def test_no_complete_set_no_window() -> None:
     found = windows([make_set(3, 1, 1, complete=False)],
                     Archive.from_names(names(1, [1])), {}, commit_at_minute)
