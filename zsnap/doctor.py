@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from zsnap.catalog import catalog_of
 from zsnap.config import Config
 from zsnap.cron import longest_interval
 from zsnap.errors import LockBusy, NotOnZfs, UsageError, ZsnapError, first_line
@@ -40,7 +41,7 @@ from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, serv
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
 from zsnap.walarchive import configured, restore_command
-from zsnap.zfs import UNSET, Zfs
+from zsnap.zfs import UNSET, Zfs, pool_of
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,13 @@ class Doctor:
     def run(self) -> Report:
         report = Report()
         report.checks.append(self._state_dir())
+        if self.config.receiving:
+            # No standby here: what this host needs is the sets and a way to the WAL.
+            report.checks.append(guarded("received sets", self._received))
+            return report
         report.checks.append(self._marker())
+        if self.config.replicate.target:
+            report.checks.append(guarded("replication target", self._target))
         try:
             conn = connect(self.config.standby.conninfo)
         except ZsnapError as e:
@@ -183,6 +190,35 @@ class Doctor:
                          "zsnap keeps its lock and replay marker there: create it, writable "
                          "by the user running zsnap, or set state.dir")
         return Check("state dir writable", Status.OK, str(state))
+
+    def _received(self) -> Check:
+        root = self.config.catalog.root
+        if not self.zfs.exists(root):
+            return Check("received sets", Status.FAIL, f"no dataset {root}",
+                         "run `zsnap replicate` on the standby's host first (docs/replication.md)")
+        sets = [s for s in catalog_of(self.config, self.zfs).sets() if s.complete]
+        if not sets:
+            return Check("received sets", Status.WARN, f"{root}: no complete set of cluster "
+                         f"{self.config.snapshot.cluster}",
+                         "is [snapshot] cluster the standby's? has a set arrived whole yet?")
+        return Check("received sets", Status.OK,
+                     f"{len(sets)} complete set(s) under {root}, newest {sets[-1].id}")
+
+    def _target(self) -> Check:
+        """The receiving host answers through [replicate] command, and its pool is there."""
+        from zsnap.replicate import target_zfs
+
+        target = self.config.replicate.target
+        remote = target_zfs(self.config)
+        where = f"through {' '.join(remote.prefix)}" if remote.prefix else "on this host"
+        if remote.exists(target):
+            return Check("replication target", Status.OK, f"{target} exists ({where})")
+        if remote.exists(pool_of(target)):
+            return Check("replication target", Status.OK,
+                         f"pool {pool_of(target)} answers ({where}); {target} is made by the "
+                         "first `zsnap replicate`")
+        return Check("replication target", Status.FAIL, f"no pool {pool_of(target)} {where}",
+                     "create the pool on the receiving host, or fix [replicate] target")
 
     def _marker(self) -> Check:
         state = self.config.state.dir

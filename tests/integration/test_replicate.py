@@ -77,6 +77,11 @@ def ids(cli: Cli) -> dict[str, bool]:
     return {s["id"]: s["complete"] for s in cli.json("list")["sets"]}
 
 
+def doctor_check(cli: Cli, name: str) -> dict[str, Any]:
+    proc = cli("doctor", "--json", check=False)
+    return next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == name)
+
+
 def checks(cli: Cli) -> dict[str, dict[str, Any]]:
     """`zsnap check --json` by check name (it exits with the worst state, as Nagios wants)."""
     proc = cli("check", "--json", check=False)
@@ -107,6 +112,8 @@ def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair:
     try:
         time.sleep(0.5)
         a = cli.json("snapshot")["id"]
+        assert doctor_check(cli, "replication target")["status"] == "OK"
+        assert doctor_check(dr, "received sets")["status"] == "FAIL", "nothing received yet"
         dry = cli.json("replicate", "--dry-run")
         assert dry["dry_run"] is True and [s["id"] for s in dry["sets"]] == [a]
         assert snapshots(pair.target) == set(), "a dry run sends nothing"
@@ -116,6 +123,10 @@ def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair:
         assert first["replicated"] == [a] and first["newest_before"] is None
         assert [m["base"] for m in first["sets"][0]["members"]] == [None] * 3
         assert ids(dr) == {a: True}
+        shown = dr.json("show", a)
+        assert shown["datasets"] == [f"{pair.target}/{d}" for d in cli.json("show", a)["datasets"]]
+        assert {p["dataset"] for p in shown["layout"]} == set(shown["datasets"])
+        assert doctor_check(dr, "received sets")["status"] == "OK"
 
         time.sleep(0.5)
         between = load.point()
