@@ -155,6 +155,8 @@ class Replicate:
         for s in todo:
             transfer = self._plan(s, snapshots, tokens, source_names)
             result.transfers.append(transfer)
+            # Held before it is sent: a prune meanwhile must not take a member away.
+            _hold(self.zfs, source_hold(self.target), s.snapshots)
             for member in transfer.members:
                 if not member.sent:
                     continue
@@ -237,10 +239,7 @@ class Replicate:
 
     def _ensure_root(self) -> None:
         """The target dataset, never mounted: nothing received below it is mounted either."""
-        try:
-            self.remote.run("list", "-H", "-o", "name", self.target, mutates=False)
-        except DatasetNotFound:
-            self.remote.create(self.target, {"mountpoint": "none"})
+        self._ensure(self.target, {"mountpoint": "none"})
 
     def _send(self, member: Member) -> None:
         dataset = member.target.split("@")[0]
@@ -251,7 +250,7 @@ class Replicate:
             send = self.zfs.argv("send", "-t", token)
         else:
             if member.base is None and parent != self.target:
-                self._ensure(parent)
+                self._ensure(parent, {})
             send = self.zfs.argv("send", "-p", *(["-i", member.base] if member.base else []),
                                  member.snapshot)
         receive = self.remote.argv("receive", "-u", *(["-s"] if caps.resumable_receive else []),
@@ -301,40 +300,44 @@ class Replicate:
         if not self.dry_run:
             self._sending_path.unlink(missing_ok=True)
 
-    def _ensure(self, dataset: str) -> None:
-        try:
-            self.remote.run("list", "-H", "-o", "name", dataset, mutates=False)
-        except DatasetNotFound:
-            self.remote.create(dataset, {})
+    def _ensure(self, dataset: str, props: dict[str, str]) -> None:
+        if not self.remote.exists(dataset):
+            self.remote.create(dataset, props)
 
     def _hold(self, transfer: SetTransfer) -> None:
-        """The set just sent becomes the base on both sides; the older base is let go."""
+        """The set just sent becomes the base on both sides (held here since before it was
+        sent); the older base is let go."""
         s = transfer.set
-        _move_hold(self.zfs, source_hold(self.target), s.snapshots,
-                   self._source_snapshots(set(s.datasets)))
+        _release_others(self.zfs, source_hold(self.target), s.snapshots,
+                        self._source_snapshots(set(s.datasets)))
         targets = [m.target for m in transfer.members]
+        _hold(self.remote, REPLICA_HOLD, targets)
         listed = self._target_snapshots()
-        _move_hold(self.remote, REPLICA_HOLD, targets,
-                   [n for d in {t.split("@")[0] for t in targets} for n in listed.get(d, [])])
+        _release_others(self.remote, REPLICA_HOLD, targets,
+                        [n for d in {t.split("@")[0] for t in targets} for n in listed.get(d, [])])
 
 
-def _move_hold(zfs: Zfs, tag: str, newest: Sequence[str], every: Sequence[str]) -> None:
-    """`tag` on `newest`, then off every older zsnap snapshot of the same datasets that has it
-    (a run killed between the two leaves one more hold, which the next run releases)."""
+def _hold(zfs: Zfs, tag: str, names: Sequence[str]) -> None:
+    """`tag` on every one of `names`, some of which may have it already (a rerun)."""
     try:
-        zfs.hold(tag, newest)
-    except DatasetExists:  # held already (a rerun): hold the others one by one
-        for name in newest:
+        zfs.hold(tag, names)
+    except DatasetExists:
+        for name in names:
             with contextlib.suppress(DatasetExists):
                 zfs.hold(tag, [name])
+
+
+def _release_others(zfs: Zfs, tag: str, newest: Sequence[str], every: Sequence[str]) -> None:
+    """`tag` off every zsnap snapshot of the datasets of `newest` but those (a run killed
+    before this leaves one more hold, which the next run releases)."""
     keep = set(newest)
     datasets = {n.split("@")[0] for n in newest}
-    older = [n for n in every if n not in keep and n.split("@")[0] in datasets
+    others = [n for n in every if n not in keep and n.split("@")[0] in datasets
              and n.split("@", 1)[1].startswith(SNAP_PREFIX)]
-    if not older:
+    if not others:
         return
-    held = zfs.get(older, ["userrefs"])
-    for name in older:
+    held = zfs.get(others, ["userrefs"])
+    for name in others:
         if held.get(name, {}).get("userrefs", "0") not in ("0", UNSET):
             with contextlib.suppress(NoSuchHold):
                 zfs.release(tag, [name])

@@ -139,9 +139,13 @@ def test_flashback_verify_and_checks_read_the_repository(
     time.sleep(0.2)
     target = committed(info, "at the target")
     time.sleep(0.2)
-    committed(info, "after the target")
+    after = committed(info, "after the target")
     repo.switch()
     replicated(info)
+    # The recovery window reads the repository's segments through archive-get.
+    [window] = cli.json("list")["recovery_window"]["windows"]
+    assert window["first_set"] == s["id"]
+    assert target < datetime.fromisoformat(window["to"]) <= after, window
 
     check = cli.json("wal", "check")
     assert check["ok"] and check["archive"] == f"pgBackRest stanza {repo.stanza}", check
