@@ -157,7 +157,9 @@ class Replicate:
             result.transfers.append(transfer)
             # Held before it is sent: a prune meanwhile must not take a member away.
             _hold(self.zfs, source_hold(self.target), s.snapshots)
-            for member in transfer.members:
+            # The control-file member last: the receiving side's quick listing reads a set
+            # from that member alone (Catalog.heads), which then never shows a set half sent.
+            for member in reversed(transfer.members):
                 if not member.sent:
                     continue
                 self.progress.member(transfer, member)

@@ -6,9 +6,15 @@ check`, the WAL part of `zsnap check` and a clone's check before it starts read 
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import lzma
 import re
 import shlex
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +59,11 @@ class WalArchive(Protocol):
         """What the server of an instance in PGDATA needs in its environment for its
         restore_command to fetch from this archive."""
 
+    def fetch(self, name: str, directory: Path) -> Path | None:
+        """Archived file NAME, uncompressed, readable by this process: in the archive itself
+        where it can be read there, else copied into DIRECTORY (writable by the OS user).
+        None when it is not archived, or compressed in a way zsnap cannot undo."""
+
 
 @dataclass(frozen=True)
 class DirectoryArchive:
@@ -78,6 +89,14 @@ class DirectoryArchive:
     def recovery_env(self, pgdata: Path) -> dict[str, str]:
         return {}
 
+    def fetch(self, name: str, directory: Path) -> Path | None:
+        if (self.path / name).is_file():
+            return self.path / name
+        for suffix in DECOMPRESS:
+            if (self.path / (name + suffix)).is_file():
+                return decompressed(self.path / (name + suffix), directory / name)
+        return None
+
 
 @dataclass(frozen=True)
 class PgBackRestArchive:
@@ -98,12 +117,15 @@ class PgBackRestArchive:
     def managed_by(self) -> str | None:
         return "pgbackrest expire"
 
-    def _run(self, *args: str) -> str:
+    def _argv(self, *args: str) -> list[str]:
         argv = ["pgbackrest", f"--stanza={self.stanza}", "--log-level-console=error"]
         if self.config_file is not None:
             argv.insert(1, f"--config={self.config_file}")
+        return [*argv, *args]
+
+    def _run(self, *args: str) -> str:
         try:
-            result = self.runner.run([*argv, *args], user=self.os_user, mutates=False,
+            result = self.runner.run(self._argv(*args), user=self.os_user, mutates=False,
                                      timeout=TIMEOUT_S, cwd="/")
         except CommandError as e:
             raise ArchiveUnreadable(f"{self.where}: pgbackrest {args[0]} failed: {e}") from None
@@ -149,6 +171,39 @@ class PgBackRestArchive:
     def history(self, timeline: int) -> str | None:
         path = self._listing().get(f"{timeline:08X}.history")
         return None if path is None else self._run("repo-get", path)
+
+    def fetch(self, name: str, directory: Path) -> Path | None:
+        """As stored (repo-get decrypts but does not decompress), then uncompressed here.
+        Not archive-get: it wants a data directory with a pg_control to check against."""
+        stored = self._listing().get(name)
+        if stored is None:
+            return None
+        raw = directory / stored.rsplit("/", 1)[-1]
+        shell = f"{shlex.join(self._argv('repo-get', stored))} > {shlex.quote(str(raw))}"
+        try:
+            self.runner.run(["sh", "-c", shell], user=self.os_user, mutates=False,
+                            timeout=TIMEOUT_S, cwd="/")
+        except CommandError as e:
+            raise ArchiveUnreadable(f"{self.where}: pgbackrest repo-get failed: {e}") from None
+        return decompressed(raw, directory / name)
+
+
+# What zsnap can undo of an archive's compression (the Python standard library's codecs).
+DECOMPRESS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
+    ".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+
+
+def decompressed(path: Path, dest: Path) -> Path | None:
+    """`path` uncompressed as `dest` (`path` itself when it is not compressed); None for a
+    compression zsnap has no codec for (lz4, zstd)."""
+    if path.suffix in (".lz4", ".zst"):
+        return None
+    codec = DECOMPRESS.get(path.suffix)
+    if codec is None:
+        return path
+    with codec(path) as source, dest.open("wb") as out:  # each opens for reading
+        shutil.copyfileobj(source, out)
+    return dest
 
 
 def restore_command(config: Config, runner: Runner) -> str:

@@ -5,7 +5,7 @@ timeline branches (the part before the branch and the part after are told apart,
 follows the newest timeline's history, zsnap.wal).
 
 Where a window ends is a commit timestamp inside a WAL segment: the segment is read with
-pg_waldump, from the archive directory or fetched with the restore_command the clones use. An
+pg_waldump, in the archive directory or fetched from the repository (WalArchive.fetch). An
 archived segment never changes, so what was found in it is kept in the state directory."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from zsnap.lsn import DEFAULT_SEGMENT_SIZE, Lsn, Segment
 from zsnap.pg.binaries import find_bindir
 from zsnap.runner import Runner, os_user_entry
 from zsnap.wal import Archive, Span, parse_history, read_archive, timeline_path
-from zsnap.walarchive import DirectoryArchive, configured, restore_command
+from zsnap.walarchive import WalArchive, configured
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,7 @@ class SegmentReader:
 
     config: Config
     runner: Runner
+    archive: WalArchive
     _cache: dict[str, str | None] = field(default_factory=dict)
     _loaded: bool = False
     _dir: Path | None = None
@@ -261,23 +262,11 @@ class SegmentReader:
         return max(found).isoformat() if found else None
 
     def _fetch(self, segment: Segment) -> Path | None:
-        archive = configured(self.config, self.runner)
-        if isinstance(archive, DirectoryArchive) and (archive.path / segment.name).is_file():
-            return archive.path / segment.name
-        command = restore_command(self.config, self.runner)
-        if not command or archive is None:
-            return None
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="zsnap-window-"))
             user = os_user_entry(self.config.standby.os_user)
             os.chown(self._dir, user.pw_uid, user.pw_gid)
-        target = self._dir / segment.name
-        shell = command.replace("%f", segment.name).replace("%p", str(target)) \
-            .replace("%r", "000000010000000000000001")
-        result = self.runner.run(["sh", "-c", shell], user=self.config.standby.os_user,
-                                 mutates=False, check=False, timeout=300, cwd=str(self._dir),
-                                 env={**os.environ, **archive.recovery_env(self._dir)})
-        return target if result.returncode == 0 and target.is_file() else None
+        return self.archive.fetch(segment.name, self._dir)
 
     def close(self) -> None:
         """Keep what was found (a cache: a failure to write it costs only time later)."""
@@ -303,7 +292,7 @@ def recovery_window(config: Config, sets: Sequence[SnapshotSet], runner: Runner)
                                      "from"])
     complete = [s for s in sets if s.complete]
     size = complete[0].wal_segment_size if complete else DEFAULT_SEGMENT_SIZE
-    reader = SegmentReader(config, runner)
+    reader = SegmentReader(config, runner, archive)
     try:
         found, histories = read_archive(archive, size)
         return windows(sets, found, histories, reader, size)

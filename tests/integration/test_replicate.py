@@ -142,7 +142,8 @@ def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair:
         assert userrefs(f"{control}@zsnap_{b}") == 1 and userrefs(f"{control}@zsnap_{a}") == 0
         assert userrefs(f"{pair.target}/{control}@zsnap_{b}") == 1
 
-        # A send killed mid-stream: the set never counts as arrived; the next run finishes.
+        # A send killed mid-stream (the control-file member, sent last): the set never counts as
+    # arrived; the next run finishes it.
         time.sleep(1)
         c = cli.json("snapshot")["id"]
     finally:
@@ -161,8 +162,12 @@ def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair:
     wait_for(lambda: not any(f"{pair.target}/{control}" in line for line in subprocess.run(
         ["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
         if "receive" in line), "the receive outlived its zsnap", 30)
-    assert f"{pair.target}/{control}@zsnap_{c}" not in snapshots(pair.target)
-    assert ids(dr).get(c) is not True, "a set half sent is never complete on the target"
+    arrived = snapshots(f"{pair.target}/")
+    assert f"{pair.target}/{control}@zsnap_{c}" not in arrived
+    assert len({n for n in arrived if n.endswith(f"@zsnap_{c}")}) == 2, "the others went first"
+    assert c not in ids(dr), "a set half sent is not listed on the target"
+    half = {s["id"]: s for s in dr.json("list", "--all-members")["sets"]}[c]
+    assert half["complete"] is False and f"{pair.target}/{control}@zsnap_{c}" in half["missing"]
     lag = checks(cli)["replication"]
     assert lag["status"] == "OK" and "1 set(s) not sent yet" in str(lag["summary"])
     third = cli.json("replicate")

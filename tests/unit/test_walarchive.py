@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,20 @@ def test_both_archives_are_refused(tmp_path: Path) -> None:
     path.write_text(f'[archive]\npath = "{tmp_path}"\npgbackrest_stanza = "main"\n')
     with pytest.raises(ConfigError, match="path or pgbackrest_stanza, not both"):
         config_module.load(path)
+
+
+def test_a_compressed_segment_is_fetched_uncompressed(tmp_path: Path) -> None:
+    archive_dir, work = tmp_path / "archive", tmp_path / "work"
+    archive_dir.mkdir()
+    work.mkdir()
+    name = "000000010000000000000003"
+    (archive_dir / f"{name}.gz").write_bytes(gzip.compress(b"wal bytes"))
+    (archive_dir / "000000010000000000000004").write_bytes(b"plain")
+    (archive_dir / "000000010000000000000005.zst").write_bytes(b"?")
+    archive = DirectoryArchive(archive_dir)
+    fetched = archive.fetch(name, work)
+    assert fetched == work / name and fetched.read_bytes() == b"wal bytes"
+    assert archive.fetch("000000010000000000000004", work) == archive_dir / \
+        "000000010000000000000004", "a plain file is read where it is"
+    assert archive.fetch("000000010000000000000005", work) is None, "no zstd codec here"
+    assert archive.fetch("000000010000000000000006", work) is None
