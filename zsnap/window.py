@@ -34,6 +34,7 @@ from zsnap.walarchive import WalArchive, configured
 log = logging.getLogger(__name__)
 
 CACHE = "wal-commits.json"
+CACHE_ENTRIES = 4096
 # How far back from a window's last segment to look for a commit (an idle primary archives
 # segments with none: a switch every archive_timeout).
 LOOK_BACK = 32
@@ -278,7 +279,10 @@ class SegmentReader:
         try:
             self._cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._cache_path.with_name(f".{CACHE}.{os.getpid()}")
-            tmp.write_text(json.dumps(self._cache, sort_keys=True))
+            # The newest segments are the ones asked about again (names sort by timeline,
+            # then position): the oldest are let go past a bound.
+            kept = dict(sorted(self._cache.items())[-CACHE_ENTRIES:])
+            tmp.write_text(json.dumps(kept, sort_keys=True))
             tmp.rename(self._cache_path)
         except OSError as e:
             log.debug("window cache not written: %s", e)
