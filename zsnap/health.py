@@ -349,7 +349,7 @@ class Health:
             Metric("recovery_window_end_age_seconds", (self.now - newest).total_seconds()),
             Metric("recovery_windows", float(len(found.windows))),
         ]
-        holes = [w for w in found.windows if "missing" in w.ends]
+        holes = [w for w in found.windows if w.missing]
         if holes:
             return CheckResult(
                 "recovery_window", Status.WARNING, found.summary(),

@@ -62,10 +62,15 @@ class Member:
     snapshot: str  # on the source
     target: str  # the snapshot it becomes on the target
     base: str | None  # the snapshot an incremental send starts from; None: a full send
-    resume: bool = False  # finishing an interrupted receive from its token
+    # Where an interrupted receive left off (`zfs send -t`), when the member resumes it.
+    token: str | None = None
     sent: bool = False  # False: it was on the target already
     bytes: int = 0
     seconds: float = 0.0
+
+    @property
+    def resume(self) -> bool:
+        return self.token is not None
 
     def to_json(self) -> dict[str, object]:
         return {"snapshot": self.snapshot, "target": self.target, "base": self.base,
@@ -188,7 +193,7 @@ class Replicate:
                 members.append(Member(snap, name, None))
                 continue
             if target in tokens:
-                members.append(Member(snap, name, None, resume=True, sent=True))
+                members.append(Member(snap, name, None, token=tokens[target], sent=True))
                 continue
             base = present[-1].split("@", 1)[1] if present else None
             if base is not None:
@@ -247,9 +252,8 @@ class Replicate:
         dataset = member.target.split("@")[0]
         parent = dataset.rsplit("/", 1)[0]
         caps = self.remote.capabilities
-        if member.resume:
-            token = self._resume_tokens()[dataset]
-            send = self.zfs.argv("send", "-t", token)
+        if member.token is not None:
+            send = self.zfs.argv("send", "-t", member.token)
         else:
             if member.base is None and parent != self.target:
                 self._ensure(parent, {})

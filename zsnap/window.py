@@ -55,12 +55,13 @@ class Window:
     first_segment: str
     last_segment: str
     ends: str  # why it ends there: the end of the archive, missing WAL, a branch
+    missing: str | None = None  # the segment whose absence ends it, if that is why
 
     def to_json(self) -> dict[str, object]:
         return {"timeline": self.timeline, "from": self.start.isoformat(),
                 "to": self.end.isoformat(), "first_set": self.first_set, "sets": self.sets,
                 "first_segment": self.first_segment, "last_segment": self.last_segment,
-                "ends": self.ends}
+                "ends": self.ends, "missing_segment": self.missing}
 
 
 @dataclass
@@ -154,6 +155,7 @@ def windows(
             continue
         start = reached or min(s.consistent_at for s in inside)
         branch = followed and span.end is not None and b == span.end - 1
+        missing = None
         if branch:
             nxt = span_at(b + 1).timeline
             switch = switches[span.timeline]
@@ -161,8 +163,9 @@ def windows(
             end = _last_before(last_commit, Segment(nxt, b + 1, segment_size), switch, a,
                                span.timeline, segment_size)
         else:
-            ends = (f"segment {Segment(span.timeline, b + 1, segment_size).name} is missing "
-                    "from the archive") if next_piece is not None else \
+            if next_piece is not None:
+                missing = Segment(span.timeline, b + 1, segment_size).name
+            ends = f"segment {missing} is missing from the archive" if missing else \
                 "the end of the archived WAL"
             end = _last(last_commit, span.timeline, a, b, segment_size)
         end = max([start, *([end] if end is not None else []),
@@ -171,7 +174,7 @@ def windows(
         result.windows.append(Window(
             span.timeline, start, end, first_set, [s.id for s in inside],
             Segment(span.timeline, a, segment_size).name,
-            Segment(span.timeline, b, segment_size).name, ends))
+            Segment(span.timeline, b, segment_size).name, ends, missing))
         reached = end if branch else None
     for s in usable:
         if s.id in assigned:

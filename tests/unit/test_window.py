@@ -63,6 +63,7 @@ def test_missing_wal_splits_the_window_and_a_later_set_starts_the_next() -> None
     first, second = windows(sets, archive, {}, commit_at_minute).windows
     assert (minute(first.start), minute(first.end)) == (3, 30)
     assert first.ends == f"segment {Segment(1, 4, SEG).name} is missing from the archive"
+    assert first.missing == Segment(1, 4, SEG).name and second.missing is None
     assert (minute(second.start), minute(second.end)) == (65, 70)
 
 
