@@ -23,6 +23,7 @@ COMMANDS = {
     "wal": "wal:wal", "check": "check:check", "clone": "clone:clone",
     "clones": "clone:clones", "destroy": "clone:destroy", "durable": "clone:durable",
     "verify": "verify:verify", "reinit": "reinit:reinit", "replicate": "replicate:replicate",
+    "query": "past:query", "dump": "past:dump",
 }
 
 

@@ -37,6 +37,24 @@ ENV_VAR = "ZSNAP_CONFIG"
 _toml_path: ContextVar[Path | None] = ContextVar("zsnap_toml_path", default=None)
 
 
+def _to_duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _to_optional_duration(value: object) -> object:
+    """A threshold that "off" switches off."""
+    if isinstance(value, str) and is_off(value):
+        return None
+    return _to_duration(value)
+
+
+# Written as "2d", "12h", "1d12h", "30m", "90s", "1w".
+Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
+Threshold = Annotated[timedelta | None, BeforeValidator(_to_optional_duration)]
+OptionalDuration = Threshold
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +91,16 @@ class ClonesConfig(Section):
     # PostgreSQL settings for every clone, written after zsnap's own (replay tuning, say
     # maintenance_io_concurrency); never those that keep a clone apart from production.
     settings: dict[str, str] = {}
+    # How long a clone made without --ttl lives before `zsnap destroy --expired` (and the
+    # daemon) remove it; unset: until destroyed.
+    ttl: OptionalDuration = None
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
 
     @field_validator("settings")
     @classmethod
@@ -128,23 +156,6 @@ class CatalogConfig(Section):
 
 class StateConfig(Section):
     dir: Path = Path("/var/lib/zsnap")
-
-
-def _to_duration(value: object) -> object:
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-def _to_optional_duration(value: object) -> object:
-    """A threshold that "off" switches off."""
-    if isinstance(value, str) and is_off(value):
-        return None
-    return _to_duration(value)
-
-
-# Written as "2d", "12h", "1d12h", "30m", "90s", "1w".
-Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
-Threshold = Annotated[timedelta | None, BeforeValidator(_to_optional_duration)]
-Percent = Annotated[float, Field(ge=0, le=100)]
 
 
 class ScheduleConfig(Section):

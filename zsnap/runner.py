@@ -181,6 +181,51 @@ class Runner:
                 raise error(argv, code, err, "")
         return passed
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        out: Callable[[bytes], object],
+        *,
+        timeout: float,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        error: ErrorFactory = CommandError,
+    ) -> Result:
+        """A read-only command whose output is too large to hold (pg_waldump over a gigabyte
+        of WAL, pg_dump): each chunk of its stdout goes to `out` as it comes; stderr is kept.
+        Dies with zsnap, killed after `timeout`; an exception from `out` kills it too."""
+        full = as_user(user, argv)
+        log.debug("stream: %s", shlex.join(full))
+        run_env = _c_locale(os.environ if env is None else env)
+        with tempfile.TemporaryFile() as err_file:
+            try:
+                proc = _popen(full, run_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=err_file, cwd="/")
+            except FileNotFoundError:
+                raise CommandNotFound(full[0]) from None
+            assert proc.stdout is not None
+            expired, watchdog = _watchdog(timeout, lambda: _kill_all([proc]))
+            try:
+                with proc.stdout:
+                    while chunk := os.read(proc.stdout.fileno(), 1 << 20):
+                        out(chunk)
+            except BaseException:
+                _kill_all([proc])
+                raise
+            finally:
+                _wait(proc)
+                watchdog.cancel()
+            if expired.is_set():
+                raise CommandTimeout(full, timeout)
+            err = _read(err_file)
+        code = proc.returncode
+        if code != 0:
+            log.debug("exit %d: %s", code, err.strip())
+            if check:
+                raise error(full, code, err, "")
+        return Result(full, code, "", err)
+
     def spawn_detached(self, argv: Sequence[str], *, log_file: Path) -> int:
         """Start zsnap itself (`argv[0]` is "zsnap": this interpreter's) in a session of its
         own, for work that must outlive this command (a clone's durability); its output goes to

@@ -249,16 +249,16 @@ class SegmentReader:
             path = self._fetch(segment)
             if path is None:
                 return None  # not cached: it may be readable next time
-            value = self._cache[key] = self._read(path, end)
+            # An end always: without one pg_waldump waits 5 s for the next segment's file.
+            value = self._cache[key] = self._read(path, end or segment.next().start())
         return datetime.fromisoformat(value) if value else None
 
     @cached_property
     def _waldump(self) -> Path:
         return find_bindir(self.config.standby.pg_bin) / "pg_waldump"
 
-    def _read(self, path: Path, end: Lsn | None) -> str | None:
-        argv = [str(self._waldump), "--rmgr=Transaction", *([f"--end={end}"] if end else []),
-                str(path)]
+    def _read(self, path: Path, end: Lsn) -> str | None:
+        argv = [str(self._waldump), "--rmgr=Transaction", f"--end={end}", str(path)]
         # The end of the WAL at hand makes pg_waldump exit non-zero after the last record.
         result = self.runner.run(argv, mutates=False, check=False, timeout=120,
                                  env={**os.environ, "TZ": "UTC"})

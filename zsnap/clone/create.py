@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from zsnap.clone.instance import Instance, ReplayState, ServerStopped
 from zsnap.clone.local_wal import move_wal
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
 from zsnap.clone.recovery import MB, DataDir, instance_settings, prefetch_helps, prepare
-from zsnap.clone.select import candidates
+from zsnap.clone.select import TargetOutOfRange, candidates
 from zsnap.clone.serverlog import Cause, Phases, consistent_at, phases
 from zsnap.clone.target import Kind, Target
 from zsnap.clone.wal_needs import CloneWal
@@ -72,6 +72,13 @@ class CloneRequest:
     fast_recovery: bool = True  # replay with the throwaway-instance settings
     timeout_s: float | None = None  # for reaching the target once the instance is consistent
     durability: Wait = Wait.BACKGROUND
+    # How long it may live: past that, `zsnap destroy --expired` (and the daemon) remove it.
+    # None: [clones] ttl, unless `keep_forever`.
+    ttl: timedelta | None = None
+    keep_forever: bool = False
+    # Where the target transaction's commit is in the WAL, when it was looked up there: only
+    # sets consistent before it can stop at (or just before) it.
+    commit_lsn: Lsn | None = None
 
 
 @dataclass(frozen=True)
@@ -211,8 +218,22 @@ class CreateClone:
         heads = catalog.heads()
         if heads is not None:
             with contextlib.suppress(ZsnapError):
-                return candidates(heads, request.target, self.now(), request.set_id)
-        return candidates(catalog.sets(), request.target, self.now(), request.set_id)
+                return self._before_commit(
+                    candidates(heads, request.target, self.now(), request.set_id), request)
+        return self._before_commit(
+            candidates(catalog.sets(), request.target, self.now(), request.set_id), request)
+
+    @staticmethod
+    def _before_commit(sets: list[SnapshotSet], request: CloneRequest) -> list[SnapshotSet]:
+        if request.commit_lsn is None:
+            return sets
+        before = [s for s in sets if s.consistent < request.commit_lsn]
+        if not before:
+            raise TargetOutOfRange(
+                f"{_describe(request.target)} committed at {request.commit_lsn}, before "
+                + (f"set {request.set_id} is" if request.set_id else "any set is")
+                + " consistent: nothing to flash back from")
+        return before
 
     def confirmed(self, s: SnapshotSet) -> SnapshotSet | None:
         """`s` read from every member; None if one is gone (destroyed by hand)."""
@@ -317,7 +338,7 @@ class CreateClone:
             plan = self.plan(request, s)
             teardown = Teardown(plan.name)
             try:
-                self._make(plan, teardown, owner, request.durability)
+                self._make(plan, teardown, owner, request)
             except BaseException:
                 self._undo(teardown, pg)
                 raise
@@ -353,7 +374,8 @@ class CreateClone:
                       teardown.name, e, teardown.name)
 
     def _make(
-        self, plan: ClonePlan, teardown: Teardown, owner: pwd.struct_passwd, durable: Wait
+        self, plan: ClonePlan, teardown: Teardown, owner: pwd.struct_passwd,
+        request: CloneRequest,
     ) -> None:
         """Directories, holds and clones; each recorded in `teardown` as soon as it exists."""
         paths = plan.paths
@@ -384,9 +406,12 @@ class CreateClone:
             registry.CREATED: self.now().isoformat(timespec="seconds"),
             registry.DIR: str(paths.dir),
             registry.PGDATA: str(data.pgdata),
-            registry.DURABLE: (durability.SKIPPED if durable is Wait.SKIP
+            registry.DURABLE: (durability.SKIPPED if request.durability is Wait.SKIP
                                else durability.PENDING),
         }
+        ttl = None if request.keep_forever else (request.ttl or self.config.clones.ttl)
+        if ttl is not None:
+            props[registry.EXPIRES] = (self.now() + ttl).isoformat(timespec="seconds")
         for member, (origin, snapshot, clone) in enumerate(
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
         ):

@@ -16,6 +16,7 @@ from zsnap.clone.instance import Instance
 from zsnap.clone.naming import ClonePaths, check_name, hold_tag
 from zsnap.config import Config
 from zsnap.errors import DatasetNotFound, UsageError, ZfsError
+from zsnap.files import write_durably
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.zfs import Zfs, mounts
 
@@ -42,14 +43,12 @@ class Teardown:
 
     def record(self) -> None:
         assert self.dir is not None
-        path = self.dir / RECORD
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
+        # Durable: a crash right after this must still find it (crash clean-up reads it).
+        write_durably(self.dir / RECORD, json.dumps({
             "name": self.name, "cluster": self.cluster, "set": self.set,
             "pgdata": str(self.pgdata) if self.pgdata else None, "datasets": self.datasets,
             "held": self.held, "dir": str(self.dir),
         }))
-        tmp.rename(path)
 
     @classmethod
     def recorded(cls, clone_dir: Path) -> Teardown | None:

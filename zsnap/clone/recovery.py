@@ -122,6 +122,7 @@ def instance_settings(
     # the last line of a key counts, so the other keys cleared first, ours last, always work.
     chosen = target.settings()
     settings.update({key: "" for key in TARGET_KEYS if key not in chosen})
+    settings["recovery_target_inclusive"] = "true"
     settings.update(chosen)
     if fast:
         settings.update(fast_settings(machine_memory(), prefetch=prefetch))

@@ -28,8 +28,10 @@ DIR = PREFIX + "clone_dir"
 PGDATA = PREFIX + "clone_pgdata"
 # "pending" until the clone is durable, then the time it became so (zsnap.clone.durability).
 DURABLE = PREFIX + "clone_durable"
-COLUMNS = [NAME, CLUSTER, SET, TARGET, PORT, MEMBER, CREATED, DIR, PGDATA, DURABLE, "origin",
-           "mountpoint"]
+# When `zsnap destroy --expired` (and the daemon) may remove it; unset: never.
+EXPIRES = PREFIX + "clone_expires"
+COLUMNS = [NAME, CLUSTER, SET, TARGET, PORT, MEMBER, CREATED, DIR, PGDATA, DURABLE, EXPIRES,
+           "origin", "mountpoint"]
 
 
 class Clone(BaseModel):
@@ -46,6 +48,7 @@ class Clone(BaseModel):
     mountpoints: list[Path]
     # The DURABLE property of the first member; None on clones made before it existed.
     durable: str | None = None
+    expires_at: datetime | None = None
     used_bytes: int | None = None
     state: str = "unknown"
 
@@ -115,18 +118,32 @@ def get(zfs: Zfs, name: str, cluster: str | None = None) -> Clone:
 def _build(name: str, members: list[dict[str, str]]) -> Clone:
     members = sorted(members, key=lambda m: int(m[MEMBER]) if m[MEMBER].isdigit() else 0)
     first = members[0]
-    created = first[CREATED]
     return Clone(
         name=name,
         cluster=first[CLUSTER],
         set=first[SET],
         target=first[TARGET],
         port=int(first[PORT]) if first[PORT].isdigit() else 0,
-        created=datetime.fromisoformat(created) if created != UNSET else None,
+        created=_time(first[CREATED]),
         dir=Path(first[DIR]),
         pgdata=Path(first[PGDATA]),
         durable=first[DURABLE] if first[DURABLE] != UNSET else None,
+        expires_at=_time(first[EXPIRES]),
         datasets=[m["name"] for m in members],
         origins=[m["origin"] for m in members if m["origin"] != UNSET],
         mountpoints=[Path(m["mountpoint"]) for m in members],
     )
+
+
+def _time(value: str) -> datetime | None:
+    """A time property; unset, or not a time (set by hand), is none."""
+    if value in (UNSET, ""):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def expired(c: Clone, now: datetime) -> bool:
+    return c.expires_at is not None and c.expires_at <= now

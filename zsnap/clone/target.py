@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -32,6 +32,9 @@ class Target:
     value: str = ""
     # Set when TIME had no offset and was read as the machine's local time.
     local_time_assumed: bool = False
+    # False: stop just before the target (recovery_target_inclusive = false): with an xid,
+    # every transaction committed before it is in, and it is not.
+    inclusive: bool = True
 
     @classmethod
     def at_time(cls, text: str) -> Target:
@@ -62,6 +65,26 @@ class Target:
         return cls(Kind.XID, value=value)
 
     @classmethod
+    def before_xid(cls, text: str) -> Target:
+        return replace(cls.at_xid(text), inclusive=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """A target as `str()` wrote it (a clone's recorded target)."""
+        kind, _, value = text.partition(":")
+        makers = {"time": cls.at_time, "lsn": cls.at_lsn, "xid": cls.at_xid,
+                  "before-xid": cls.before_xid, "name": cls.at_restore_point}
+        if kind in makers:
+            return makers[kind](value)
+        if text == Kind.IMMEDIATE.value:
+            return cls.immediate()
+        raise UsageError(f"not a recovery target: {text!r}")
+
+    @property
+    def xid(self) -> int | None:
+        return int(self.value) if self.kind is Kind.XID else None
+
+    @classmethod
     def at_restore_point(cls, name: str) -> Target:
         if not name or len(name.encode()) >= 64:
             raise UsageError("a restore point name has 1 to 63 bytes")
@@ -84,6 +107,8 @@ class Target:
             return f"lsn:{self.lsn}"
         if self.kind in (Kind.IMMEDIATE, Kind.END_OF_WAL):
             return self.kind.value
+        if self.kind is Kind.XID and not self.inclusive:
+            return f"before-xid:{self.value}"
         return f"{self.kind.value}:{self.value}"
 
     @property
@@ -101,6 +126,8 @@ class Target:
         if self.lsn is not None:
             return {"recovery_target_lsn": str(self.lsn)}
         if self.kind is Kind.XID:
+            if not self.inclusive:
+                return {"recovery_target_xid": self.value, "recovery_target_inclusive": "false"}
             return {"recovery_target_xid": self.value}
         if self.kind is Kind.NAME:
             return {"recovery_target_name": self.value}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -16,7 +17,6 @@ from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import DestroyClone, half_made
 from zsnap.clone.durability import Durability
 from zsnap.clone.instance import ReplayState, owns_pid_file
-from zsnap.clone.target import Target
 from zsnap.commands import (
     Context,
     dry_run_option,
@@ -25,25 +25,14 @@ from zsnap.commands import (
     pass_ctx,
     seconds_above_zero,
 )
-from zsnap.errors import UsageError
+from zsnap.commands.targets import commit_lsn, duration_option, target_from, target_options
+from zsnap.errors import EXIT_FAILURE, UsageError
 from zsnap.lsn import Lsn
-from zsnap.output import console, emit, err_console, fmt_time, table
+from zsnap.output import console, emit, err_console, error_line, fmt_time, table
 from zsnap.pg.binaries import PgTools, find_bindir
 
-
-def _target(at: str | None, lsn: str | None, xid: str | None, restore_point: str | None,
-            immediate: bool, set_id: str | None) -> Target:
-    given = [(at, Target.at_time), (lsn, Target.at_lsn), (xid, Target.at_xid),
-             (restore_point, Target.at_restore_point)]
-    chosen = [(value, make) for value, make in given if value is not None]
-    if len(chosen) + int(immediate) > 1:
-        raise UsageError("give one target: --at, --lsn, --xid, --restore-point or --immediate")
-    if chosen:
-        value, make = chosen[0]
-        return make(value)
-    if immediate or set_id is not None:
-        return Target.immediate()
-    raise UsageError("give a target: --at TIME, --lsn, --xid, --restore-point or --immediate")
+if TYPE_CHECKING:
+    from zsnap.clone.expire import ExpiredResult
 
 
 @contextmanager
@@ -76,13 +65,7 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
 
 
 @click.command()
-@click.option("--at", "at", metavar="TIME",
-              help="ISO 8601 time; without an offset, this machine's local time.")
-@click.option("--lsn", help="Recover up to this WAL location.")
-@click.option("--xid", help="Recover up to the commit of this transaction id.")
-@click.option("--restore-point", help="Recover up to this named restore point.")
-@click.option("--immediate", is_flag=True, help="Stop as soon as the set is consistent.")
-@click.option("--set", "set_id", metavar="ID", help="Use this snapshot set (no fallback).")
+@target_options
 @click.option("--name", help="Name of the flashback instance (default clone-<time>).")
 @click.option("--port", type=int, help="Port (default: the first free one in port_range).")
 @click.option("--pause", is_flag=True,
@@ -94,19 +77,25 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
 @click.option("--durable", is_flag=True,
               help="Return only once the instance is durable (else that goes on in the "
                    "background; zsnap clones shows when it is done).")
+@click.option("--ttl", metavar="DURATION",
+              help="Destroyed by zsnap destroy --expired (and the daemon) after this long, "
+                   "e.g. 2h (default: [clones] ttl; unset, it lives until destroyed).")
 @dry_run_option
 @json_option
 @pass_ctx
 @handled
-def clone(obj: Context, at: str | None, lsn: str | None, xid: str | None,
-          restore_point: str | None, immediate: bool, set_id: str | None, name: str | None,
-          port: int | None, pause: bool, no_fast_recovery: bool, timeout: float | None,
-          durable: bool, dry_run: bool, as_json: bool) -> None:
+def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
+          lsn: str | None, restore_point: str | None, immediate: bool, set_id: str | None,
+          name: str | None, port: int | None, pause: bool, no_fast_recovery: bool,
+          timeout: float | None, durable: bool, ttl: str | None, dry_run: bool,
+          as_json: bool) -> None:
     """Start a flashback instance: the database as it was at a target."""
-    target = _target(at, lsn, xid, restore_point, immediate, set_id)
+    target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
+    lifetime = duration_option(ttl, "--ttl")
     request = CloneRequest(target, name=name, port=port, pause=pause, set_id=set_id,
                            fast_recovery=not no_fast_recovery, timeout_s=timeout,
-                           durability=Wait.WAIT if durable else Wait.BACKGROUND)
+                           durability=Wait.WAIT if durable else Wait.BACKGROUND,
+                           ttl=lifetime, commit_lsn=commit_lsn(obj.config, obj.zfs(), target))
     if dry_run:
         plan = CreateClone(obj.config, obj.zfs(dry_run=True)).plan(request)
         data: dict[str, Any] = {
@@ -188,16 +177,18 @@ def clones(obj: Context, as_json: bool) -> None:
         c.state = _state(pg, c)
         durable[c.name] = durability.status(c)
     rows = [[c.name, c.set, c.target, c.port, c.state, durability.describe(durable[c.name], c.name),
-             _size(c.used_bytes), fmt_time(c.created)] for c in found]
+             _size(c.used_bytes), fmt_time(c.created), fmt_time(c.expires_at)] for c in found]
     data = [_clone_json(c, durable[c.name]) for c in found]
     # Killed before its datasets carried their record: listed, so that it can be destroyed.
     for t in half_made(cfg.clones.mount_root, cfg.snapshot.cluster, {c.name for c in found}):
-        rows.append([t.name, t.set, "", "", f"half-made (zsnap destroy {t.name})", "", "", ""])
+        rows.append([t.name, t.set, "", "", f"half-made (zsnap destroy {t.name})", "", "", "",
+                     ""])
         data.append({"name": t.name, "cluster": t.cluster, "set": t.set, "state": "half-made",
                      "dir": str(t.dir), "datasets": t.datasets, "held": t.held})
     emit(data, as_json, lambda: table(
         f"flashback instances of {cfg.snapshot.cluster}",
-        ["name", "set", "target", "port", "state", "durability", "used", "created"], rows))
+        ["name", "set", "target", "port", "state", "durability", "used", "created", "expires"],
+        rows))
 
 
 def _clone_json(c: registry.Clone, d: durability.Status) -> dict[str, Any]:
@@ -239,15 +230,40 @@ def _size(n: int | None) -> str:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--expired", is_flag=True,
+              help="Every flashback instance whose expiry (--ttl, [clones] ttl) has passed.")
 @dry_run_option
 @json_option
 @pass_ctx
 @handled
-def destroy(obj: Context, name: str, dry_run: bool, as_json: bool) -> None:
-    """Stop a flashback instance and destroy its datasets, leaving nothing behind."""
+def destroy(obj: Context, name: str | None, expired: bool, dry_run: bool, as_json: bool) -> None:
+    """Stop a flashback instance and destroy its datasets, leaving nothing behind. With
+    --expired, every instance whose expiry has passed (never one without an expiry)."""
+    if expired:
+        if name is not None:
+            raise UsageError("give a NAME or --expired, not both")
+        from zsnap.clone.expire import DestroyExpired
+
+        done = DestroyExpired(obj.config, obj.zfs(dry_run=dry_run)).run(dry_run=dry_run)
+        verb = "would destroy" if dry_run else "destroyed"
+        emit(done.to_json(), as_json, lambda: _print_expired(done, verb))
+        if done.failed:
+            sys.exit(EXIT_FAILURE)
+        return
+    if name is None:
+        raise UsageError("give the NAME of a flashback instance (zsnap clones), or --expired")
     result = DestroyClone(obj.config, obj.zfs(dry_run=dry_run)).run(name, dry_run=dry_run)
     verb = "would destroy" if dry_run else "destroyed"
     emit(result.to_json(), as_json, lambda: console.print(
         f"{verb} flashback instance {name}: {len(result.datasets)} datasets, {result.dir}",
         highlight=False))
+
+
+def _print_expired(done: ExpiredResult, verb: str) -> None:
+    if not done.destroyed and not done.failed:
+        console.print("no flashback instance has expired", highlight=False)
+    for name in done.destroyed:
+        console.print(f"{verb} expired flashback instance {name}", highlight=False)
+    for name, why in done.failed.items():
+        error_line(f"expired flashback instance {name} not destroyed: {why}")

@@ -1,0 +1,266 @@
+"""Reading archived WAL segments with pg_waldump, and keeping what each one held.
+
+Consecutive segments are read by one pg_waldump (a record may start in one segment and end in
+the next: read alone, a segment would lose it), with the segment after the run given too, so
+that the last record of the run is read whole. A segment is kept in the state directory only
+when it was read to its end and its successor was there: an archived segment never changes
+(for a directory archive, its size and modification time are kept with it and compared), so
+it is never read again. A segment that cannot be read (damaged, truncated, a compression zsnap
+cannot undo) is reported as such, never kept, and reading goes on after it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import lzma
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from zsnap.changes.waldump import RMGRS, SegmentChanges, Summarizer
+from zsnap.errors import ZsnapError
+from zsnap.lsn import Lsn, Segment
+from zsnap.runner import Runner, os_user_entry
+from zsnap.walarchive import DECOMPRESS, DirectoryArchive, WalArchive
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "wal-changes"
+CACHE_VERSION = 1
+# Segments given to one pg_waldump at most (copies of compressed ones take this much room).
+RUN = 64
+WALDUMP_TIMEOUT_S = 3600.0
+_STOPPED_AT = re.compile(r"at ([0-9A-F]+/[0-9A-F]+)")
+
+
+@dataclass(frozen=True)
+class SegmentRead:
+    segment: Segment
+    changes: SegmentChanges | None  # None: not archived, or unreadable (`problem` says why)
+    problem: str | None = None
+    cached: bool = False
+
+
+Progress = Callable[[int, int, int], None]  # segments done, of how many, bytes read
+
+
+@dataclass
+class WalScan:
+    runner: Runner
+    archive: WalArchive
+    waldump: Path
+    state_dir: Path
+    os_user: str
+    progress: Progress | None = None
+    bytes_read: int = 0
+    _tmp: Path | None = field(default=None, init=False)
+
+    @property
+    def _cache_dir(self) -> Path:
+        return self.state_dir / CACHE_DIR
+
+    @cached_property
+    def _archived(self) -> set[str]:
+        """The segment names the archive holds, whatever their compression suffix."""
+        names = set()
+        for name in self.archive.names():
+            plain = name.split(".", 1)[0]
+            if len(plain) == 24:
+                names.add(plain)
+        return names
+
+    def read(self, segments: Sequence[Segment]) -> Iterator[SegmentRead]:
+        """Each of `segments` (consecutive on their timelines, oldest first), in order."""
+        try:
+            i = 0
+            while i < len(segments):
+                seg = segments[i]
+                hit = self._cached(seg)
+                if hit is not None:
+                    i += 1
+                    self._tell(i, len(segments), 0)
+                    yield SegmentRead(seg, hit, cached=True)
+                    continue
+                if seg.name not in self._archived:
+                    i += 1
+                    self._tell(i, len(segments), 0)
+                    yield SegmentRead(seg, None, "not in the archive")
+                    continue
+                run = [seg]
+                while (len(run) < RUN and i + len(run) < len(segments)
+                       and (nxt := segments[i + len(run)]) == run[-1].next()
+                       and nxt.name in self._archived and self._cached(nxt) is None):
+                    run.append(nxt)
+                results = self._read_run(run)
+                for r in results:
+                    i += 1
+                    self._tell(i, len(segments), 0)
+                    yield r
+        finally:
+            self.close()
+
+    def _tell(self, done: int, total: int, n: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total, self.bytes_read)
+
+    # --- the cache ---------------------------------------------------------------------------
+
+    def _cache_path(self, seg: Segment) -> Path:
+        return self._cache_dir / f"{seg.name}.json"
+
+    def _identity(self, seg: Segment) -> str | None:
+        """What says the archived file is still the one read: a directory archive's file
+        size and modification time (a segment put back whole after a damaged copy was read
+        is read again); pgBackRest keeps a segment's first copy, so its name suffices."""
+        if not isinstance(self.archive, DirectoryArchive):
+            return "archived"
+        for suffix in ("", *DECOMPRESS, ".lz4", ".zst"):
+            path = self.archive.path / (seg.name + suffix)
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                return f"{suffix}:{st.st_size}:{st.st_mtime_ns}"
+        return None
+
+    def _cached(self, seg: Segment) -> SegmentChanges | None:
+        try:
+            data = json.loads(self._cache_path(seg).read_text())
+            if data.get("version") != CACHE_VERSION or data.get("identity") != \
+                    self._identity(seg):
+                return None
+            return SegmentChanges.from_json(data["changes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def _keep(self, seg: Segment, changes: SegmentChanges) -> None:
+        """A cache: failing to write it costs only time later."""
+        data: dict[str, Any] = {"version": CACHE_VERSION, "identity": self._identity(seg),
+                                "changes": changes.to_json()}
+        try:
+            self._cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self._cache_path(seg).with_name(f".{seg.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, separators=(",", ":")))
+            tmp.rename(self._cache_path(seg))
+        except OSError as e:
+            log.debug("not kept: %s: %s", seg.name, e)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _dir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="zsnap-find-"))
+            user = os_user_entry(self.os_user)
+            os.chown(self._tmp, user.pw_uid, user.pw_gid)
+        return self._tmp
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _place(self, seg: Segment) -> str | None:
+        """`seg` as a plain file in the reading directory; the problem if it cannot be."""
+        work = self._dir()
+        dest = work / seg.name
+        try:
+            path = self.archive.fetch(seg.name, work)
+        except (OSError, EOFError, lzma.LZMAError, ZsnapError) as e:
+            dest.unlink(missing_ok=True)
+            return f"cannot be read from the archive ({_reason(e)})"
+        if path is None:
+            return "compressed in a way zsnap cannot undo (lz4, zstd)"
+        size = path.stat().st_size
+        if size != seg.segment_size:
+            if path.parent == work:
+                path.unlink(missing_ok=True)
+            return f"is {size} bytes, not {seg.segment_size}: truncated or damaged"
+        if path != dest:
+            dest.unlink(missing_ok=True)
+            dest.symlink_to(path)
+        self.bytes_read += size
+        return None
+
+    def _read_run(self, run: list[Segment]) -> list[SegmentRead]:
+        results: list[SegmentRead] = []
+        placed: list[Segment] = []
+        for seg in run:
+            problem = self._place(seg)
+            if problem is None:
+                placed.append(seg)
+                continue
+            # Read what came before it without it; it is unreadable; the rest follows.
+            results.extend(self._read_placed(placed, successor=False))
+            results.append(SegmentRead(seg, None, problem))
+            placed = []
+        if placed:
+            successor = placed[-1].next()
+            has_next = successor.name in self._archived and self._place(successor) is None
+            results.extend(self._read_placed(placed, successor=has_next))
+        for path in self._dir().iterdir():
+            path.unlink(missing_ok=True)
+        return results
+
+    def _read_placed(self, run: list[Segment], *, successor: bool) -> list[SegmentRead]:
+        """pg_waldump over `run`, and again after each segment it stops in."""
+        reads: list[SegmentRead] = []
+        while run:
+            got = self._waldump(run, successor=successor)
+            reads.extend(got)
+            run = run[len(got):]
+        return reads
+
+    def _waldump(self, run: list[Segment], *, successor: bool) -> list[SegmentRead]:
+        """The segments of `run` read whole, then the one it stopped in (if it did)."""
+        first, last = run[0], run[-1]
+        summary = Summarizer(first.segment_size)
+        pending = b""
+
+        def out(chunk: bytes) -> None:
+            nonlocal pending
+            data = pending + chunk
+            cut = data.rfind(b"\n") + 1
+            pending = data[cut:]
+            summary.feed(data[:cut].decode("utf-8", "replace").splitlines())
+
+        end = (last.next() if successor else last).next().start()
+        # An end: without one, pg_waldump waits 5 s for the file after the last one given.
+        argv = [str(self.waldump), *(f"--rmgr={r}" for r in RMGRS), "-p", str(self._dir()),
+                "-t", str(first.timeline), "-s", str(first.start()), "-e", str(end)]
+        # A damaged segment makes pg_waldump exit non-zero: its last line says where.
+        result = self.runner.stream(argv, out, timeout=WALDUMP_TIMEOUT_S, check=False,
+                                    env={**os.environ, "TZ": "UTC"})
+        if pending:
+            summary.feed([pending.decode("utf-8", "replace")])
+        stopped = _stopped_at(result.stderr, end)
+        reads = []
+        for seg in run:
+            changes = summary.segments.get(seg.number, SegmentChanges())
+            if stopped.value < seg.next().start().value:
+                lines = result.stderr.strip().splitlines()
+                reads.append(SegmentRead(seg, None, "cannot be read: " + (
+                    lines[-1].removeprefix("pg_waldump: ") if lines else "pg_waldump stopped")))
+                break
+            if seg != last or successor:
+                self._keep(seg, changes)
+            reads.append(SegmentRead(seg, changes))
+        return reads
+
+
+def _stopped_at(stderr: str, end: Lsn) -> Lsn:
+    """Where pg_waldump stopped reading: the LSN its error names, else `end`."""
+    lines = [line for line in stderr.splitlines() if "error:" in line]
+    if lines and "could not find file" not in lines[-1]:
+        m = _STOPPED_AT.search(lines[-1])
+        if m is not None:
+            return Lsn.parse(m.group(1))
+    return end
+
+
+def _reason(e: BaseException) -> str:
+    return str(e) or type(e).__name__

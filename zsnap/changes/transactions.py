@@ -1,0 +1,87 @@
+"""Segment summaries, in WAL order, into committed transactions. A transaction's records may
+lie in earlier segments than its commit; a subtransaction's records carry its own id and count
+for its top transaction once the commit lists it; an aborted (sub)transaction counts for
+nothing. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from zsnap.changes.waldump import End, RestorePoint, SegmentChanges, database_of
+
+
+@dataclass
+class Transaction:
+    xid: int
+    committed_at: datetime
+    commit_lsn: int
+    timeline: int
+    files: dict[str, list[int]] = field(default_factory=dict)  # file -> [ins, upd, del, pages]
+    created: set[str] = field(default_factory=set)
+    dropped_files: tuple[str, ...] = ()
+    dropped_relations: tuple[str, ...] = ()  # DB/OID
+
+    @property
+    def databases(self) -> set[int]:
+        keys = [*self.files, *self.dropped_files, *self.created]
+        found = {database_of(k) for k in keys}
+        found |= {int(r.split("/")[0]) for r in self.dropped_relations}
+        found.discard(0)  # shared catalogs
+        return found
+
+
+@dataclass(frozen=True)
+class Point:
+    """A restore point, and the newest commit before it (its own time is not in the record)."""
+
+    name: str
+    lsn: int
+    timeline: int
+    after: datetime | None
+
+
+@dataclass
+class Assembler:
+    """Fed segment after segment (`add`), yields each transaction as its commit is met."""
+
+    pending: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    created: dict[int, set[str]] = field(default_factory=dict)
+    last_commit: datetime | None = None
+
+    def add(self, seg: SegmentChanges, timeline: int) -> Iterator[Transaction | Point]:
+        for xid, files in seg.changes.items():
+            mine = self.pending.setdefault(xid, {})
+            for key, counts in files.items():
+                total = mine.setdefault(key, [0, 0, 0, 0])
+                for i, n in enumerate(counts):
+                    total[i] += n
+        for xid, keys in seg.created.items():
+            self.created.setdefault(xid, set()).update(keys)
+        # Restore points and ends in WAL order: a point says which commits came before it.
+        events: list[End | RestorePoint] = [*seg.ends, *seg.restore_points]
+        events.sort(key=lambda e: e.lsn)
+        for event in events:
+            if isinstance(event, RestorePoint):
+                yield Point(event.name, event.lsn, timeline, self.last_commit)
+                continue
+            done = self._finish(event, timeline)
+            if done is not None:
+                yield done
+
+    def _finish(self, end: End, timeline: int) -> Transaction | None:
+        files: dict[str, list[int]] = {}
+        created: set[str] = set()
+        for xid in (end.xid, *end.subxacts):
+            for key, counts in self.pending.pop(xid, {}).items():
+                total = files.setdefault(key, [0, 0, 0, 0])
+                for i, n in enumerate(counts):
+                    total[i] += n
+            created |= self.created.pop(xid, set())
+        if not end.committed:
+            return None
+        if self.last_commit is None or end.at > self.last_commit:
+            self.last_commit = end.at
+        return Transaction(end.xid, end.at, end.lsn, timeline, files, created,
+                           end.dropped_files, end.dropped_relations)

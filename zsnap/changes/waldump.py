@@ -1,0 +1,217 @@
+"""pg_waldump's text, summed up per WAL segment: for each transaction id the rows it inserted,
+updated and deleted in each relation file, the files it created, its commit or abort, and the
+restore points. Pure: lines in, summaries out (DOMAIN.md 4b has what each record looks like on
+PostgreSQL 15 and 18; only `rmgr:`, `tx:`, `lsn:`, `blkref` and the record's first word are
+relied on, and the two ways 15 and 18 print a tuple count).
+
+A relation file is named as `blkref` names it, SPC/DB/RELFILENODE (`1663/5/16384`); commit
+records and Storage CREATE name paths (`base/5/16384`), turned into the same form here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# The resource managers whose records matter here (pg_waldump --rmgr, one per flag).
+RMGRS = ("Heap", "Heap2", "Transaction", "Storage", "XLOG")
+
+_RECORD = re.compile(
+    r"^rmgr: (\w+)\s+len \(rec/tot\):\s*\d+/\s*\d+, tx:\s*(\d+), "
+    r"lsn: ([0-9A-F]+)/([0-9A-F]+), prev [0-9A-F]+/[0-9A-F]+, desc: (\S+)\s?(.*)$")
+_BLKREF = re.compile(r"blkref #\d+: rel (\d+)/(\d+)/(\d+)")
+_TUPLES = re.compile(r"(?:ntuples: (\d+)|(\d+) tuples)")
+_FLAGS = re.compile(r"flags:? 0x([0-9A-Fa-f]+)")
+_WHEN = re.compile(r"^(?:(\d+): )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+# heapam_xlog.h: a DELETE that undoes a speculative insertion (INSERT ... ON CONFLICT).
+DELETE_IS_SUPER = 0x08
+GLOBAL_TABLESPACE = 1664
+DEFAULT_TABLESPACE = 1663
+
+INSERTED, UPDATED, DELETED, PAGES = range(4)
+
+
+def file_key(path: str) -> str | None:
+    """`base/5/16384` -> `1663/5/16384`; `global/1262` -> `1664/0/1262`;
+    `pg_tblspc/16385/PG_15_202209061/5/16400` -> `16385/5/16400`; None for a fork's file."""
+    parts = path.split("/")
+    if "_" in parts[-1]:
+        return None  # a fork (_fsm, _vm, _init): the relation is named by its main file
+    if len(parts) == 3 and parts[0] == "base":
+        return f"{DEFAULT_TABLESPACE}/{parts[1]}/{parts[2]}"
+    if len(parts) == 2 and parts[0] == "global":
+        return f"{GLOBAL_TABLESPACE}/0/{parts[1]}"
+    if len(parts) == 5 and parts[0] == "pg_tblspc":
+        return f"{parts[1]}/{parts[3]}/{parts[4]}"
+    return None
+
+
+def database_of(key: str) -> int:
+    return int(key.split("/")[1])
+
+
+@dataclass(frozen=True)
+class End:
+    """A transaction's commit or abort record."""
+
+    xid: int
+    lsn: int
+    committed: bool
+    at: datetime
+    subxacts: tuple[int, ...] = ()
+    dropped_files: tuple[str, ...] = ()  # `rels:`: relation files removed at commit
+    dropped_relations: tuple[str, ...] = ()  # `dropped stats:` of relations, as DB/OID
+
+    def to_json(self) -> list[Any]:
+        return [self.xid, self.lsn, self.committed, self.at.isoformat(), list(self.subxacts),
+                list(self.dropped_files), list(self.dropped_relations)]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> End:
+        xid, lsn, committed, at, subs, files, rels = data
+        return cls(int(xid), int(lsn), bool(committed), datetime.fromisoformat(at),
+                   tuple(int(x) for x in subs), tuple(str(f) for f in files),
+                   tuple(str(r) for r in rels))
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    name: str
+    lsn: int
+
+
+@dataclass
+class SegmentChanges:
+    """What one segment's records add up to. Records are counted in the segment they start in."""
+
+    # xid -> relation file -> [inserted, updated, deleted, pages written whole]
+    changes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    created: dict[int, list[str]] = field(default_factory=dict)  # xid -> files it created
+    ends: list[End] = field(default_factory=list)  # in WAL order
+    restore_points: list[RestorePoint] = field(default_factory=list)
+    records: int = 0
+
+    def count(self, xid: int, key: str, what: int, n: int = 1) -> None:
+        self.changes.setdefault(xid, {}).setdefault(key, [0, 0, 0, 0])[what] += n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changes": {str(x): rels for x, rels in self.changes.items()},
+            "created": {str(x): files for x, files in self.created.items()},
+            "ends": [e.to_json() for e in self.ends],
+            "restore_points": [[r.name, r.lsn] for r in self.restore_points],
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SegmentChanges:
+        return cls(
+            changes={int(x): {str(k): [int(n) for n in v] for k, v in rels.items()}
+                     for x, rels in data["changes"].items()},
+            created={int(x): [str(f) for f in files] for x, files in data["created"].items()},
+            ends=[End.from_json(e) for e in data["ends"]],
+            restore_points=[RestorePoint(str(n), int(lsn)) for n, lsn in data["restore_points"]],
+            records=int(data["records"]),
+        )
+
+
+@dataclass
+class Summarizer:
+    """Fed pg_waldump's lines as they come (`feed`); `segments` holds what each segment's
+    records add up to. Lines that are not records (pg_waldump's own messages) are passed over."""
+
+    segment_size: int
+    segments: dict[int, SegmentChanges] = field(default_factory=dict)
+
+    def feed(self, lines: Iterable[str]) -> None:
+        size = self.segment_size
+        found = self.segments
+        match = _RECORD.match
+        for line in lines:
+            m = match(line)
+            if m is None:
+                continue
+            rmgr, tx, hi, lo, kind, rest = m.groups()
+            lsn = (int(hi, 16) << 32) | int(lo, 16)
+            number = lsn // size
+            seg = found.get(number)
+            if seg is None:
+                seg = found[number] = SegmentChanges()
+            seg.records += 1
+            _record(seg, rmgr, int(tx), lsn, kind, rest)
+
+
+def summarize(lines: Iterable[str], segment_size: int) -> dict[int, SegmentChanges]:
+    """Segment number -> what its records add up to."""
+    summary = Summarizer(segment_size)
+    summary.feed(lines)
+    return summary.segments
+
+
+def _record(seg: SegmentChanges, rmgr: str, xid: int, lsn: int, kind: str, rest: str) -> None:
+    if rmgr == "Heap":
+        what = _heap_kind(kind, rest)
+        if what is not None and (ref := _BLKREF.search(rest)):
+            seg.count(xid, "/".join(ref.groups()), what)
+    elif rmgr == "Heap2":
+        if kind.startswith("MULTI_INSERT") and (ref := _BLKREF.search(rest)):
+            tuples = _TUPLES.search(rest)
+            n = int(tuples.group(1) or tuples.group(2)) if tuples else 1
+            seg.count(xid, "/".join(ref.groups()), INSERTED, n)
+    elif rmgr == "Transaction":
+        end = _end(kind, xid, lsn, rest)
+        if end is not None:
+            seg.ends.append(end)
+    elif rmgr == "Storage":
+        if kind == "CREATE" and (key := file_key(rest.strip())) is not None and xid:
+            seg.created.setdefault(xid, []).append(key)
+    elif rmgr == "XLOG":
+        if kind == "RESTORE_POINT":
+            seg.restore_points.append(RestorePoint(rest.strip(), lsn))
+        elif kind == "FPI" and xid:
+            # Pages written whole by a transaction into a file it created: a table rewritten
+            # (VACUUM FULL, CLUSTER) rather than emptied (TRUNCATE).
+            for ref in _BLKREF.finditer(rest):
+                seg.count(xid, "/".join(ref.groups()), PAGES)
+
+
+def _heap_kind(kind: str, rest: str) -> int | None:
+    base = kind.split("+", 1)[0]
+    if base == "INSERT":
+        return INSERTED
+    if base in ("UPDATE", "HOT_UPDATE"):
+        return UPDATED
+    if base == "DELETE":
+        flags = _FLAGS.search(rest)
+        if flags and int(flags.group(1), 16) & DELETE_IS_SUPER:
+            return None
+        return DELETED
+    return None
+
+
+def _end(kind: str, xid: int, lsn: int, rest: str) -> End | None:
+    if kind not in ("COMMIT", "ABORT", "COMMIT_PREPARED", "ABORT_PREPARED"):
+        return None
+    parts = rest.split("; ")
+    when = _WHEN.match(parts[0])
+    if when is None:
+        return None
+    if when.group(1):  # COMMIT_PREPARED 1234: the prepared transaction's id
+        xid = int(when.group(1))
+    at = datetime.fromisoformat(when.group(2)).replace(tzinfo=UTC)
+    subxacts: tuple[int, ...] = ()
+    files: tuple[str, ...] = ()
+    relations: tuple[str, ...] = ()
+    for part in parts[1:]:
+        label, _, values = part.partition(": ")
+        words = values.split()
+        if label == "subxacts":
+            subxacts = tuple(int(w) for w in words if w.isdigit())
+        elif label == "rels":
+            files = tuple(k for w in words if (k := file_key(w)) is not None)
+        elif label == "dropped stats":
+            # KIND/DB/OID; kind 2 is a relation (pgstat_kind.h: PGSTAT_KIND_RELATION).
+            relations = tuple(w.split("/", 1)[1] for w in words if w.startswith("2/"))
+    return End(xid, lsn, kind.startswith("COMMIT"), at, subxacts, files, relations)

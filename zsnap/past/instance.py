@@ -1,0 +1,122 @@
+"""An instance of the past that answers and goes: a flashback instance paused (read-only) at a
+target, made for one question (`zsnap query`, `zsnap dump`, naming the tables of a set) and
+destroyed after it, or kept for `--keep` so that the next question at the same target is
+answered at once. Every such instance carries an expiry from its start, so one left behind by
+a zsnap that was killed is removed by `zsnap destroy --expired` (and the daemon)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from zsnap.clone import registry
+from zsnap.clone.create import CloneRequest, CreateClone, Wait
+from zsnap.clone.destroy import DestroyClone
+from zsnap.clone.naming import ClonePaths
+from zsnap.clone.target import Target
+from zsnap.config import Config
+from zsnap.errors import ZsnapError
+from zsnap.pg.connection import conninfo_for, instance_conninfo
+from zsnap.zfs import Zfs
+
+log = logging.getLogger(__name__)
+
+# How long an instance made for one question may outlive a zsnap killed while it asked.
+THROWAWAY_TTL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PastInstance:
+    name: str
+    port: int
+    socket_dir: Path
+    set_id: str
+    target: Target
+    standby_conninfo: str
+    reused: bool  # a kept instance made by an earlier question
+    expires_at: datetime | None = None
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        """Full (zsnap's own connections); never printed."""
+        return instance_conninfo(self.standby_conninfo, str(self.socket_dir), self.port, dbname)
+
+    def dsn(self, dbname: str | None = None) -> str:
+        """What a person may see and psql needs: no password."""
+        return instance_conninfo(self.standby_conninfo, str(self.socket_dir), self.port, dbname,
+                                 public=True)
+
+
+def kept_name(cluster: str, target: Target, set_id: str | None) -> str:
+    """One name per target (and forced set), so that the next question finds the instance."""
+    digest = hashlib.sha1(f"{cluster}|{target}|{set_id or ''}".encode()).hexdigest()[:12]
+    return f"asof-{digest}"
+
+
+def _answers(clone: registry.Clone, standby_conninfo: str) -> bool:
+    """A kept instance that is up and still paused in recovery (nobody promoted it)."""
+    paths = ClonePaths(clone.name, clone.dir.parent)
+    conninfo = instance_conninfo(standby_conninfo, str(paths.socket_dir), clone.port)
+    try:
+        with psycopg.connect(conninfo_for(conninfo, connect_timeout=2), autocommit=True) as c:
+            row = c.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0])
+
+
+@contextlib.contextmanager
+def past_instance(
+    config: Config, zfs: Zfs, request: CloneRequest, *, keep: timedelta | None = None,
+    purpose: str = "asof", now: datetime | None = None,
+) -> Iterator[PastInstance]:
+    """A read-only instance paused at `request.target` (promoted for an `immediate` one that
+    only reads catalogs: `request.pause` decides) for the `with` block."""
+    now = now or datetime.now(UTC)
+    cluster = config.snapshot.cluster
+    instance: PastInstance | None = None
+    if keep is not None:
+        name = kept_name(cluster, request.target, request.set_id)
+        found = next((c for c in registry.read(zfs, cluster, sizes=False) if c.name == name),
+                     None)
+        if found is not None and not registry.expired(found, now) \
+                and _answers(found, config.standby.conninfo):
+            expires = now + keep
+            for dataset in found.datasets:
+                zfs.set(dataset, {registry.EXPIRES: expires.isoformat(timespec="seconds")})
+            instance = PastInstance(name, found.port, ClonePaths(name, found.dir.parent)
+                                    .socket_dir, found.set, request.target,
+                                    config.standby.conninfo, True, expires)
+        elif found is not None:
+            DestroyClone(config, zfs).run(name)
+    else:
+        name = f"{purpose}-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid() % 100000}"
+    if instance is None:
+        made = CreateClone(config, zfs).run(replace(
+            request, name=name, ttl=keep or THROWAWAY_TTL, keep_forever=False,
+            durability=Wait.SKIP))
+        instance = PastInstance(
+            made.name, made.port, ClonePaths(made.name, config.clones.mount_root).socket_dir,
+            made.set_id, request.target, config.standby.conninfo, False,
+            now + (keep or THROWAWAY_TTL))
+    try:
+        yield instance
+    finally:
+        if keep is None:
+            _remove(config, zfs, instance.name)
+
+
+def _remove(config: Config, zfs: Zfs, name: str) -> None:
+    """Never raised over the answer (or the error) the instance gave: logged, with what to do."""
+    try:
+        DestroyClone(config, zfs).run(name)
+    except ZsnapError as e:
+        log.error("could not remove instance %s (%s): zsnap destroy %s (it also expires)",
+                  name, e, name)
