@@ -169,6 +169,9 @@ class ScheduleConfig(Section):
     verify: str = "off"
     # `zsnap replicate`: every set to [replicate] target soon after it is taken.
     replicate: str = "off"
+    # `zsnap destroy --expired`: clones whose --ttl / [clones] ttl has passed, and the
+    # instances `zsnap query`/`dump`/`wal find` make, left by a zsnap that was killed.
+    expire: str = "*/10 * * * *"
     # A run that could not start on time (daemon busy or down) still runs if it is late by
     # less than this; several missed runs of one job coalesce into one.
     misfire_grace: Duration = timedelta(hours=6)
@@ -177,7 +180,7 @@ class ScheduleConfig(Section):
     # How often the daemon rewrites its heartbeat file (read by `zsnap check`).
     heartbeat_interval: Duration = timedelta(seconds=30)
 
-    @field_validator("snapshot", "prune", "verify", "replicate")
+    @field_validator("snapshot", "prune", "verify", "replicate", "expire")
     @classmethod
     def _cron(cls, value: str) -> str:
         if not is_off(value):
@@ -234,6 +237,8 @@ class CheckConfig(Section):
     # Age of the newest set on [replicate] target (checked where a target is configured).
     replication_lag_warning: Threshold = timedelta(hours=3)
     replication_lag_critical: Threshold = timedelta(hours=12)
+    # A flashback instance pins its set and the space its writes take: warn past this age.
+    clone_age_warning: Threshold = timedelta(days=7)
     pool_free_warning_pct: Percent = 20.0
     pool_free_critical_pct: Percent = 10.0
     # Write the results for node_exporter's textfile collector on every `zsnap check`.

@@ -40,6 +40,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from zsnap import config as config_module
+from zsnap.clone.expire import DestroyExpired
 from zsnap.config import Config
 from zsnap.cron import cron_trigger, is_off, next_times
 from zsnap.errors import ConfigError, VerificationFailed, ZsnapError
@@ -96,12 +97,21 @@ def replicate_job(cfg: Config) -> JobResult:
             "sets": result.done}
 
 
+def expire_job(cfg: Config) -> JobResult:
+    """`zsnap destroy --expired`: clones past their --ttl / [clones] ttl."""
+    result = DestroyExpired(cfg, Zfs(Runner())).run()
+    if result.failed:
+        raise ZsnapError(result.summary())
+    return {"detail": result.summary(), "destroyed": result.destroyed}
+
+
 # The jobs `[schedule]` can name, each the same operation the command line runs.
 JOBS: dict[str, Callable[[Config], JobResult]] = {
     "snapshot": snapshot_job,
     "prune": prune_job,
     "verify": verify_job,
     "replicate": replicate_job,
+    "expire": expire_job,
 }
 
 
@@ -117,9 +127,10 @@ def crons(cfg: Config) -> dict[str, str]:
     receiving host ([catalog] root) takes no sets and sends none, whatever [schedule] says."""
     s = cfg.schedule
     if cfg.receiving:
-        return {"snapshot": "off", "prune": s.prune, "verify": s.verify, "replicate": "off"}
+        return {"snapshot": "off", "prune": s.prune, "verify": s.verify, "replicate": "off",
+                "expire": s.expire}
     return {"snapshot": s.snapshot, "prune": s.prune, "verify": s.verify,
-            "replicate": s.replicate}
+            "replicate": s.replicate, "expire": s.expire}
 
 
 @dataclass

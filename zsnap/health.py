@@ -401,11 +401,23 @@ class Health:
                    Metric("clones_not_durable", float(pending)),
                    Metric("clones_half_made", float(len(half)))]
         summary = f"{len(found)} flashback instance(s), {pending} not durable yet"
+        limit = cfg.check.clone_age_warning
+        old = [c for c in found if limit is not None and c.created is not None
+               and self.now - c.created > limit]
+        metrics.append(Metric("clones_old", float(len(old)),
+                              None if limit is None else limit.total_seconds()))
         if half:
             names = ", ".join(t.name for t in half)
             return CheckResult("clones", Status.WARNING, f"{summary}; half-made: {names}",
                                f"a zsnap was killed making them: zsnap destroy {half[0].name}",
                                metrics)
+        if old:
+            names = ", ".join(c.name for c in old)
+            return CheckResult(
+                "clones", Status.WARNING, f"{summary}; older than "
+                f"{format_duration(limit) if limit else ''}: {names}",
+                "each pins its set and the space it writes: zsnap destroy NAME, or give clones "
+                "an expiry (--ttl, [clones] ttl)", metrics)
         return CheckResult("clones", Status.OK, summary, "", metrics)
 
     def scheduler(self) -> CheckResult:
@@ -485,6 +497,7 @@ METRICS = {
     "clones": "Flashback instances of the cluster.",
     "clones_not_durable": "Flashback instances not durable yet.",
     "clones_half_made": "Clones a killed zsnap left half-made (zsnap destroy removes them).",
+    "clones_old": "Flashback instances older than [check] clone_age_warning.",
     "replication_lag_seconds": "Age of the newest complete set on [replicate] target.",
     "replication_pending_sets": "Complete sets here that [replicate] target lacks.",
     "heartbeat_age_seconds": "Age of the zsnap daemon's heartbeat.",

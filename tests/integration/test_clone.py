@@ -6,8 +6,6 @@ indexes. Targets sit in quiet gaps of the write load, or on a commit with no oth
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -21,10 +19,9 @@ from typing import Any
 import psycopg
 
 from tests.conftest import Cli, archive_all
+from tests.integration.failover import fail_over
 from zsnap.lab import LabInfo, LoadWriter
 from zsnap.lsn import Lsn, Segment
-from zsnap.pg.binaries import PgTools
-from zsnap.ports import port_free
 from zsnap.runner import Runner
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -385,18 +382,12 @@ def test_a_clone_stopped_half_way_leaves_nothing(fresh_lab: LabInfo) -> None:
 # --- a timeline switch --------------------------------------------------------------------
 
 
-def free_port(start: int) -> int:
-    return next(p for p in range(start, start + 1000) if port_free(p))
-
-
 def test_clone_after_a_timeline_switch(fresh_lab: LabInfo) -> None:
     """The primary fails over to another replica; the ZFS standby follows it onto timeline 2
     and sets continue. A clone from the set before the switch replays across it, and one
     from a set after it starts on timeline 2; both hold exactly what the new primary says."""
     info = fresh_lab
     cli = Cli(info.config_file)
-    pg = PgTools(Runner(), info.pg_bin, "postgres")
-    owner = pwd.getpwnam("postgres")
     load = Load(info.conninfo("primary"))
     try:
         time.sleep(1)
@@ -405,46 +396,7 @@ def test_clone_after_a_timeline_switch(fresh_lab: LabInfo) -> None:
     finally:
         load.stop()
 
-    # A second replica of the primary on local disk, archiving into the same archive once
-    # promoted (its configuration is the primary's, copied by pg_basebackup).
-    replica = info.root / "replica2"
-    replica.mkdir(mode=0o700)
-    os.chown(replica, owner.pw_uid, owner.pw_gid)
-    mapping = []
-    for ts in ("ts1", "ts2"):
-        d = info.root / "replica2_ts" / ts
-        d.mkdir(parents=True, mode=0o700)
-        os.chown(d, owner.pw_uid, owner.pw_gid)
-        os.chown(d.parent, owner.pw_uid, owner.pw_gid)
-        mapping += ["-T", f"{info.root / 'primary_ts' / ts}={d}"]
-    pg.run("pg_basebackup", "-h", str(info.socket_dir), "-p", str(info.primary_port),
-           "-U", "postgres", "-D", str(replica), "-R", "-X", "stream", "-c", "fast", *mapping,
-           timeout=600)
-    port2 = free_port(info.primary_port + 2)
-    with (replica / "postgresql.auto.conf").open("a") as f:
-        f.write(f"port = {port2}\n")
-    pg.run("pg_ctl", "-D", str(replica), "-l", str(info.log_dir / "replica2.log"), "-w",
-           "start", timeout=300)
-    new_primary = f"host={info.socket_dir} port={port2} user=postgres dbname=postgres"
-
-    # Fail over: both replicas have all of timeline 1 once the old primary has shut down.
-    with connect(info.conninfo("primary")) as conn:
-        end = Lsn.parse(one(conn, "SELECT pg_current_wal_lsn()::text"))
-    for conninfo in (new_primary, info.conninfo("standby")):
-        with connect(conninfo) as conn:
-            deadline = time.monotonic() + 60
-            while Lsn.parse(one(conn, "SELECT pg_last_wal_replay_lsn()::text")) < end:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-    pg.run("pg_ctl", "-D", str(info.primary_data), "-m", "fast", "-w", "stop", timeout=120)
-    pg.run("pg_ctl", "-D", str(replica), "-w", "promote", timeout=120)
-    with connect(info.conninfo("standby")) as conn:
-        conn.execute(f"ALTER SYSTEM SET primary_conninfo = '{new_primary}'")
-        conn.execute("SELECT pg_reload_conf()")
-        deadline = time.monotonic() + 120
-        while one(conn, "SELECT coalesce(max(received_tli), 0) FROM pg_stat_wal_receiver") != 2:
-            assert time.monotonic() < deadline, "the standby did not follow timeline 2"
-            time.sleep(0.2)
+    new_primary = fail_over(info)
 
     load = Load(new_primary)
     try:

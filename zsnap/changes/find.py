@@ -238,6 +238,7 @@ class FindChanges:
         scan = WalScan(self.zfs.runner, archive, find_bindir(cfg.standby.pg_bin) / "pg_waldump",
                        cfg.state.dir, cfg.standby.os_user, self.progress)
         out = Scanned()
+        window_start = sets[0].consistent.value
         assembler = Assembler()
         past_until = 0
         for read in scan.read(segments):
@@ -253,6 +254,8 @@ class FindChanges:
                     out.points.append(item)
                     continue
                 out.newest_xid = max(out.newest_xid, item.xid)
+                if item.commit_lsn <= window_start:
+                    continue  # before any set is consistent: outside the recovery window
                 if xid is not None:
                     if item.xid == xid:
                         out.transactions.append(item)
@@ -316,10 +319,11 @@ class FindChanges:
                                     "sets looked at (zsnap wal find without --table lists every "
                                     "table changed)")
         result.names_from = [m.source for m in names.maps]
-        unknown = names.unknown(keys)
+        unknown = sorted(names.unknown(keys))
         if unknown:
-            result.notes.append(f"{len(unknown)} relation file(s) could not be named (listed "
-                                "as SPC/DB/FILE)")
+            shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            result.notes.append(f"{len(unknown)} relation file(s) could not be named, listed "
+                                f"as SPC/DB/FILE: {shown}")
         return names
 
     def _standby_map(self) -> RelationMap:
@@ -347,8 +351,7 @@ class FindChanges:
         found = cached(path)
         if found is not None:
             return found, 0
-        request = CloneRequest(Target.before_xid(str(t.xid)), pause=True,
-                               commit_lsn=Lsn(t.commit_lsn))
+        request = CloneRequest(Target.before_xid(str(t.xid)), commit_lsn=Lsn(t.commit_lsn))
         return self._instance_map(request, f"just before transaction {t.xid}", path), 1
 
     def _instance_map(self, request: CloneRequest, source: str, path: Path) -> RelationMap | None:

@@ -79,6 +79,8 @@ class CloneRequest:
     # Where the target transaction's commit is in the WAL, when it was looked up there: only
     # sets consistent before it can stop at (or just before) it.
     commit_lsn: Lsn | None = None
+    # PostgreSQL settings of this instance only, after [clones] settings.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -447,7 +449,8 @@ class CreateClone:
             socket_dir=plan.paths.socket_dir,
             restore_command=wal.restore_command(
                 walarchive.restore_command(cfg, self.zfs.runner), target),
-            target=target, fast=request.fast_recovery, extra=cfg.clones.settings,
+            target=target, fast=request.fast_recovery,
+            extra={**cfg.clones.settings, **request.settings},
             prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,

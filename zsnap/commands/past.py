@@ -23,7 +23,7 @@ def _request(obj: Context, at: str | None, before_xid: str | None, xid: str | No
              lsn: str | None, restore_point: str | None, immediate: bool,
              set_id: str | None) -> CloneRequest:
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
-    return CloneRequest(target, pause=True, set_id=set_id,
+    return CloneRequest(target, set_id=set_id,
                         commit_lsn=commit_lsn(obj.config, obj.zfs(), target))
 
 

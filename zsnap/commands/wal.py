@@ -14,7 +14,7 @@ from zsnap.commands import Context, dry_run_option, handled, json_option, pass_c
 from zsnap.errors import EXIT_FAILURE, EXIT_NOT_FOUND
 from zsnap.history import History
 from zsnap.lsn import Lsn
-from zsnap.output import console, emit, err_console, error_line, fmt_time, table
+from zsnap.output import console, emit, err_console, error_line, table
 
 if TYPE_CHECKING:
     from zsnap.changes.find import FindResult
@@ -129,7 +129,7 @@ def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
 @handled
 def wal_find(obj: Context, tables: tuple[str, ...], database: str | None, since: str | None,
              until: str | None, kinds: str | None, min_rows: int, as_json: bool) -> None:
-    """Find the transactions that changed tables, in the archived WAL: when each committed
+    """Find the transactions that changed tables in the archived WAL: when each committed
     (to the microsecond), its commit LSN, and the rows it inserted, updated, deleted per
     table; truncations and drops; restore points. Default range: the recovery window.
 
@@ -146,7 +146,7 @@ def wal_find(obj: Context, tables: tuple[str, ...], database: str | None, since:
     with _segment_progress(err_console.is_terminal and not as_json) as progress:
         result = FindChanges(cfg, obj.zfs(), progress=progress).run(request)
     emit(result.to_json(), as_json, lambda: _print_found(result))
-    if not result.transactions and not result.restore_points:
+    if not result.transactions:
         if not as_json:
             error_line("no transaction matches" + (
                 f" (read {result.first_segment} to {result.last_segment})"
@@ -185,7 +185,8 @@ def _print_found(result: FindResult) -> None:
                                "table", "inserted", "updated", "deleted", "also"], rows)
     if result.restore_points:
         table("restore points", ["name", "lsn", "timeline", "after the commit of"],
-              [[p.name, str(Lsn(p.lsn)), p.timeline, fmt_time(p.after)]
+              [[p.name, str(Lsn(p.lsn)), p.timeline,
+                p.after.isoformat(sep=" ") if p.after else ""]
                for p in result.restore_points])
     cached = f", {result.cached} from the cache" if result.cached else ""
     console.print(f"read {result.segments} segments ({result.first_segment} to "

@@ -1,8 +1,14 @@
-"""An instance of the past that answers and goes: a flashback instance paused (read-only) at a
-target, made for one question (`zsnap query`, `zsnap dump`, naming the tables of a set) and
-destroyed after it, or kept for `--keep` so that the next question at the same target is
-answered at once. Every such instance carries an expiry from its start, so one left behind by
-a zsnap that was killed is removed by `zsnap destroy --expired` (and the daemon)."""
+"""An instance of the past that answers and goes: a flashback instance at a target, made for
+one question (`zsnap query`, `zsnap dump`, naming the tables of a set) and destroyed after it,
+or kept for `--keep` so that the next question at the same target is answered at once. Every
+such instance carries an expiry from its start, so one left behind by a zsnap that was killed
+is removed by `zsnap destroy --expired` (and the daemon).
+
+It is promoted at the target, not left paused there, and its transactions are read-only
+(default_transaction_read_only): a paused instance still holds the locks of the transactions in
+flight at the target, and the one a `--before-xid` target stops before is, when it is the
+mistake, the TRUNCATE or DROP TABLE whose table the question is about. Promotion ends them
+(they never committed there), so every table reads as it was."""
 
 from __future__ import annotations
 
@@ -60,16 +66,20 @@ def kept_name(cluster: str, target: Target, set_id: str | None) -> str:
     return f"asof-{digest}"
 
 
+# Every statement of an instance of the past is read-only unless it asks otherwise.
+READ_ONLY = {"default_transaction_read_only": "on"}
+
+
 def _answers(clone: registry.Clone, standby_conninfo: str) -> bool:
-    """A kept instance that is up and still paused in recovery (nobody promoted it)."""
+    """A kept instance that is up and still read-only."""
     paths = ClonePaths(clone.name, clone.dir.parent)
     conninfo = instance_conninfo(standby_conninfo, str(paths.socket_dir), clone.port)
     try:
         with psycopg.connect(conninfo_for(conninfo, connect_timeout=2), autocommit=True) as c:
-            row = c.execute("SELECT pg_is_in_recovery()").fetchone()
+            row = c.execute("SHOW default_transaction_read_only").fetchone()
     except psycopg.Error:
         return False
-    return bool(row and row[0])
+    return bool(row and row[0] == "on")
 
 
 @contextlib.contextmanager
@@ -77,8 +87,7 @@ def past_instance(
     config: Config, zfs: Zfs, request: CloneRequest, *, keep: timedelta | None = None,
     purpose: str = "asof", now: datetime | None = None,
 ) -> Iterator[PastInstance]:
-    """A read-only instance paused at `request.target` (promoted for an `immediate` one that
-    only reads catalogs: `request.pause` decides) for the `with` block."""
+    """A read-only instance at `request.target`, for the `with` block."""
     now = now or datetime.now(UTC)
     cluster = config.snapshot.cluster
     instance: PastInstance | None = None
@@ -100,8 +109,8 @@ def past_instance(
         name = f"{purpose}-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid() % 100000}"
     if instance is None:
         made = CreateClone(config, zfs).run(replace(
-            request, name=name, ttl=keep or THROWAWAY_TTL, keep_forever=False,
-            durability=Wait.SKIP))
+            request, name=name, ttl=keep or THROWAWAY_TTL, keep_forever=False, pause=False,
+            durability=Wait.SKIP, settings={**request.settings, **READ_ONLY}))
         instance = PastInstance(
             made.name, made.port, ClonePaths(made.name, config.clones.mount_root).socket_dir,
             made.set_id, request.target, config.standby.conninfo, False,

@@ -1,5 +1,5 @@
-"""`zsnap query`: one SQL statement answered by the database as it was at a target, in an
-instance paused there (read-only: a hot standby), destroyed afterwards or kept for `--keep`."""
+"""`zsnap query`: SQL answered by the database as it was at a target, in a read-only instance
+recovered to it (zsnap.past.instance), destroyed afterwards or kept for `--keep`."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ class QueryPast:
                     result.status = cur.statusmessage or ""
             except errors.ReadOnlySqlTransaction:
                 raise WritingQuery(
-                    f"the instance at {inst.target} is read-only (paused in recovery, as "
-                    f"{inst.name}): nothing is written to the past") from None
+                    f"the instance at {inst.target} ({inst.name}) is read-only: nothing is "
+                    "written to the past") from None
             except psycopg.OperationalError as e:
                 raise PostgresError(f"instance {inst.name}: {first_line(e)}") from None
             except psycopg.Error as e:
