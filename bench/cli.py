@@ -11,6 +11,7 @@ import click
 
 from bench.knobs import Knobs
 from bench.report import render
+from bench.rowsback import RowsBack
 from bench.run import BenchRun, Options
 from bench.scale import Scale
 from zsnap.errors import ZsnapError
@@ -115,6 +116,40 @@ def scale(sets: int, runs: int, pg_bin: Path | None, out: Path) -> None:
     for command, timed in results["scale"]["after"].items():
         click.echo(f"{timed['seconds']['median']:6.2f} s  {timed['zfs_calls']:3d} zfs calls  "
                    f"{command}")
+
+
+@cli.command()
+@click.option("--size-gb", default=2.0, show_default=True, help="pgbench database size.")
+@click.option("--wal-gb", default=1.0, show_default=True,
+              help="WAL written between the two sets (what wal find reads).")
+@click.option("--after-set-s", default=20.0, show_default=True,
+              help="Seconds of pgbench between the newest set and the mistake.")
+@click.option("--runs", default=3, show_default=True, help="Runs per measure (medians).")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The lab's PostgreSQL bin directory [default: as zsnap lab up].")
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("bench/results/rowsback.json"), show_default=True)
+def rowsback(size_gb: float, wal_gb: float, after_set_s: float, runs: int, keep: bool,
+             pg_bin: Path | None, out: Path) -> None:
+    """wal find against pg_waldump, query --before-xid (and --keep) against a pgBackRest
+    restore to the same xid."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    try:
+        results = RowsBack(size_gb=size_gb, wal_gb=wal_gb, after_set_s=after_set_s, runs=runs,
+                           keep=keep, pg_bin=pg_bin).run()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    f, q, b = results["find"], results["query"], results["pgbackrest"]
+    click.echo(f"wal find: {f['wal_bytes'] / 2**20:.0f} MB, first {f['first_mb_s']} MB/s "
+               f"(pg_waldump {f['pg_waldump_mb_s']} MB/s, x{f['first_vs_pg_waldump']}), "
+               f"cached {f['cached_s_median']} s")
+    click.echo(f"query --before-xid: {q['once_s_median']} s; kept, next: "
+               f"{q['keep_next_s_median']} s; pgBackRest restore + query: {b['median_s']} s")
 
 
 @cli.command()

@@ -16,9 +16,14 @@ from rich.table import Table
 
 # Piped output (a log, a mail from cron) has no terminal width; rich would assume 80 columns and
 # cut identifiers. Use $COLUMNS when set, else room enough for every table zsnap prints.
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+_COLUMNS = os.environ.get("COLUMNS")
+# A $COLUMNS that is no usable width (a typo, 0) must not break every command: rich would take
+# 0 as the width and print nothing.
+_USABLE = _COLUMNS is not None and _COLUMNS.isdigit() and 20 <= int(_COLUMNS) <= 10000
+_FALLBACK = None if _COLUMNS is None or _USABLE else 200
+_WIDTH = _FALLBACK if sys.stdout.isatty() else (int(_COLUMNS) if _USABLE and _COLUMNS else 200)
 console = Console(width=_WIDTH)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=_FALLBACK)
 
 
 def _default(value: object) -> object:

@@ -7,6 +7,7 @@ line. Then a timeline switch, and clones that expire."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -275,6 +276,47 @@ def test_clones_that_expire(lab: LabInfo) -> None:
     assert cli.json("destroy", "--expired")["destroyed"] == ["shortlived"]
     assert [c["name"] for c in cli.json("clones")] == ["forever"]
     cli("destroy", "forever")
+
+
+def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Path) -> None:
+    """A copy of the archive with one segment cut short and one `.gz` that is not gzip: both
+    are named as unreadable, the transactions in the other segments are listed, and once the
+    segment is whole again it is read (the cache never outlives what it described)."""
+    info = lab
+    primary = info.conninfo("primary")
+    run(primary, "CREATE TABLE dmg (id int)", "INSERT INTO dmg SELECT generate_series(1, 30)")
+    replicated(info)
+    Cli(info.config_file)("snapshot")
+    first = run(primary, "DELETE FROM dmg WHERE id <= 10")
+    archive_all(primary, info.archive)
+    second = run(primary, "DELETE FROM dmg WHERE id <= 20")
+    archive_all(primary, info.archive)
+    third = run(primary, "DELETE FROM dmg")
+    archive_all(primary, info.archive)
+    copy = tmp_path / "archive"
+    shutil.copytree(info.archive, copy)
+    config = tmp_path / "zsnap.toml"
+    config.write_text(info.config_file.read_text().replace(
+        f'path = "{info.archive}"', f'path = "{copy}"').replace(
+        f'dir = "{info.root / "state"}"', f'dir = "{tmp_path / "state"}"'))
+    cli = Cli(config)
+    whole = by_xid(find(cli, "--table", "dmg"))
+    assert {first, second, third} <= whole.keys()
+    cut = whole[second]["commit_lsn"]
+    name = one(primary, f"SELECT pg_walfile_name('{cut}'::pg_lsn)")
+    gz_name = one(primary, f"SELECT pg_walfile_name('{whole[third]['commit_lsn']}'::pg_lsn)")
+    assert name != gz_name
+    saved = (copy / name).read_bytes()
+    (copy / name).write_bytes(saved[:100000])
+    (copy / gz_name).unlink()
+    (copy / f"{gz_name}.gz").write_text("not gzip at all")
+    damaged = find(cli, "--table", "dmg")
+    problems = {u["segment"]: u["problem"] for u in damaged["scanned"]["unreadable"]}
+    assert "truncated" in problems[name] and gz_name in problems
+    listed = by_xid(damaged)
+    assert first in listed and second not in listed and third not in listed
+    (copy / name).write_bytes(saved)
+    assert second in by_xid(find(cli, "--table", "dmg"))
 
 
 def test_transactions_across_a_timeline_switch(lab: LabInfo) -> None:

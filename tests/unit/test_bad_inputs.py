@@ -3,6 +3,7 @@ the real command line, on inputs refused before anything touches ZFS or PostgreS
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,32 @@ def test_an_unknown_command_is_one_line() -> None:
 def test_an_os_user_that_does_not_exist() -> None:
     with pytest.raises(UsageError, match=r"no OS user 'nosuchuser-zsnap' .*\[standby\] os_user"):
         os_user_entry("nosuchuser-zsnap")
+
+
+@pytest.mark.parametrize("columns", ["abc", "", "0", "-3"])
+def test_a_columns_that_is_no_width_breaks_nothing(columns: str, tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": columns}
+    proc = subprocess.run([sys.executable, "-m", "zsnap", "--version"], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and "zsnap" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "zsnap", "--config", str(tmp_path / "no.toml"),
+                           "list"], capture_output=True, text=True, timeout=60, env=env)
+    one_line(proc.returncode, proc.stderr.strip())
+
+
+def test_a_password_is_never_in_a_connection_error(config: Path) -> None:
+    config.write_text(config.read_text() + '[standby]\nconninfo = "host=/nonexistent '
+                      'user=zs password=s3cret-pw dbname=nosuchdb"\n')
+    code, message = zsnap("--config", str(config), "snapshot")
+    assert code != 0 and "cannot connect" in message
+    assert "s3cret-pw" not in message and "user=zs" in message
+
+
+def test_wal_find_bad_input(config: Path) -> None:
+    message = one_line(*zsnap("--config", str(config), "wal", "find", "--kind", "merge"))
+    assert "unknown --kind merge" in message
+    message = one_line(*zsnap("--config", str(config), "query", "--xid", "1", "--at",
+                              "2026-01-01", "SELECT 1"))
+    assert "give one target" in message
+    one_line(*zsnap("--config", str(config), "clone", "--immediate", "--ttl", "soon"))
+    one_line(*zsnap("--config", str(config), "destroy", "x", "--expired"))

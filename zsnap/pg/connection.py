@@ -39,12 +39,22 @@ def instance_conninfo(
     return make_conninfo("", host=socket_dir, port=port, **base)
 
 
+def shown(conninfo: str) -> str:
+    """A conninfo as it may be printed or logged: without its password."""
+    try:
+        params = {k: v for k, v in conninfo_to_dict(conninfo).items()
+                  if v is not None and k != "password"}
+    except psycopg.ProgrammingError:
+        return "(a conninfo that cannot be parsed)"
+    return make_conninfo("", **params)
+
+
 def connect(conninfo: str, what: str = "standby") -> Connection:
     try:
         return psycopg.connect(conninfo_for(conninfo), autocommit=True)
     except psycopg.Error as e:
         raise PostgresError(
-            f"cannot connect to the {what} ({conninfo}): {first_line(e)}"
+            f"cannot connect to the {what} ({shown(conninfo)}): {first_line(e)}"
         ) from None
 
 
