@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
 from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, server_version
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
-from zsnap.walarchive import configured, restore_command
+from zsnap.walarchive import configured, expand_restore_command, restore_command
 from zsnap.zfs import UNSET, Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -100,13 +99,6 @@ class Report:
                 for c in self.checks
             ],
         }
-
-
-def expand_restore_command(command: str, file_name: str, path: str, restart_file: str) -> str:
-    """What PostgreSQL runs for one file: %f the file name, %p the destination, %r the
-    restartpoint's segment, %% a percent sign (one left-to-right pass, as in the server)."""
-    values = {"f": file_name, "p": path, "r": restart_file, "%": "%"}
-    return re.sub(r"%([fpr%])", lambda m: values[m.group(1)], command)
 
 
 def application_name(primary_conninfo: str, cluster_name: str) -> str:

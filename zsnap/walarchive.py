@@ -11,9 +11,11 @@ import gzip
 import io
 import json
 import lzma
+import os
 import re
 import shlex
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Protocol
 
 from zsnap.config import Config
 from zsnap.errors import CommandError, UsageError, ZsnapError
-from zsnap.runner import Runner
+from zsnap.runner import Runner, os_user_entry
 
 TIMEOUT_S = 120.0
 # pgBackRest stores segment 000000010000000000000008 as
@@ -188,6 +190,58 @@ class PgBackRestArchive:
         return decompressed(raw, directory / name)
 
 
+def expand_restore_command(command: str, file_name: str, path: str, restart_file: str) -> str:
+    """What PostgreSQL runs for one file: %f the file name, %p the destination, %r the
+    restartpoint's segment, %% a percent sign (one left-to-right pass, as in the server)."""
+    values = {"f": file_name, "p": path, "r": restart_file, "%": "%"}
+    return re.sub(r"%([fpr%])", lambda m: values[m.group(1)], command)
+
+
+@dataclass(frozen=True)
+class RestoreCommandArchive:
+    """An archive known only by `[archive] restore_command` (WAL-G, Barman, a script): files
+    can be fetched one by one, as PostgreSQL fetches them, but not listed. Read only where
+    reading in order up to the first file it does not return is enough (`zsnap wal find`)."""
+
+    runner: Runner
+    command: str
+    os_user: str
+
+    @property
+    def where(self) -> str:
+        return "the restore_command"
+
+    @property
+    def managed_by(self) -> str | None:
+        return "the tool behind the restore_command"
+
+    def names(self) -> list[str]:
+        raise ArchiveUnreadable("an archive known only by its restore_command cannot be listed")
+
+    def history(self, timeline: int) -> str | None:
+        with tempfile.TemporaryDirectory(prefix="zsnap-history-") as tmp:
+            directory = Path(tmp)
+            user = os_user_entry(self.os_user)
+            os.chown(directory, user.pw_uid, user.pw_gid)
+            path = self.fetch(f"{timeline:08X}.history", directory)
+            return None if path is None else path.read_text(errors="replace")
+
+    def recovery_env(self, pgdata: Path) -> dict[str, str]:
+        return {}
+
+    def fetch(self, name: str, directory: Path) -> Path | None:
+        """The restore_command run as os_user with %p in DIRECTORY; None when it fails or
+        returns nothing (not archived, or past the end of the archive)."""
+        dest = directory / name
+        argv = ["sh", "-c", expand_restore_command(self.command, name, str(dest), name)]
+        result = self.runner.run(argv, user=self.os_user, mutates=False, check=False,
+                                 timeout=TIMEOUT_S, cwd="/")
+        if result.returncode != 0 or not dest.is_file():
+            dest.unlink(missing_ok=True)
+            return None
+        return dest
+
+
 # What zsnap can undo of an archive's compression (the Python standard library's codecs).
 DECOMPRESS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
     ".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
@@ -225,6 +279,17 @@ def configured(config: Config, runner: Runner) -> WalArchive | None:
     if a.path is not None:
         return DirectoryArchive(a.path)
     return None
+
+
+def readable(config: Config, runner: Runner) -> WalArchive:
+    """The archive to read WAL from: the one the config names, else its restore_command."""
+    archive = configured(config, runner)
+    if archive is not None:
+        return required(config, runner)
+    if config.archive.restore_command:
+        return RestoreCommandArchive(runner, config.archive.restore_command,
+                                     config.standby.os_user)
+    return required(config, runner)
 
 
 def required(config: Config, runner: Runner) -> WalArchive:

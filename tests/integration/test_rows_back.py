@@ -293,8 +293,10 @@ def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Pat
     archive_all(primary, info.archive)
     third = run(primary, "DELETE FROM dmg")
     archive_all(primary, info.archive)
-    copy = tmp_path / "archive"
+    copy = info.root / "archive-copy"  # where the restore_command's user may read it
     shutil.copytree(info.archive, copy)
+    for path in [copy, *copy.iterdir()]:
+        shutil.chown(path, "postgres", "postgres")
     config = tmp_path / "zsnap.toml"
     config.write_text(info.config_file.read_text().replace(
         f'path = "{info.archive}"', f'path = "{copy}"').replace(
@@ -317,6 +319,20 @@ def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Pat
     assert first in listed and second not in listed and third not in listed
     (copy / name).write_bytes(saved)
     assert second in by_xid(find(cli, "--table", "dmg"))
+    # The same archive known only by its restore_command: read up to the first segment it
+    # does not return, the same transactions found.
+    (copy / f"{gz_name}.gz").unlink()
+    shutil.copy(info.archive / gz_name, copy / gz_name)
+    for path in (copy / name, copy / gz_name):
+        shutil.chown(path, "postgres", "postgres")
+    only = tmp_path / "restore-command.toml"
+    only.write_text(config.read_text().replace(f'path = "{copy}"\n', "").replace(
+        f"cp {info.archive}/%f %p", f"cp {copy}/%f %p").replace(
+        f'dir = "{tmp_path / "state"}"', f'dir = "{tmp_path / "state2"}"'))
+    assert "path =" not in only.read_text().split("[archive]")[1].split("[")[0]
+    by_command = find(Cli(only), "--table", "dmg")
+    assert {first, second, third} <= by_xid(by_command).keys()
+    assert by_command["scanned"]["unreadable"] == []
 
 
 def test_transactions_across_a_timeline_switch(lab: LabInfo) -> None:

@@ -207,10 +207,27 @@ class FindChanges:
                              f"which begins at {fmt_time(oldest)} (set {sets[0].id})")
 
     def _segments(self, sets: list[SnapshotSet], since: datetime | None,
-                  archive: walarchive.WalArchive) -> list[Segment]:
+                  archive: walarchive.WalArchive) -> tuple[int, int | None,
+                                                           Callable[[int], Segment]]:
+        """The first segment to read, the last (None: up to the first one an archive that
+        cannot be listed does not return), and which timeline's copy of each to read."""
         size = sets[0].wal_segment_size
-        found, histories = read_archive(archive, size)
-        latest = max(found.timelines | {s.timeline for s in sets})
+        set_timelines = {s.timeline for s in sets}
+        listable = not isinstance(archive, walarchive.RestoreCommandArchive)
+        if listable:
+            found, histories = read_archive(archive, size)
+            latest = max(found.timelines | set_timelines)
+        else:
+            found, histories = None, {}
+            latest = max(set_timelines)
+            # Newer timelines' history files, one after another, as recovery looks for them.
+            while (text := archive.history(latest + 1)) is not None:
+                latest += 1
+                histories[latest] = text
+            if latest > 1 and latest not in histories:
+                text = archive.history(latest)
+                if text is not None:
+                    histories[latest] = text
         history = parse_history(histories[latest]) if latest in histories else []
         path = timeline_path(latest, history, size)
         start = sets[0]
@@ -219,30 +236,33 @@ class FindChanges:
             if before:
                 start = max(before, key=lambda s: (s.redo.value, s.id))
         first = start.redo.value // size
+
+        def at(n: int) -> Segment:
+            span = next(s for s in path if s.first <= n and (s.end is None or n < s.end))
+            return Segment(span.timeline, n, size)
+
+        if found is None:
+            return first, None, at
         newest = max((n for span in path for n in found.segments.get(span.timeline, set())
                       if n >= span.first and (span.end is None or n < span.end)),
                      default=first - 1)
-        segments = []
-        for n in range(first, newest + 1):
-            span = next(s for s in path if s.first <= n and (s.end is None or n < s.end))
-            segments.append(Segment(span.timeline, n, size))
-        return segments
+        return first, newest, at
 
     def _scan(self, sets: list[SnapshotSet], request: FindRequest, result: FindResult,
               xid: int | None = None) -> Scanned:
         cfg = self.config
-        archive = walarchive.required(cfg, self.zfs.runner)
-        segments = self._segments(sets, request.since, archive)
-        if segments:
-            result.first_segment, result.last_segment = segments[0].name, segments[-1].name
+        archive = walarchive.readable(cfg, self.zfs.runner)
+        first, last, at = self._segments(sets, request.since, archive)
+        result.first_segment = at(first).name
         scan = WalScan(self.zfs.runner, archive, find_bindir(cfg.standby.pg_bin) / "pg_waldump",
                        cfg.state.dir, cfg.standby.os_user, self.progress)
         out = Scanned()
         window_start = sets[0].consistent.value
         assembler = Assembler()
         past_until = 0
-        for read in scan.read(segments):
+        for read in scan.read(first, last, at):
             result.segments += 1
+            result.last_segment = read.segment.name
             result.cached += read.cached
             if read.changes is None:
                 result.unreadable.append((read.segment.name, read.problem or "unreadable"))
@@ -269,6 +289,11 @@ class FindChanges:
                 if past_until > 1:
                     break
         result.bytes_read = scan.bytes_read
+        if last is None:
+            none = "" if result.segments else \
+                f" ({result.first_segment}, the first: zsnap doctor tries the command)"
+            result.notes.append(f"{archive.where} cannot be listed: read up to the first "
+                                f"segment it did not return{none}")
         for name, problem in result.unreadable:
             result.notes.append(f"segment {name} {problem}: transactions in it are not listed")
         return out

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +28,7 @@ from zsnap.changes.waldump import RMGRS, SegmentChanges, Summarizer
 from zsnap.errors import ZsnapError
 from zsnap.lsn import Lsn, Segment
 from zsnap.runner import Runner, os_user_entry
-from zsnap.walarchive import DECOMPRESS, DirectoryArchive, WalArchive
+from zsnap.walarchive import DECOMPRESS, DirectoryArchive, RestoreCommandArchive, WalArchive
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ CACHE_VERSION = 1
 # Segments given to one pg_waldump at most (copies of compressed ones take this much room).
 RUN = 64
 WALDUMP_TIMEOUT_S = 3600.0
+NOT_ARCHIVED = "not in the archive"
 _STOPPED_AT = re.compile(r"at ([0-9A-F]+/[0-9A-F]+)")
 
 
@@ -67,8 +68,11 @@ class WalScan:
         return self.state_dir / CACHE_DIR
 
     @cached_property
-    def _archived(self) -> set[str]:
-        """The segment names the archive holds, whatever their compression suffix."""
+    def _archived(self) -> set[str] | None:
+        """The segment names the archive holds, whatever their compression suffix; None for
+        an archive that cannot be listed (read up to the first segment it does not return)."""
+        if isinstance(self.archive, RestoreCommandArchive):
+            return None
         names = set()
         for name in self.archive.names():
             plain = name.split(".", 1)[0]
@@ -76,37 +80,46 @@ class WalScan:
                 names.add(plain)
         return names
 
-    def read(self, segments: Sequence[Segment]) -> Iterator[SegmentRead]:
-        """Each of `segments` (consecutive on their timelines, oldest first), in order."""
+    def _listed(self, seg: Segment) -> bool:
+        return self._archived is None or seg.name in self._archived
+
+    def read(self, first: int, last: int | None,
+             at: Callable[[int], Segment]) -> Iterator[SegmentRead]:
+        """Segments `first` to `last` (None: to the first one the archive does not return),
+        `at(n)` saying which timeline's copy of segment n to read, in order."""
+        total = 0 if last is None else last - first + 1
         try:
-            i = 0
-            while i < len(segments):
-                seg = segments[i]
+            n = first
+            while last is None or n <= last:
+                seg = at(n)
                 hit = self._cached(seg)
                 if hit is not None:
-                    i += 1
-                    self._tell(i, len(segments), 0)
+                    n += 1
+                    self._tell(n - first, total)
                     yield SegmentRead(seg, hit, cached=True)
                     continue
-                if seg.name not in self._archived:
-                    i += 1
-                    self._tell(i, len(segments), 0)
-                    yield SegmentRead(seg, None, "not in the archive")
+                if not self._listed(seg):
+                    n += 1
+                    self._tell(n - first, total)
+                    yield SegmentRead(seg, None, NOT_ARCHIVED)
                     continue
                 run = [seg]
-                while (len(run) < RUN and i + len(run) < len(segments)
-                       and (nxt := segments[i + len(run)]) == run[-1].next()
-                       and nxt.name in self._archived and self._cached(nxt) is None):
+                while len(run) < RUN and (last is None or n + len(run) <= last):
+                    nxt = at(n + len(run))
+                    if nxt != run[-1].next() or not self._listed(nxt) or self._cached(nxt):
+                        break
                     run.append(nxt)
-                results = self._read_run(run)
+                results, ended = self._read_run(run)
                 for r in results:
-                    i += 1
-                    self._tell(i, len(segments), 0)
+                    n += 1
+                    self._tell(n - first, total)
                     yield r
+                if ended:
+                    return
         finally:
             self.close()
 
-    def _tell(self, done: int, total: int, n: int) -> None:
+    def _tell(self, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(done, total, self.bytes_read)
 
@@ -174,6 +187,8 @@ class WalScan:
             dest.unlink(missing_ok=True)
             return f"cannot be read from the archive ({_reason(e)})"
         if path is None:
+            if isinstance(self.archive, RestoreCommandArchive):
+                return NOT_ARCHIVED
             return "compressed in a way zsnap cannot undo (lz4, zstd)"
         size = path.stat().st_size
         if size != seg.segment_size:
@@ -186,9 +201,12 @@ class WalScan:
         self.bytes_read += size
         return None
 
-    def _read_run(self, run: list[Segment]) -> list[SegmentRead]:
+    def _read_run(self, run: list[Segment]) -> tuple[list[SegmentRead], bool]:
+        """The segments of `run`, and whether the end of an archive that cannot be listed was
+        met (a segment it did not return: the ones before it are read, it is not listed)."""
         results: list[SegmentRead] = []
         placed: list[Segment] = []
+        ended = False
         for seg in run:
             problem = self._place(seg)
             if problem is None:
@@ -196,15 +214,18 @@ class WalScan:
                 continue
             # Read what came before it without it; it is unreadable; the rest follows.
             results.extend(self._read_placed(placed, successor=False))
-            results.append(SegmentRead(seg, None, problem))
             placed = []
+            if problem == NOT_ARCHIVED and self._archived is None:
+                ended = True
+                break
+            results.append(SegmentRead(seg, None, problem))
         if placed:
             successor = placed[-1].next()
-            has_next = successor.name in self._archived and self._place(successor) is None
+            has_next = self._listed(successor) and self._place(successor) is None
             results.extend(self._read_placed(placed, successor=has_next))
         for path in self._dir().iterdir():
             path.unlink(missing_ok=True)
-        return results
+        return results, ended
 
     def _read_placed(self, run: list[Segment], *, successor: bool) -> list[SegmentRead]:
         """pg_waldump over `run`, and again after each segment it stops in."""

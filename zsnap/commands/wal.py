@@ -166,8 +166,9 @@ def _segment_progress(show: bool) -> Iterator[Callable[[int, int, int], None] | 
         task = bar.add_task("", total=None)
 
         def update(done: int, total: int, read: int) -> None:
-            bar.update(task, total=total, completed=done,
-                       description=f"{done}/{total} segments, {read / 2**20:.0f} MB read")
+            of = f"/{total}" if total else ""
+            bar.update(task, total=total or None, completed=done,
+                       description=f"{done}{of} segments, {read / 2**20:.0f} MB read")
 
         yield update
 
