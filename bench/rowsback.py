@@ -186,6 +186,7 @@ class RowsBack:
                          f"--target={xid}", "--target-exclusive", "--target-action=promote",
                          f"--tablespace-map-all={tablespaces}", "--archive-mode=off",
                          timeout=7200)
+                instance.settings({})  # its own port and socket, no archiving
                 instance.start()
                 instance.wait_ready()
                 with psycopg.connect(instance.dsn, autocommit=True) as conn:

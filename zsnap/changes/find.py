@@ -167,23 +167,50 @@ class FindChanges:
         result.seconds = time.monotonic() - started
         return result
 
-    def locate(self, xid: int) -> Transaction:
-        """Where transaction `xid` committed, or one line saying why it did not."""
+    def locate(self, xid: int) -> Lsn:
+        """Where transaction `xid` committed, or one line saying why it did not. Cached
+        segments are opened only where their index says the transaction may end; the rest
+        is read as `run` reads it."""
         sets = self._sets()
+        cfg = self.config
+        archive = walarchive.readable(cfg, self.zfs.runner)
+        first, last, at = self._segments(sets, None, archive)
+        scan = self._scanner(archive)
+        window_start = sets[0].consistent.value
+        newest = 0
+        n = first
+        while last is None or n <= last:
+            ended = scan.ended(at(n))
+            if ended is None:
+                break
+            if ended:
+                newest = max(newest, ended[-1])
+                changes = scan.cached(at(n)) if xid in ended else None
+                for e in changes.ends if changes else []:
+                    if e.xid == xid and e.lsn > window_start:
+                        if not e.committed:
+                            raise NotFoundError(
+                                f"transaction {xid} was rolled back: it never committed")
+                        return Lsn(e.lsn)
+            n += 1
         result = FindResult()
-        scanned = self._scan(sets, FindRequest(), result, xid=xid)
-        found = next((t for t in scanned.transactions if t.xid == xid), None)
-        if found is not None:
-            return found
+        scanned = self._scan(sets, FindRequest(), result, xid=xid, start=n)
+        if scanned.transactions:
+            return Lsn(scanned.transactions[0].commit_lsn)
         if xid in scanned.aborted:
             raise NotFoundError(f"transaction {xid} was rolled back: it never committed")
-        if xid > scanned.newest_xid:
+        newest = max(newest, scanned.newest_xid)
+        if xid > newest:
             raise NotFoundError(f"transaction {xid} is not in the archived WAL: the newest "
-                                f"committed there is {scanned.newest_xid} (is it in the future, "
-                                "or not archived yet?)")
+                                f"committed there is {newest} (is it in the future, or not "
+                                "archived yet?)")
         raise NotFoundError(f"transaction {xid} did not commit in the recovery window's WAL "
-                            f"(from {result.first_segment}): it committed before it, or "
-                            "never did")
+                            f"(from {at(first).name}): it committed before it, or never did")
+
+    def _scanner(self, archive: walarchive.WalArchive) -> WalScan:
+        cfg = self.config
+        return WalScan(self.zfs.runner, archive, find_bindir(cfg.standby.pg_bin) / "pg_waldump",
+                       cfg.state.dir, cfg.standby.os_user, self.progress)
 
     # --- what to read ------------------------------------------------------------------------
 
@@ -249,13 +276,12 @@ class FindChanges:
         return first, newest, at
 
     def _scan(self, sets: list[SnapshotSet], request: FindRequest, result: FindResult,
-              xid: int | None = None) -> Scanned:
-        cfg = self.config
-        archive = walarchive.readable(cfg, self.zfs.runner)
+              xid: int | None = None, start: int | None = None) -> Scanned:
+        archive = walarchive.readable(self.config, self.zfs.runner)
         first, last, at = self._segments(sets, request.since, archive)
+        first = first if start is None else start
         result.first_segment = at(first).name
-        scan = WalScan(self.zfs.runner, archive, find_bindir(cfg.standby.pg_bin) / "pg_waldump",
-                       cfg.state.dir, cfg.standby.os_user, self.progress)
+        scan = self._scanner(archive)
         out = Scanned()
         window_start = sets[0].consistent.value
         assembler = Assembler()
@@ -279,7 +305,7 @@ class FindChanges:
                 if xid is not None:
                     if item.xid == xid:
                         out.transactions.append(item)
-                elif _in_range(item.committed_at, request):
+                elif _in_range(item.committed_at, request) and _may_match(item, request):
                     out.transactions.append(item)
             if xid is not None and out.transactions:
                 break
@@ -453,6 +479,22 @@ def _in_range(at: datetime | None, request: FindRequest) -> bool:
         (request.until is None or at <= request.until)
 
 
+def _may_match(t: Transaction, request: FindRequest) -> bool:
+    """Before naming: could `t` pass the kinds and size asked for? Its raw counts include
+    TOAST and catalog rows, so they can only be more than what is listed: a cheap test that
+    keeps millions of small transactions out of the naming."""
+    if not request.kinds and not request.min_rows:
+        return True
+    counted = [i for kind, i in (("insert", INSERTED), ("update", UPDATED), ("delete", DELETED))
+               if not request.kinds or kind in request.kinds]
+    rows = sum(counts[i] for counts in t.files.values() for i in counted)
+    if request.kinds:
+        removal = bool(request.kinds & {"truncate", "drop"}) and bool(t.dropped_files)
+        if not rows and not removal:
+            return False
+    return rows >= request.min_rows
+
+
 def _wanted(found: Found, request: FindRequest) -> bool:
     if request.database is not None and found.database != request.database:
         return False
@@ -478,3 +520,14 @@ def parse_kinds(text: str | None) -> frozenset[str]:
 def tables_of(given: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(qualified(t) for t in given))
 
+
+def commit_lsn(config: Config, zfs: Zfs, target: Target) -> Lsn | None:
+    """Where an xid target's transaction committed, found in the archived WAL (one line when
+    it never committed, was rolled back, or is not archived); None for other targets, and
+    where the archive cannot be listed (recovery itself then searches for the transaction,
+    from the newest set back, rather than zsnap reading the whole archive first)."""
+    if target.xid is None:
+        return None
+    if not (config.archive.path or config.archive.pgbackrest_stanza):
+        return None
+    return FindChanges(config, zfs).locate(target.xid)

@@ -155,13 +155,39 @@ class WalScan:
         """A cache: failing to write it costs only time later."""
         data: dict[str, Any] = {"version": CACHE_VERSION, "identity": self._identity(seg),
                                 "changes": changes.to_json()}
+        xids = [e.xid for e in changes.ends]
+        # Beside it, small: which transactions end in it, so that looking one up (an xid
+        # target) opens only the segments that may hold its end.
+        index = {"version": CACHE_VERSION, "identity": data["identity"],
+                 "xids": [min(xids), max(xids)] if xids else None}
         try:
             self._cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self._cache_path(seg).with_name(f".{seg.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, separators=(",", ":")))
-            tmp.rename(self._cache_path(seg))
+            for path, content in ((self._cache_path(seg), data),
+                                  (self._index_path(seg), index)):
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(content, separators=(",", ":")))
+                tmp.rename(path)
         except OSError as e:
             log.debug("not kept: %s: %s", seg.name, e)
+
+    def _index_path(self, seg: Segment) -> Path:
+        return self._cache_dir / f"{seg.name}.xids"
+
+    def ended(self, seg: Segment) -> range | None:
+        """From the cache: the xids from the lowest to the highest that end in `seg` (empty
+        when none does); None when `seg` is not cached (it must be read)."""
+        try:
+            data = json.loads(self._index_path(seg).read_text())
+            if data.get("version") != CACHE_VERSION or data.get("identity") != \
+                    self._identity(seg) or not self._cache_path(seg).exists():
+                return None
+            xids = data["xids"]
+            return range(0) if xids is None else range(int(xids[0]), int(xids[1]) + 1)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+            return None
+
+    def cached(self, seg: Segment) -> SegmentChanges | None:
+        return self._cached(seg)
 
     # --- reading -----------------------------------------------------------------------------
 

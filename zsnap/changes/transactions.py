@@ -51,17 +51,27 @@ class Assembler:
     last_commit: datetime | None = None
 
     def add(self, seg: SegmentChanges, timeline: int) -> Iterator[Transaction | Point]:
+        """`seg`'s dictionaries are taken over, not copied: a summary is added once."""
+        pending = self.pending
         for xid, files in seg.changes.items():
-            mine = self.pending.setdefault(xid, {})
+            mine = pending.get(xid)
+            if mine is None:
+                pending[xid] = files
+                continue
             for key, counts in files.items():
-                total = mine.setdefault(key, [0, 0, 0, 0])
-                for i, n in enumerate(counts):
-                    total[i] += n
+                total = mine.get(key)
+                if total is None:
+                    mine[key] = counts
+                else:
+                    for i, n in enumerate(counts):
+                        total[i] += n
         for xid, keys in seg.created.items():
             self.created.setdefault(xid, set()).update(keys)
         # Restore points and ends in WAL order: a point says which commits came before it.
-        events: list[End | RestorePoint] = [*seg.ends, *seg.restore_points]
-        events.sort(key=lambda e: e.lsn)
+        events: list[End | RestorePoint] = list(seg.ends)
+        if seg.restore_points:
+            events.extend(seg.restore_points)
+            events.sort(key=lambda e: e.lsn)
         for event in events:
             if isinstance(event, RestorePoint):
                 yield Point(event.name, event.lsn, timeline, self.last_commit)
@@ -71,14 +81,14 @@ class Assembler:
                 yield done
 
     def _finish(self, end: End, timeline: int) -> Transaction | None:
-        files: dict[str, list[int]] = {}
-        created: set[str] = set()
-        for xid in (end.xid, *end.subxacts):
-            for key, counts in self.pending.pop(xid, {}).items():
+        files = self.pending.pop(end.xid, None) or {}
+        created = self.created.pop(end.xid, None) or set()
+        for sub in end.subxacts:
+            for key, counts in self.pending.pop(sub, {}).items():
                 total = files.setdefault(key, [0, 0, 0, 0])
                 for i, n in enumerate(counts):
                     total[i] += n
-            created |= self.created.pop(xid, set())
+            created |= self.created.pop(sub, set())
         if not end.committed:
             return None
         if self.last_commit is None or end.at > self.last_commit:

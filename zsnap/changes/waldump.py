@@ -18,9 +18,6 @@ from typing import Any
 # The resource managers whose records matter here (pg_waldump --rmgr, one per flag).
 RMGRS = ("Heap", "Heap2", "Transaction", "Storage", "XLOG")
 
-_RECORD = re.compile(
-    r"^rmgr: (\w+)\s+len \(rec/tot\):\s*\d+/\s*\d+, tx:\s*(\d+), "
-    r"lsn: ([0-9A-F]+)/([0-9A-F]+), prev [0-9A-F]+/[0-9A-F]+, desc: (\S+)\s?(.*)$")
 _BLKREF = re.compile(r"blkref #\d+: rel (\d+)/(\d+)/(\d+)")
 _TUPLES = re.compile(r"(?:ntuples: (\d+)|(\d+) tuples)")
 _FLAGS = re.compile(r"flags:? 0x([0-9A-Fa-f]+)")
@@ -71,9 +68,8 @@ class End:
     @classmethod
     def from_json(cls, data: list[Any]) -> End:
         xid, lsn, committed, at, subs, files, rels = data
-        return cls(int(xid), int(lsn), bool(committed), datetime.fromisoformat(at),
-                   tuple(int(x) for x in subs), tuple(str(f) for f in files),
-                   tuple(str(r) for r in rels))
+        return cls(xid, lsn, committed, datetime.fromisoformat(at), tuple(subs), tuple(files),
+                   tuple(rels))
 
 
 @dataclass(frozen=True)
@@ -107,10 +103,11 @@ class SegmentChanges:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SegmentChanges:
+        # Written by to_json above, in a directory only zsnap writes (a version number
+        # guards the layout): taken as it is read, only the xids made numbers again.
         return cls(
-            changes={int(x): {str(k): [int(n) for n in v] for k, v in rels.items()}
-                     for x, rels in data["changes"].items()},
-            created={int(x): [str(f) for f in files] for x, files in data["created"].items()},
+            changes={int(x): rels for x, rels in data["changes"].items()},
+            created={int(x): files for x, files in data["created"].items()},
             ends=[End.from_json(e) for e in data["ends"]],
             restore_points=[RestorePoint(str(n), int(lsn)) for n, lsn in data["restore_points"]],
             records=int(data["records"]),
@@ -126,21 +123,51 @@ class Summarizer:
     segments: dict[int, SegmentChanges] = field(default_factory=dict)
 
     def feed(self, lines: Iterable[str]) -> None:
+        # The hot loop of `zsnap wal find`: a gigabyte of WAL is millions of lines, so the
+        # fixed parts of pg_waldump's format ("rmgr: %-11s len (rec/tot): %6u/%8u, tx: %10u,
+        # lsn: %X/%08X, prev %X/%08X, desc: ...") are cut with str methods, and heap records,
+        # most of them, are counted inline.
         size = self.segment_size
         found = self.segments
-        match = _RECORD.match
+        number = -1
+        seg = SegmentChanges()
         for line in lines:
-            m = match(line)
-            if m is None:
+            if not line.startswith("rmgr: "):
                 continue
-            rmgr, tx, hi, lo, kind, rest = m.groups()
-            lsn = (int(hi, 16) << 32) | int(lo, 16)
-            number = lsn // size
-            seg = found.get(number)
-            if seg is None:
-                seg = found[number] = SegmentChanges()
+            i = line.find(", tx:", 17)
+            j = line.find(", lsn: ", i)
+            k = line.find(", prev ", j)
+            d = line.find(", desc: ", k)
+            if min(i, j, k, d) < 0:
+                continue
+            slash = line.index("/", j)
+            lsn = (int(line[j + 7:slash], 16) << 32) | int(line[slash + 1:k], 16)
+            if lsn // size != number:
+                number = lsn // size
+                seg = found.get(number) or found.setdefault(number, SegmentChanges())
             seg.records += 1
-            _record(seg, rmgr, int(tx), lsn, kind, rest)
+            xid = int(line[i + 5:j])
+            rmgr = line[6:line.index(" ", 6)]
+            desc = line[d + 8:]
+            if rmgr == "Heap":
+                what = _heap_kind(desc)
+                if what is None:
+                    continue
+                ref = desc.find("blkref #0: rel ")
+                if ref < 0:
+                    continue
+                key = desc[ref + 15:desc.find(" ", ref + 15)]
+                files = seg.changes.get(xid)
+                if files is None:
+                    files = seg.changes[xid] = {}
+                counts = files.get(key)
+                if counts is None:
+                    counts = files[key] = [0, 0, 0, 0]
+                counts[what] += 1
+                continue
+            space = desc.find(" ")
+            kind, rest = (desc, "") if space < 0 else (desc[:space], desc[space + 1:])
+            _record(seg, rmgr, xid, lsn, kind, rest)
 
 
 def summarize(lines: Iterable[str], segment_size: int) -> dict[int, SegmentChanges]:
@@ -151,11 +178,7 @@ def summarize(lines: Iterable[str], segment_size: int) -> dict[int, SegmentChang
 
 
 def _record(seg: SegmentChanges, rmgr: str, xid: int, lsn: int, kind: str, rest: str) -> None:
-    if rmgr == "Heap":
-        what = _heap_kind(kind, rest)
-        if what is not None and (ref := _BLKREF.search(rest)):
-            seg.count(xid, "/".join(ref.groups()), what)
-    elif rmgr == "Heap2":
+    if rmgr == "Heap2":
         if kind.startswith("MULTI_INSERT") and (ref := _BLKREF.search(rest)):
             tuples = _TUPLES.search(rest)
             n = int(tuples.group(1) or tuples.group(2)) if tuples else 1
@@ -177,14 +200,15 @@ def _record(seg: SegmentChanges, rmgr: str, xid: int, lsn: int, kind: str, rest:
                 seg.count(xid, "/".join(ref.groups()), PAGES)
 
 
-def _heap_kind(kind: str, rest: str) -> int | None:
-    base = kind.split("+", 1)[0]
-    if base == "INSERT":
+def _heap_kind(desc: str) -> int | None:
+    """What a Heap record's description (`UPDATE off 3 ...`, `INSERT+INIT off: 1, ...`) does
+    to a row: INSERTED, UPDATED, DELETED, or None (LOCK, INPLACE, CONFIRM...)."""
+    if desc.startswith("INSERT"):
         return INSERTED
-    if base in ("UPDATE", "HOT_UPDATE"):
+    if desc.startswith(("UPDATE", "HOT_UPDATE")):
         return UPDATED
-    if base == "DELETE":
-        flags = _FLAGS.search(rest)
+    if desc.startswith("DELETE"):
+        flags = _FLAGS.search(desc)
         if flags and int(flags.group(1), 16) & DELETE_IS_SUPER:
             return None
         return DELETED
@@ -195,12 +219,16 @@ def _end(kind: str, xid: int, lsn: int, rest: str) -> End | None:
     if kind not in ("COMMIT", "ABORT", "COMMIT_PREPARED", "ABORT_PREPARED"):
         return None
     parts = rest.split("; ")
-    when = _WHEN.match(parts[0])
-    if when is None:
-        return None
-    if when.group(1):  # COMMIT_PREPARED 1234: the prepared transaction's id
-        xid = int(when.group(1))
-    at = datetime.fromisoformat(when.group(2)).replace(tzinfo=UTC)
+    first = parts[0]
+    if first.endswith(" UTC") and first[:1].isdigit() and first[4:5] == "-":
+        at = datetime.fromisoformat(first[:-4] + "+00:00")  # the usual case, quickly
+    else:
+        when = _WHEN.match(first)
+        if when is None:
+            return None
+        if when.group(1):  # COMMIT_PREPARED 1234: the prepared transaction's id
+            xid = int(when.group(1))
+        at = datetime.fromisoformat(when.group(2)).replace(tzinfo=UTC)
     subxacts: tuple[int, ...] = ()
     files: tuple[str, ...] = ()
     relations: tuple[str, ...] = ()

@@ -71,7 +71,8 @@ class Teardown:
         if self.dir is not None and not dry_run:
             stop_worker(self.dir)
         if self.pgdata is not None:
-            Instance(pg, self.pgdata, self.pgdata / "postmaster.log", "").stop()
+            # Its datasets go next: nothing it would write at a clean shutdown is kept.
+            Instance(pg, self.pgdata, self.pgdata / "postmaster.log", "").stop(mode="immediate")
         for dataset in [*reversed(self.datasets), *self.parents]:
             with contextlib.suppress(DatasetNotFound):
                 zfs.destroy(dataset)

@@ -263,7 +263,9 @@ class Instance:
                 return ServerStopped(self.failure())
         return PostgresError(f"flashback instance: {first_line(error)}")
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: a clean shutdown (pg_checksums needs one); `immediate` where the data is
+        thrown away next (no shutdown checkpoint writing out what replay dirtied)."""
         pid_file = self.pgdata / "postmaster.pid"
         if not pid_file.exists():
             return
@@ -274,7 +276,7 @@ class Instance:
                         pid_file)
             pid_file.unlink(missing_ok=True)
             return
-        result = self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "120",
+        result = self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "120",
                              "stop", timeout=150, check=False)
         if result.returncode != 0 and self.running():
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",

@@ -25,7 +25,7 @@ from zsnap.commands import (
     pass_ctx,
     seconds_above_zero,
 )
-from zsnap.commands.targets import commit_lsn, duration_option, target_from, target_options
+from zsnap.commands.targets import duration_option, target_from, target_options
 from zsnap.errors import EXIT_FAILURE, UsageError
 from zsnap.lsn import Lsn
 from zsnap.output import console, emit, err_console, error_line, fmt_time, table
@@ -90,6 +90,8 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
           timeout: float | None, durable: bool, ttl: str | None, dry_run: bool,
           as_json: bool) -> None:
     """Start a flashback instance: the database as it was at a target."""
+    from zsnap.changes.find import commit_lsn
+
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
     lifetime = duration_option(ttl, "--ttl")
     request = CloneRequest(target, name=name, port=port, pause=pause, set_id=set_id,

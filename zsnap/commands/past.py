@@ -14,17 +14,15 @@ import click
 
 from zsnap.clone.create import CloneRequest
 from zsnap.commands import Context, handled, json_option, pass_ctx
-from zsnap.commands.targets import commit_lsn, duration_option, target_from, target_options
+from zsnap.commands.targets import duration_option, target_from, target_options
 from zsnap.errors import UsageError
 from zsnap.output import console, emit, err_console, table, to_json
 
 
-def _request(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
-             lsn: str | None, restore_point: str | None, immediate: bool,
-             set_id: str | None) -> CloneRequest:
+def _request(at: str | None, before_xid: str | None, xid: str | None, lsn: str | None,
+             restore_point: str | None, immediate: bool, set_id: str | None) -> CloneRequest:
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
-    return CloneRequest(target, set_id=set_id,
-                        commit_lsn=commit_lsn(obj.config, obj.zfs(), target))
+    return CloneRequest(target, set_id=set_id)
 
 
 @click.command()
@@ -46,32 +44,38 @@ def query(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
     """Run SQL on the database as it was at a target (read-only), print the result.
 
     The instance is destroyed afterwards, or kept for --keep."""
-    from zsnap.past.query import QueryPast
+    from zsnap.past.query import QueryPast, QueryResult
 
     if as_csv and as_json:
         raise UsageError("give --json or --csv, not both")
     kept = duration_option(keep, "--keep")
-    request = _request(obj, at, before_xid, xid, lsn, restore_point, immediate, set_id)
-    result = QueryPast(obj.config, obj.zfs()).run(request, sql, database, kept)
-    if as_csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(result.columns)
-        writer.writerows([_cell(v) for v in row] for row in result.rows)
-        sys.stdout.write(buffer.getvalue())
-        return
-    if as_json:
-        sys.stdout.write(to_json(result.to_json()) + "\n")
-        return
-    if result.columns:
-        table(None, result.columns, [[_cell(v) for v in row] for row in result.rows])
-    else:
-        console.print(result.status, highlight=False)
-    kept_note = (f"; kept until {result.kept_until.isoformat(sep=' ', timespec='seconds')}"
-                 if result.kept_until else "")
-    err_console.print(f"{len(result.rows)} row(s) at {result.target} (set {result.set_id}) in "
-                      f"{result.seconds:.1f} s from {'kept ' if result.reused else ''}instance "
-                      f"{result.instance}{kept_note}", highlight=False)
+    request = _request(at, before_xid, xid, lsn, restore_point, immediate, set_id)
+
+    def show(result: QueryResult) -> None:
+        """Printed as soon as it is there; the instance goes afterwards."""
+        if as_csv:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(result.columns)
+            writer.writerows([_cell(v) for v in row] for row in result.rows)
+            sys.stdout.write(buffer.getvalue())
+        elif as_json:
+            sys.stdout.write(to_json(result.to_json()) + "\n")
+        else:
+            if result.columns:
+                table(None, result.columns, [[_cell(v) for v in row] for row in result.rows])
+            else:
+                console.print(result.status, highlight=False)
+            kept_note = ("; kept until "
+                         f"{result.kept_until.isoformat(sep=' ', timespec='seconds')}"
+                         if result.kept_until else "")
+            err_console.print(
+                f"{len(result.rows)} row(s) at {result.target} (set {result.set_id}) in "
+                f"{result.seconds:.1f} s from {'kept ' if result.reused else ''}instance "
+                f"{result.instance}{kept_note}", highlight=False)
+        sys.stdout.flush()
+
+    QueryPast(obj.config, obj.zfs()).run(request, sql, database, kept, answer=show)
 
 
 def _cell(value: Any) -> Any:
@@ -112,7 +116,7 @@ def dump(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
     if fmt == "custom" and to_stdout and sys.stdout.isatty():
         raise UsageError("a custom-format dump is binary: give -f FILE or redirect stdout")
     names = list(tables_of(tables))
-    request = _request(obj, at, before_xid, xid, lsn, restore_point, immediate, set_id)
+    request = _request(at, before_xid, xid, lsn, restore_point, immediate, set_id)
     op = DumpPast(obj.config, obj.zfs())
     if to_stdout:
         out = sys.stdout.buffer

@@ -1,5 +1,4 @@
-"""The recovery target options that `clone`, `query` and `dump` share, read into one Target, and
-the look-up of a target transaction's commit in the WAL."""
+"""The recovery target options that `clone`, `query` and `dump` share, read into one Target."""
 
 from __future__ import annotations
 
@@ -9,12 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
-from zsnap.clone.target import Kind, Target
-from zsnap.config import Config
+from zsnap.clone.target import Target
 from zsnap.duration import parse_duration
 from zsnap.errors import UsageError
-from zsnap.lsn import Lsn
-from zsnap.zfs import Zfs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,19 +47,6 @@ def target_from(at: str | None, before_xid: str | None, xid: str | None, lsn: st
     if immediate or set_id is not None:
         return Target.immediate()
     raise UsageError(f"give a target: {names}")
-
-
-def commit_lsn(config: Config, zfs: Zfs, target: Target) -> Lsn | None:
-    """Where an xid target's transaction committed, found in the archived WAL (one line when
-    it never committed, was rolled back, or is not archived); None where the archive cannot be
-    read by zsnap (recovery alone then finds it, or says it did not)."""
-    if target.kind is not Kind.XID or target.xid is None:
-        return None
-    if not (config.archive.path or config.archive.pgbackrest_stanza):
-        return None
-    from zsnap.changes.find import FindChanges
-
-    return Lsn(FindChanges(config, zfs).locate(target.xid).commit_lsn)
 
 
 def duration_option(text: str | None, what: str) -> timedelta | None:

@@ -108,9 +108,14 @@ def past_instance(
     else:
         name = f"{purpose}-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid() % 100000}"
     if instance is None:
+        from zsnap.changes.find import commit_lsn
+
+        # Looked up only now: a kept instance answers without reading the WAL again.
+        found_lsn = request.commit_lsn or commit_lsn(config, zfs, request.target)
         made = CreateClone(config, zfs).run(replace(
             request, name=name, ttl=keep or THROWAWAY_TTL, keep_forever=False, pause=False,
-            durability=Wait.SKIP, settings={**request.settings, **READ_ONLY}))
+            durability=Wait.SKIP, settings={**request.settings, **READ_ONLY},
+            commit_lsn=found_lsn))
         instance = PastInstance(
             made.name, made.port, ClonePaths(made.name, config.clones.mount_root).socket_dir,
             made.set_id, request.target, config.standby.conninfo, False,

@@ -4,6 +4,7 @@ recovered to it (zsnap.past.instance), destroyed afterwards or kept for `--keep`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,7 +52,9 @@ class QueryPast:
     zfs: Zfs
 
     def run(self, request: CloneRequest, sql: str, database: str | None,
-            keep: timedelta | None = None) -> QueryResult:
+            keep: timedelta | None = None,
+            answer: Callable[[QueryResult], None] = lambda result: None) -> QueryResult:
+        """`answer` is told the result as soon as there is one, before the instance goes."""
         if not sql.strip():
             raise UsageError("give the SQL to run")
         started = time.monotonic()
@@ -75,5 +78,6 @@ class QueryPast:
                 raise PostgresError(f"instance {inst.name}: {first_line(e)}") from None
             except psycopg.Error as e:
                 raise UsageError(f"query failed at {inst.target}: {first_line(e)}") from None
-        result.seconds = time.monotonic() - started
+            result.seconds = time.monotonic() - started
+            answer(result)
         return result
