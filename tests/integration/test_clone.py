@@ -209,26 +209,33 @@ def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: La
         assert one(conn, "SELECT pg_get_wal_replay_pause_state()") == "paused"
         assert one(conn, "SHOW fsync") == "on"
 
-    # A transaction id committed before s2 is consistent: PostgreSQL refuses to stop there
-    # from s2 ("requested recovery stop point is before consistent recovery point"); zsnap
-    # falls back to s1 by itself.
+    # A transaction id committed before s2 is consistent: zsnap finds its commit in the
+    # archived WAL and starts from s1, the newest set before it.
     r = cli.json("clone", "--xid", marker_xid, "--name", "byxid")
+    assert r["set"] == s1["id"] and r["fell_back_from"] == []
+    check_clone(r, primary, marker_ts)
+    # Where the archive cannot be listed (restore_command only), recovery from s2 refuses to
+    # stop there ("requested recovery stop point is before consistent recovery point"), and
+    # zsnap falls back to s1 by itself.
+    unlisted = info.root / "restore-command-only.toml"
+    unlisted.write_text(info.config_file.read_text().replace(f'path = "{info.archive}"\n', ""))
+    r = Cli(unlisted).json("clone", "--xid", marker_xid, "--name", "byxid2")
     assert r["set"] == s1["id"] and r["fell_back_from"] == [s2["id"]]
     check_clone(r, primary, marker_ts)
 
     listed = {c["name"]: c for c in cli.json("clones")}
-    assert set(listed) == {"between", "exact", "paused", "byxid"}
+    assert set(listed) == {"between", "exact", "paused", "byxid", "byxid2"}
     assert all(c["state"] == "running" for c in listed.values())
     assert listed["paused"]["set"] == s2["id"] and listed["paused"]["used_bytes"] > 0
     assert listed["paused"]["durability"] == "durable" and listed["between"]["durable"] is True
     s1_snapshots = [f"{d}@zsnap_{s1['id']}" for d in s1["datasets"]]
-    # Held by "between" and "byxid": the set cannot be pruned under them.
-    assert [userrefs(s) for s in s1_snapshots] == [2, 2, 2]
+    # Held by "between", "byxid" and "byxid2": the set cannot be pruned under them.
+    assert [userrefs(s) for s in s1_snapshots] == [3, 3, 3]
 
     dry = cli.json("destroy", "exact", "--dry-run")
     assert dry["dry_run"] is True and len(dry["datasets"]) == 3
     assert (info.clone_root / "exact").exists()
-    for name in ("between", "exact", "paused", "byxid"):
+    for name in ("between", "exact", "paused", "byxid", "byxid2"):
         assert cli.json("destroy", name)["destroyed"] is True
         assert_gone(info, name)
     assert [userrefs(s) for s in s1_snapshots] == [0, 0, 0]
