@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.lab import bench_lab
 from bench.machine import describe, filesystem
 from bench.paths import oracle
 from bench.workload import Database, PgbenchLoad, scale_for
 from bench.zsnapcli import ZsnapCli
 from zsnap.clone.recovery import GB, MB, fast_settings, machine_memory
-from zsnap.lab import Lab, LabInfo
+from zsnap.lab import LabInfo
 from zsnap.lsn import Lsn, is_segment_name
 from zsnap.runner import Runner
 
@@ -61,14 +62,9 @@ class Knobs:
 
     def run(self) -> dict[str, Any]:
         runner = Runner()
-        lab = Lab(self.name, port=self.port, pool_size=f"{max(6, int(self.size_gb * 10))}G",
-                  pg_bin=self.pg_bin, runner=runner)
-        info = lab.up()
-        try:
+        with bench_lab(self.name, self.port, self.size_gb, self.pg_bin, self.keep,
+                       runner) as info:
             return self._run(info, runner)
-        finally:
-            if not self.keep:
-                lab.down()
 
     def _run(self, info: LabInfo, runner: Runner) -> dict[str, Any]:
         db = Database(info, runner)

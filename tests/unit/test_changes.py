@@ -225,3 +225,27 @@ def test_where_pg_waldump_stopped() -> None:
     assert _stopped_at('pg_waldump: error: could not find file "0000000100000009"', end) == end
     damaged = "pg_waldump: error: error in WAL record at 0/7012345: invalid record length"
     assert _stopped_at(damaged, end) == Lsn.parse("0/7012345")
+
+
+def test_only_transactions_that_may_match_are_named() -> None:
+    from zsnap.changes.find import _may_match
+
+    small = _t(files={"1663/5/16400": [1, 1, 0, 0]})
+    big = _t(files={"1663/5/16400": [0, 0, 5000, 0]})
+    truncate = _t(dropped_files=("1663/5/16400",))
+    everything = FindRequest()
+    deletes = FindRequest(kinds=frozenset({"delete"}), min_rows=1000)
+    assert _may_match(small, everything) and _may_match(truncate, everything)
+    assert _may_match(big, deletes) and not _may_match(small, deletes)
+    assert not _may_match(truncate, deletes)
+    assert _may_match(truncate, FindRequest(kinds=frozenset({"truncate"})))
+    assert not _may_match(small, FindRequest(kinds=frozenset({"truncate", "drop"})))
+
+
+def test_lines_that_are_not_records_are_passed_over() -> None:
+    lines = ["pg_waldump: error: could not find file", "rmgr: Heap        len (rec/tot): cut",
+             "", "rmgr: Heap        len (rec/tot):     54/    54, tx:        760, lsn: "
+             "0/0302B258, prev 0/0302ACF0, desc: DELETE off 1 flags 0x00 KEYS_UPDATED , "
+             "blkref #0: rel 1663/5/16424 blk 0"]
+    [seg] = summarize(lines, SEGMENT).values()
+    assert seg.changes == {760: {"1663/5/16424": [0, 0, 1, 0]}} and seg.records == 1

@@ -351,7 +351,7 @@ class FindChanges:
             if names.unknown([key]) and lookups < MAX_LOOKUPS:
                 dropper = next((t for t in transactions if key in t.dropped_files), None)
                 if dropper is not None:
-                    found, made = self._before_map(sets, dropper)
+                    found, made = self._before_map(dropper)
                     lookups += made
                     if found is not None and found not in names.maps:
                         names.maps.append(found)
@@ -395,8 +395,7 @@ class FindChanges:
         request = CloneRequest(Target.immediate(), set_id=s.id)
         return self._instance_map(request, f"set {s.id}", path), 1
 
-    def _before_map(self, sets: list[SnapshotSet], t: Transaction) -> tuple[RelationMap | None,
-                                                                          int]:
+    def _before_map(self, t: Transaction) -> tuple[RelationMap | None, int]:
         """The relations just before transaction `t` (which removed a file no set names)."""
         path = self._map_path(f"before-xid-{t.xid}-{Lsn(t.commit_lsn)}".replace("/", "_"))
         found = cached(path)
