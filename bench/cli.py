@@ -148,7 +148,8 @@ def rowsback(size_gb: float, wal_gb: float, after_set_s: float, runs: int, keep:
     click.echo(f"wal find: {f['wal_bytes'] / 2**20:.0f} MB, first {f['first_mb_s']} MB/s "
                f"(pg_waldump {f['pg_waldump_mb_s']} MB/s, x{f['first_vs_pg_waldump']}), "
                f"cached {f['cached_s_median']} s")
-    click.echo(f"query --before-xid: {q['once_s_median']} s; kept, next: "
+    click.echo(f"query --before-xid: {q['once_s_median']} s (answer after "
+               f"{q['once_answer_s_median']} s); kept, next: "
                f"{q['keep_next_s_median']} s; pgBackRest restore + query: {b['median_s']} s")
 
 

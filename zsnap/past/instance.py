@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from zsnap.clone import registry
-from zsnap.clone.create import CloneRequest, CreateClone, Wait
+from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import DestroyClone
 from zsnap.clone.naming import ClonePaths
 from zsnap.clone.target import Target
@@ -49,6 +49,7 @@ class PastInstance:
     standby_conninfo: str
     reused: bool  # a kept instance made by an earlier question
     expires_at: datetime | None = None
+    made: CloneResult | None = None  # how it was made (None: reused)
 
     def conninfo(self, dbname: str | None = None) -> str:
         """Full (zsnap's own connections); never printed."""
@@ -119,7 +120,7 @@ def past_instance(
         instance = PastInstance(
             made.name, made.port, ClonePaths(made.name, config.clones.mount_root).socket_dir,
             made.set_id, request.target, config.standby.conninfo, False,
-            now + (keep or THROWAWAY_TTL))
+            now + (keep or THROWAWAY_TTL), made)
     try:
         yield instance
     finally:

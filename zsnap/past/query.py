@@ -35,7 +35,10 @@ class QueryResult:
     status: str = ""  # the command tag, for a statement that returns no rows
     reused: bool = False
     kept_until: datetime | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # to the answer
+    # Where the time went in making the instance (none when a kept one answered): the clone's
+    # steps, the WAL it replayed, and the floor (PostgreSQL's start and replay).
+    instance_s: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"columns": self.columns,
@@ -43,7 +46,7 @@ class QueryResult:
                 "status": self.status, "instance": self.instance, "set": self.set_id,
                 "target": self.target, "database": self.database, "reused": self.reused,
                 "kept_until": self.kept_until.isoformat() if self.kept_until else None,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "instance_made": self.instance_s or None}
 
 
 @dataclass
@@ -62,6 +65,11 @@ class QueryPast:
             result = QueryResult(inst.name, inst.set_id, str(inst.target), database,
                                  reused=inst.reused,
                                  kept_until=inst.expires_at if keep is not None else None)
+            if inst.made is not None:
+                made = inst.made.to_json()
+                result.instance_s = {k: made[k] for k in (
+                    "elapsed_s", "steps_s", "wal_replayed_bytes", "replay_s", "limit_s",
+                    "overhead_s")}
             try:
                 with psycopg.connect(conninfo_for(inst.conninfo(database)),
                                      autocommit=True) as conn:
