@@ -249,3 +249,11 @@ def test_lines_that_are_not_records_are_passed_over() -> None:
              "blkref #0: rel 1663/5/16424 blk 0"]
     [seg] = summarize(lines, SEGMENT).values()
     assert seg.changes == {760: {"1663/5/16424": [0, 0, 1, 0]}} and seg.records == 1
+
+
+def test_an_expiry_written_by_hand_never_breaks_the_listing() -> None:
+    from zsnap.clone.registry import _time
+
+    assert _time("-") is None and _time("soon") is None
+    assert _time("2026-12-04T10:00:00") == datetime(2026, 12, 4, 10, tzinfo=UTC)
+    assert _time("2026-12-04T10:00:00+01:00") == datetime(2026, 12, 4, 9, tzinfo=UTC)

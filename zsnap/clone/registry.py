@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -136,13 +136,15 @@ def _build(name: str, members: list[dict[str, str]]) -> Clone:
 
 
 def _time(value: str) -> datetime | None:
-    """A time property; unset, or not a time (set by hand), is none."""
+    """A time property; unset, or not a time (set by hand), is none; one set by hand without
+    an offset is UTC (zsnap writes offsets)."""
     if value in (UNSET, ""):
         return None
     try:
-        return datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def expired(c: Clone, now: datetime) -> bool:
