@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -257,8 +258,6 @@ def test_a_mistake_found_in_the_wal_and_its_rows_back(lab: LabInfo, tmp_path: Pa
 
 
 def cli_argv(cli: Cli) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "zsnap", "--config", str(cli.config)]
 
 

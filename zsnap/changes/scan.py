@@ -14,14 +14,12 @@ import contextlib
 import json
 import logging
 import lzma
-import multiprocessing
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,11 +36,6 @@ CACHE_DIR = "wal-changes"
 CACHE_VERSION = 1
 # Segments given to one pg_waldump at most (copies of compressed ones take this much room).
 RUN = 64
-# Where the runs are known beforehand (a listed archive), they are read this many at once, by
-# worker processes, each run at most PARALLEL_RUN segments (each reads one more, the next
-# run's first, to finish its last record).
-WORKERS = min(2, os.cpu_count() or 1)
-PARALLEL_RUN = 16
 WALDUMP_TIMEOUT_S = 3600.0
 NOT_ARCHIVED = "not in the archive"
 _STOPPED_AT = re.compile(r"at ([0-9A-F]+/[0-9A-F]+)")
@@ -94,11 +87,6 @@ class WalScan:
              at: Callable[[int], Segment]) -> Iterator[SegmentRead]:
         """Segments `first` to `last` (None: to the first one the archive does not return),
         `at(n)` saying which timeline's copy of segment n to read, in order."""
-        if last is not None:
-            plan = self._plan(first, last, at)
-            if sum(isinstance(item, list) for item in plan) > 1 and WORKERS > 1:
-                yield from self._read_parallel(plan, last - first + 1)
-                return
         total = 0 if last is None else last - first + 1
         try:
             n = first
@@ -131,58 +119,6 @@ class WalScan:
                     return
         finally:
             self.close()
-
-    def _plan(self, first: int, last: int,
-              at: Callable[[int], Segment]) -> list[Segment | list[Segment]]:
-        """What `read` does, decided beforehand: a segment alone (cached, or not archived),
-        or a run of consecutive segments to read with one pg_waldump (PARALLEL_RUN at most,
-        so that both cores have runs to read)."""
-        plan: list[Segment | list[Segment]] = []
-        for n in range(first, last + 1):
-            seg = at(n)
-            if self.ended(seg) is not None or not self._listed(seg):
-                plan.append(seg)
-                continue
-            run = plan[-1] if plan else None
-            if isinstance(run, list) and len(run) < PARALLEL_RUN and seg == run[-1].next():
-                run.append(seg)
-            else:
-                plan.append([seg])
-        return plan
-
-    def _read_parallel(self, plan: list[Segment | list[Segment]],
-                       total: int) -> Iterator[SegmentRead]:
-        """The runs of `plan` read by WORKERS processes at once (parsing pg_waldump's text is
-        what a search spends its time on, one core each), the results given in order."""
-        worker = replace(self, progress=None)
-        done = 0
-        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
-            futures = [pool.submit(_read_in_worker, worker, item) if isinstance(item, list)
-                       else None for item in plan]
-            try:
-                for item, future in zip(plan, futures, strict=True):
-                    if future is None:
-                        assert isinstance(item, Segment)
-                        hit = self._cached(item)
-                        if hit is not None:
-                            reads = [SegmentRead(item, hit, cached=True)]
-                        elif not self._listed(item):
-                            reads = [SegmentRead(item, None, NOT_ARCHIVED)]
-                        else:  # its cache could not be read after all
-                            reads = self._read_run([item])[0]
-                    else:
-                        reads, read_bytes = future.result()
-                        self.bytes_read += read_bytes
-                    for r in reads:
-                        done += 1
-                        self._tell(done, total)
-                        yield r
-            finally:
-                for f in futures:
-                    if f is not None:
-                        f.cancel()
-                self.close()
 
     def _tell(self, done: int, total: int) -> None:
         if self.progress is not None:
@@ -377,11 +313,3 @@ def _stopped_at(stderr: str, end: Lsn) -> Lsn:
 def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
-
-def _read_in_worker(scan: WalScan, run: list[Segment]) -> tuple[list[SegmentRead], int]:
-    """One run, in a worker process: its segments, and the bytes it read."""
-    try:
-        results, _ = scan._read_run(run)
-        return results, scan.bytes_read
-    finally:
-        scan.close()
