@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Cli, archive_all, replicated, running_lab
+from tests.conftest import Cli, archive_all, replicated, running_lab, with_setting
 from tests.integration.failover import fail_over
 from zsnap.lab import LabInfo
 
@@ -275,6 +275,13 @@ def test_clones_that_expire(lab: LabInfo) -> None:
     assert cli.json("destroy", "--expired")["destroyed"] == ["shortlived"]
     assert [c["name"] for c in cli.json("clones")] == ["forever"]
     cli("destroy", "forever")
+    # [clones] ttl: the default expiry of a clone made without --ttl.
+    with_ttl = Cli(with_setting(lab.config_file, lab.root / "ttl.toml", "clones", 'ttl = "1h"'))
+    with_ttl("clone", "--immediate", "--name", "defaulted")
+    [made] = with_ttl.json("clones")
+    expires = datetime.fromisoformat(made["expires_at"])
+    assert (expires - datetime.fromisoformat(made["created"])).total_seconds() == 3600
+    with_ttl("destroy", "defaulted")
 
 
 def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Path) -> None:

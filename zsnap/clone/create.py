@@ -73,9 +73,8 @@ class CloneRequest:
     timeout_s: float | None = None  # for reaching the target once the instance is consistent
     durability: Wait = Wait.BACKGROUND
     # How long it may live: past that, `zsnap destroy --expired` (and the daemon) remove it.
-    # None: [clones] ttl, unless `keep_forever`.
+    # None: until destroyed (`zsnap clone` gives [clones] ttl when --ttl is not given).
     ttl: timedelta | None = None
-    keep_forever: bool = False
     # Where the target transaction's commit is in the WAL, when it was looked up there: only
     # sets consistent before it can stop at (or just before) it.
     commit_lsn: Lsn | None = None
@@ -411,9 +410,8 @@ class CreateClone:
             registry.DURABLE: (durability.SKIPPED if request.durability is Wait.SKIP
                                else durability.PENDING),
         }
-        ttl = None if request.keep_forever else (request.ttl or self.config.clones.ttl)
-        if ttl is not None:
-            props[registry.EXPIRES] = (self.now() + ttl).isoformat(timespec="seconds")
+        if request.ttl is not None:
+            props[registry.EXPIRES] = (self.now() + request.ttl).isoformat(timespec="seconds")
         for member, (origin, snapshot, clone) in enumerate(
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
         ):

@@ -97,7 +97,8 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
     request = CloneRequest(target, name=name, port=port, pause=pause, set_id=set_id,
                            fast_recovery=not no_fast_recovery, timeout_s=timeout,
                            durability=Wait.WAIT if durable else Wait.BACKGROUND,
-                           ttl=lifetime, commit_lsn=commit_lsn(obj.config, obj.zfs(), target))
+                           ttl=lifetime or obj.config.clones.ttl,
+                           commit_lsn=commit_lsn(obj.config, obj.zfs(), target))
     if dry_run:
         plan = CreateClone(obj.config, obj.zfs(dry_run=True)).plan(request)
         data: dict[str, Any] = {

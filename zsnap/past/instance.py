@@ -114,7 +114,7 @@ def past_instance(
         # Looked up only now: a kept instance answers without reading the WAL again.
         found_lsn = request.commit_lsn or commit_lsn(config, zfs, request.target)
         made = CreateClone(config, zfs).run(replace(
-            request, name=name, ttl=keep or THROWAWAY_TTL, keep_forever=False, pause=False,
+            request, name=name, ttl=keep or THROWAWAY_TTL, pause=False,
             durability=Wait.SKIP, settings={**request.settings, **READ_ONLY},
             commit_lsn=found_lsn))
         instance = PastInstance(
