@@ -92,7 +92,7 @@ class WalScan:
             n = first
             while last is None or n <= last:
                 seg = at(n)
-                hit = self._cached(seg)
+                hit = self.cached(seg)
                 if hit is not None:
                     n += 1
                     self._tell(n - first, total)
@@ -142,7 +142,7 @@ class WalScan:
                 return f"{suffix}:{st.st_size}:{st.st_mtime_ns}"
         return None
 
-    def _cached(self, seg: Segment) -> SegmentChanges | None:
+    def cached(self, seg: Segment) -> SegmentChanges | None:
         try:
             data = json.loads(self._cache_path(seg).read_text())
             if data.get("version") != CACHE_VERSION or data.get("identity") != \
@@ -186,9 +186,6 @@ class WalScan:
             return range(0) if xids is None else range(int(xids[0]), int(xids[1]) + 1)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             return None
-
-    def cached(self, seg: Segment) -> SegmentChanges | None:
-        return self._cached(seg)
 
     # --- reading -----------------------------------------------------------------------------
 
