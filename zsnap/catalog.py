@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -18,6 +18,8 @@ from zsnap.pg.backup_mode import BackupLabel
 from zsnap.pg.config_files import ConfigFiles
 from zsnap.pg.layout import Layout, Place
 from zsnap.zfs import UNSET, Zfs
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from zsnap.config import Config
@@ -168,10 +170,6 @@ def _label(value: str | None, missing: list[str]) -> str | None:
         return None
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def under(dataset: str, parent: str) -> bool:
     return dataset == parent or dataset.startswith(parent + "/")
 
@@ -302,32 +300,62 @@ class Catalog:
         fmt = prop("format")
         if fmt == "2" and later["complete"] != COMPLETE:
             missing.append(UNPROVEN)
-        return SnapshotSet(
+
+        def read(key: str, parse: Callable[[str], T], default: T) -> T:
+            """A property that says what the set is: one that cannot be read (edited by
+            hand, say) makes this set incomplete, never chosen, and hides no other set."""
+            value = prop(key)
+            if value is None:
+                return default
+            try:
+                return parse(value)
+            except (ValueError, TypeError):
+                missing.append(f"{PREFIX}{key} (unreadable: {value[:40]!r})")
+                return default
+
+        def later_value(key: str, parse: Callable[[str], T]) -> T | None:
+            """What verification added later: an unreadable one is as if not there."""
+            value = later[key]
+            with contextlib.suppress(ValueError, TypeError):
+                return parse(value) if value else None
+            return None
+
+        def lsn(text: str) -> str:
+            Lsn.parse(text)
+            return text
+
+        def layout(text: str) -> str:
+            Layout.from_json(text)
+            return self.scope.layout(text)
+
+        built = SnapshotSet(
             id=set_id,
             cluster=prop("cluster") or "",
-            created=datetime.fromisoformat(prop("created") or "1970-01-01T00:00:00+00:00"),
-            timeline=int(prop("timeline") or 0),
-            redo_lsn=prop("redo_lsn") or "0/0",
-            checkpoint_lsn=prop("checkpoint_lsn") or "0/0",
-            consistent_lsn=prop("consistent_lsn") or "0/0",
-            replay_lsn=prop("replay_lsn") or "0/0",
-            replay_timestamp=_time(prop("replay_timestamp")),
-            system_identifier=int(prop("system_identifier") or 0),
-            server_version=int(prop("server_version") or 0),
-            wal_segment_size=int(prop("wal_segment_size") or 0),
-            block_size=int(prop("block_size") or 0),
+            created=read("created", datetime.fromisoformat, datetime.fromtimestamp(0, UTC)),
+            timeline=read("timeline", int, 0),
+            redo_lsn=read("redo_lsn", lsn, "0/0"),
+            checkpoint_lsn=read("checkpoint_lsn", lsn, "0/0"),
+            consistent_lsn=read("consistent_lsn", lsn, "0/0"),
+            replay_lsn=read("replay_lsn", lsn, "0/0"),
+            replay_timestamp=read("replay_timestamp", datetime.fromisoformat, None),
+            system_identifier=read("system_identifier", int, 0),
+            server_version=read("server_version", int, 0),
+            wal_segment_size=read("wal_segment_size", int, 0),
+            block_size=read("block_size", int, 0),
             data_checksums=prop("data_checksums") == "on",
             datasets=members,
-            layout=self.scope.layout(prop("layout") or "[]"),
-            complete=not missing and fmt in FORMATS,
+            layout=read("layout", layout, "[]"),
+            complete=False,
             missing=missing,
             backup_label=label,
-            pause_ms=int(later["pause_ms"]) if later["pause_ms"] else None,
-            verified_at=_time(later["verified_at"]),
+            pause_ms=later_value("pause_ms", int),
+            verified_at=later_value("verified_at", datetime.fromisoformat),
             verify_outcome=later["verify_outcome"],
             verify_failed_check=later["verify_failed_check"],
-            rto_s=float(later["rto_s"]) if later["rto_s"] else None,
+            rto_s=later_value("rto_s", float),
             config_file=prop("config_file"),
             hba_file=prop("hba_file"),
             ident_file=prop("ident_file"),
         )
+        built.complete = not missing and fmt in FORMATS
+        return built

@@ -6,12 +6,13 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from zsnap import __version__, config
 from zsnap.commands import Context
-from zsnap.errors import EXIT_USAGE, ZsnapError
+from zsnap.errors import EXIT_USAGE, ZsnapError, described
 from zsnap.output import error_line
 
 # Each command's module, imported only when that command runs: `zsnap list` need not load
@@ -61,20 +62,25 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
 
 
 def main() -> None:
+    """The one error boundary: whatever a command raises ends as one line on stderr and an
+    exit code, never a traceback (--debug logs it)."""
     try:
         code = cli.main(standalone_mode=False)
     except click.UsageError as e:
         # One line, not click's usage block: what is wrong and where to look.
         where = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
-        error_line(f"{e.format_message()}{where}")
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
-        error_line("interrupted")
-        sys.exit(130)
+        fail(f"{e.format_message()}{where}", EXIT_USAGE)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        fail("interrupted", 130)
     except click.ClickException as e:
-        error_line(e.format_message())
-        sys.exit(e.exit_code)
-    except ZsnapError as e:  # raised outside a command's own handling
-        error_line(str(e))
-        sys.exit(e.exit_code)
+        fail(e.format_message(), e.exit_code)
+    except Exception as e:
+        if not isinstance(e, ZsnapError | OSError):
+            logging.getLogger("zsnap").debug("unexpected error", exc_info=True)
+        fail(*described(e))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    error_line(message)
+    sys.exit(code)

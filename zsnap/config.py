@@ -4,6 +4,7 @@ refused with one line naming the key."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from datetime import timedelta
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from zsnap.cron import cron_trigger, is_off
 from zsnap.duration import parse_duration
@@ -33,6 +36,7 @@ from zsnap.errors import ConfigError, UsageError
 
 DEFAULT_PATH = Path("/etc/zsnap/zsnap.toml")
 ENV_VAR = "ZSNAP_CONFIG"
+ENV_PREFIX = "ZSNAP_"
 
 _toml_path: ContextVar[Path | None] = ContextVar("zsnap_toml_path", default=None)
 
@@ -48,11 +52,34 @@ def _to_optional_duration(value: object) -> object:
     return _to_duration(value)
 
 
+def _no_bool(value: object) -> object:
+    """`hourly = true` is a mistake, not 1 (pydantic would take it as one)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+def _not_empty(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty (an empty path would mean the current directory)")
+    return value
+
+
+def _absolute(value: Path | None) -> Path | None:
+    # zsnap runs from cron, systemd and Patroni, each in its own working directory.
+    if value is not None and not value.is_absolute():
+        raise ValueError(f"must be an absolute path, got {str(value)!r}")
+    return value
+
+
 # Written as "2d", "12h", "1d12h", "30m", "90s", "1w".
 Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
 Threshold = Annotated[timedelta | None, BeforeValidator(_to_optional_duration)]
 OptionalDuration = Threshold
-Percent = Annotated[float, Field(ge=0, le=100)]
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Number = Annotated[float, BeforeValidator(_no_bool)]
+Percent = Annotated[Number, Field(ge=0, le=100)]
+FilePath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_absolute)]
 
 
 class Section(BaseModel):
@@ -62,20 +89,20 @@ class Section(BaseModel):
 class StandbyConfig(Section):
     conninfo: str = "host=/run/postgresql port=5432 user=postgres dbname=postgres"
     os_user: str = "postgres"
-    pg_bin: Path | None = None
+    pg_bin: FilePath | None = None
     # A primary is snapshotted in backup mode, which acts on production; refuse unless asked.
     allow_primary: bool = False
-    pause_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    checkpoint_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    pause_timeout_s: Annotated[Number, Field(gt=0)] = 30.0
+    checkpoint_timeout_s: Annotated[Number, Field(gt=0)] = 600.0
 
 
 class ArchiveConfig(Section):
     restore_command: str = ""
     # Where zsnap looks for gaps before recovery, in `wal check` and `check`: a directory of
     # WAL files, or a pgBackRest stanza (read with pgBackRest's own commands, as os_user).
-    path: Path | None = None
+    path: FilePath | None = None
     pgbackrest_stanza: str = ""
-    pgbackrest_config: Path | None = None
+    pgbackrest_config: FilePath | None = None
 
     @model_validator(mode="after")
     def _one_archive(self) -> ArchiveConfig:
@@ -85,8 +112,8 @@ class ArchiveConfig(Section):
 
 
 class ClonesConfig(Section):
-    mount_root: Path = Path("/var/lib/zsnap/clones")
-    port_range: tuple[int, int] = (55432, 55532)
+    mount_root: FilePath = Path("/var/lib/zsnap/clones")
+    port_range: tuple[Int, Int] = (55432, 55532)
     listen_addresses: str = "localhost"
     # PostgreSQL settings for every clone, written after zsnap's own (replay tuning, say
     # maintenance_io_concurrency); never those that keep a clone apart from production.
@@ -127,7 +154,7 @@ class SnapshotConfig(Section):
     # A conninfo of the primary, to CHECKPOINT it before each set so that the set's redo
     # point, where every clone of it starts replaying, is recent (zsnap/pg/fresh_redo.py).
     primary_checkpoint: str = ""
-    primary_checkpoint_wait_s: Annotated[float, Field(gt=0)] = 120.0
+    primary_checkpoint_wait_s: Annotated[Number, Field(gt=0)] = 120.0
 
 
 # A dataset name as zfs spells it: the pool, then components; nothing a shell would expand, as
@@ -144,7 +171,7 @@ class ReplicateConfig(Section):
     # "BatchMode=yes", "dr1"]; empty: the target is on this host.
     command: list[str] = []
     # For one member's send, the longest it may take (a first full send of a large database).
-    send_timeout_s: Annotated[float, Field(gt=0)] = 86400.0
+    send_timeout_s: Annotated[Number, Field(gt=0)] = 86400.0
 
 
 class CatalogConfig(Section):
@@ -155,7 +182,7 @@ class CatalogConfig(Section):
 
 
 class StateConfig(Section):
-    dir: Path = Path("/var/lib/zsnap")
+    dir: FilePath = Path("/var/lib/zsnap")
 
 
 class ScheduleConfig(Section):
@@ -212,12 +239,12 @@ class RetentionConfig(Section):
 
     # sanoid's way: the last 36 hours at most an hour apart, then a month of dailies, two
     # months of weeklies, half a year of monthlies (docs/operations.md: the space it costs).
-    hourly: Annotated[int, Field(ge=0)] = 36
-    daily: Annotated[int, Field(ge=0)] = 30
-    weekly: Annotated[int, Field(ge=0)] = 8
-    monthly: Annotated[int, Field(ge=0)] = 6
+    hourly: Annotated[Int, Field(ge=0)] = 36
+    daily: Annotated[Int, Field(ge=0)] = 30
+    weekly: Annotated[Int, Field(ge=0)] = 8
+    monthly: Annotated[Int, Field(ge=0)] = 6
     keep_within: Duration = timedelta(0)
-    min_sets: Annotated[int, Field(ge=1)] = 1
+    min_sets: Annotated[Int, Field(ge=1)] = 1
     # After pruning sets, also remove archived WAL that no remaining set needs
     # (needs [archive] path; only when zsnap alone owns that archive).
     prune_wal: bool = False
@@ -242,7 +269,7 @@ class CheckConfig(Section):
     pool_free_warning_pct: Percent = 20.0
     pool_free_critical_pct: Percent = 10.0
     # Write the results for node_exporter's textfile collector on every `zsnap check`.
-    prometheus_textfile: Path | None = None
+    prometheus_textfile: FilePath | None = None
 
 
 class VerifyConfig(Section):
@@ -260,7 +287,7 @@ class Config(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
         frozen=True,
-        env_prefix="ZSNAP_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
     )
 
@@ -329,13 +356,57 @@ def load(explicit: Path | None = None) -> Config:
         raise ConfigError(f"config {path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"config {path}: {e.strerror}") from None
+    _check_environment()
     token = _toml_path.set(path)
     try:
         return Config()
+    except SettingsError as e:
+        # A ZSNAP_ variable of a list or table that is not JSON.
+        m = re.search(r'field "(\w+)"', str(e))
+        names = _environment(m.group(1) if m else "")
+        raise ConfigError(f"environment: {', '.join(names) or 'a ZSNAP_ variable'}: not valid "
+                          "JSON (lists and tables are written as JSON, e.g. "
+                          "ZSNAP_CLONES__PORT_RANGE='[55432, 55532]')") from None
     except ValidationError as e:
-        raise ConfigError(f"config {path}: {describe(e)}") from None
+        loc = [str(part) for part in e.errors()[0]["loc"]]
+        names = _environment(*loc) if loc else []
+        where = f"environment: {names[0]}" if names else f"config {path}"
+        raise ConfigError(f"{where}: {describe(e)}") from None
     finally:
         _toml_path.reset(token)
+
+
+def _environment(*loc: str) -> list[str]:
+    """The ZSNAP_ variables that set the key at `loc` (or a part of it, or a whole section)."""
+    wanted = "__".join(loc).upper()
+    found = []
+    for name in os.environ:
+        key = name.upper().removeprefix(ENV_PREFIX)
+        if name.upper().startswith(ENV_PREFIX) and key and (
+                wanted.startswith(key) or key.startswith(wanted + "__")):
+            found.append(name)
+    return sorted(found)
+
+
+def _check_environment() -> None:
+    """A typo in a ZSNAP_ variable would be ignored silently (a section misspelt, or one
+    underscore where two separate it from its key): refused, naming it. Variables of other
+    sections than the config's (ZSNAP_TEST_PG_BIN, say) are left alone."""
+    sections = {name.upper() for name in Config.model_fields}
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == ENV_VAR:
+            continue
+        rest = upper.removeprefix(ENV_PREFIX)
+        section, sep, _ = rest.partition("__")
+        if sep and section not in sections:
+            raise ConfigError(f"environment: {name}: no section [{section.lower()}] (sections: "
+                              f"{', '.join(sorted(s.lower() for s in sections))})")
+        if not sep:
+            head, _, tail = rest.partition("_")
+            if head in sections and tail:
+                raise ConfigError(f"environment: {name}: a key is separated from its section "
+                                  f"by two underscores: {ENV_PREFIX}{head}__{tail}")
 
 
 def describe(error: ValidationError) -> str:

@@ -44,6 +44,7 @@ from zsnap.clone.expire import DestroyExpired
 from zsnap.config import Config
 from zsnap.cron import cron_trigger, is_off, next_times
 from zsnap.errors import ConfigError, VerificationFailed, ZsnapError
+from zsnap.files import write_durably
 from zsnap.health import HEARTBEAT
 from zsnap.history import BUSY, MISSED, History
 from zsnap.lock import locked
@@ -392,9 +393,6 @@ class Daemon:
         }
         state_dir = self.config.state.dir
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            tmp = state_dir / f".{HEARTBEAT}.tmp"
-            tmp.write_text(json.dumps(data, indent=2))
-            tmp.rename(state_dir / HEARTBEAT)
+            write_durably(state_dir / HEARTBEAT, json.dumps(data, indent=2))
         except OSError as e:
             log.error("heartbeat not written to %s: %s", state_dir, e)

@@ -19,6 +19,22 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def described(error: BaseException) -> tuple[str, int]:
+    """What the CLI prints for any error, one line, and the exit code it ends with."""
+    if isinstance(error, ZsnapError):
+        return str(error), error.exit_code
+    if isinstance(error, OSError):
+        # A file zsnap could not read or write (a state dir, a log, a metrics file).
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}", EXIT_FAILURE
+    if type(error).__module__.split(".")[0] == "psycopg":
+        # A server error outside the connection helpers: PostgreSQL's first line (a server's
+        # message holds no conninfo; a connection error's is masked where it is raised).
+        return f"PostgreSQL: {first_line(error)}", EXIT_FAILURE
+    return (f"internal error: {type(error).__name__}: {first_line(error)} (run with --debug "
+            "for the traceback, and please report it)", EXIT_FAILURE)
+
+
 class ZsnapError(Exception):
     exit_code = EXIT_FAILURE
 

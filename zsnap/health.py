@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,8 @@ from zsnap.clone import durability, registry
 from zsnap.clone.destroy import half_made
 from zsnap.config import Config
 from zsnap.duration import format_duration
-from zsnap.errors import LockBusy, ZsnapError
+from zsnap.errors import LockBusy, UsageError, ZsnapError
+from zsnap.files import write_durably
 from zsnap.history import BUSY, FAILED, MISSED, History
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.connection import connected, scalar
@@ -524,7 +524,14 @@ def prometheus_text(results: list[CheckResult], cluster: str, now: datetime) -> 
 
 def write_textfile(path: Path, text: str) -> None:
     """Atomically, as node_exporter's textfile collector wants: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.rename(path)
+    check_textfile(path)
+    write_durably(path, text, parents=False, sync=False)
+
+
+def check_textfile(path: Path) -> None:
+    """A file in a directory that exists (the collector's: zsnap makes none)."""
+    if not path.name or path.is_dir():
+        raise UsageError(f"the Prometheus textfile {str(path)!r} must name a file, not a "
+                         "directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"the Prometheus textfile's directory {path.parent} does not exist")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zsnap.errors import LockBusy
+from zsnap.files import write_durably
 
 FILE = "history.jsonl"
 # Past this size the oldest half is dropped (rewritten atomically), so the file stays small.
@@ -104,17 +105,7 @@ class History:
     def _trim(self) -> None:
         """Keep the newer half: a new file renamed into place, then the directory fsynced."""
         lines = self.path.read_bytes().splitlines(keepends=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.writelines(lines[len(lines) // 2:])
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(self.path)
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_durably(self.path, b"".join(lines[len(lines) // 2:]))
 
     def entries(self, what: str | None = None) -> list[Entry]:
         """Every readable entry, oldest first."""

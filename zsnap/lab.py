@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import threading
 import time
@@ -182,8 +183,10 @@ class Lab:
         pg_bin: Path | None = None,
         runner: Runner | None = None,
     ):
-        if not name.isidentifier() or len(name) > 20:
-            raise UsageError(f"lab name must be a short identifier, got {name!r}")
+        # It names pools and datasets: letters, digits and _ as zpool takes them, ASCII only.
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,19}", name):
+            raise UsageError(f"lab name must be up to 20 ASCII letters, digits or _, starting "
+                             f"with a letter; got {name!r}")
         self.name = name
         self.root = lab_root(name, base)
         self.port = port

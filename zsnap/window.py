@@ -25,6 +25,7 @@ from pathlib import Path
 from zsnap.catalog import SnapshotSet
 from zsnap.config import Config
 from zsnap.errors import ZsnapError
+from zsnap.files import write_durably
 from zsnap.lsn import DEFAULT_SEGMENT_SIZE, Lsn, Segment
 from zsnap.pg.binaries import find_bindir
 from zsnap.runner import Runner, os_user_entry
@@ -280,13 +281,10 @@ class SegmentReader:
         if not self._cache:
             return
         try:
-            self._cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._cache_path.with_name(f".{CACHE}.{os.getpid()}")
             # The newest segments are the ones asked about again (names sort by timeline,
             # then position): the oldest are let go past a bound.
             kept = dict(sorted(self._cache.items())[-CACHE_ENTRIES:])
-            tmp.write_text(json.dumps(kept, sort_keys=True))
-            tmp.rename(self._cache_path)
+            write_durably(self._cache_path, json.dumps(kept, sort_keys=True), sync=False)
         except OSError as e:
             log.debug("window cache not written: %s", e)
 

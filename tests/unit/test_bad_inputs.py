@@ -111,3 +111,97 @@ def test_wal_find_bad_input(config: Path) -> None:
     assert "give one target" in message
     one_line(*zsnap("--config", str(config), "clone", "--immediate", "--ttl", "soon"))
     one_line(*zsnap("--config", str(config), "destroy", "x", "--expired"))
+
+
+def with_env(**env: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("ZSNAP_")}, **env}
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"ZSNAP_CLONES__PORT_RANGE": "abc"}, "ZSNAP_CLONES__PORT_RANGE: not valid JSON"),
+        ({"ZSNAP_REPLICATE__COMMAND": "ssh"}, "ZSNAP_REPLICATE__COMMAND: not valid JSON"),
+        ({"ZSNAP_ARCHIVE__PATH": ""}, "ZSNAP_ARCHIVE__PATH: archive.path: must not be empty"),
+        ({"ZSNAP_STATE__DIR": "state"}, "state.dir: must be an absolute path"),
+        ({"ZSNAP_STANDBY__CONNINF": "x"}, "ZSNAP_STANDBY__CONNINF: unknown key standby.conninf"),
+        ({"ZSNAP_STANDBYY__CONNINFO": "x"}, "ZSNAP_STANDBYY__CONNINFO: no section [standbyy]"),
+        ({"ZSNAP_STANDBY_CONNINFO": "x"}, "two underscores: ZSNAP_STANDBY__CONNINFO"),
+        ({"ZSNAP_RETENTION__HOURLY": "-1"}, "ZSNAP_RETENTION__HOURLY: retention.hourly"),
+    ],
+)
+def test_a_bad_environment_variable_is_one_line_naming_it(
+    config: Path, env: dict[str, str], words: str
+) -> None:
+    proc = subprocess.run([sys.executable, "-m", "zsnap", "--config", str(config), "history"],
+                          capture_output=True, text=True, timeout=60, env=with_env(**env))
+    assert words in one_line(proc.returncode, proc.stderr.strip())
+
+
+def test_other_zsnap_variables_are_left_alone(config: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "zsnap", "--config", str(config), "history"],
+                          capture_output=True, text=True, timeout=60,
+                          env=with_env(ZSNAP_TEST_PG_BIN="/x", ZSNAP_RETENTION__HOURLY="5"))
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[retention]\nhourly = true\n', "retention.hourly: must be a number, not true"),
+        ('[state]\ndir = ""\n', "state.dir: must not be empty"),
+        ('[clones]\nmount_root = "clones"\n', "clones.mount_root: must be an absolute path"),
+        ('[standby]\npause_timeout_s = false\n', "standby.pause_timeout_s: must be a number"),
+    ],
+)
+def test_bad_values_in_the_file(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "zsnap.toml"
+    path.write_text(text)
+    assert words in one_line(*zsnap("--config", str(path), "history"))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("clone", "--at", "0001-01-01", "--dry-run"), "time out of range"),
+        (("history", "--limit", "-1"), "-1 is not in the range x>=1"),
+        (("schedule", "--count", "0"), "0 is not in the range x>=1"),
+        (("lab", "up", "--port", "70000"), "70000 is not in the range 1024<=x<=65534"),
+        (("lab", "up", "--port", "0"), "0 is not in the range 1024<=x<=65534"),
+        (("lab", "up", "--name", "ünï"), "lab name must be up to 20 ASCII letters"),
+    ],
+)
+def test_bad_arguments_are_one_line(config: Path, args: tuple[str, ...], words: str) -> None:
+    assert words in one_line(*zsnap("--config", str(config), *args))
+
+
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [("{tmp}", "must name a file, not a directory"), ("", "must name a file"),
+     ("/nonexistent-zsnap/x.prom", "directory /nonexistent-zsnap does not exist")],
+)
+def test_a_prometheus_textfile_that_cannot_be(config: Path, tmp_path: Path, where: str,
+                                              words: str) -> None:
+    """UNKNOWN (3) for monitoring, one line, and nothing made or left behind."""
+    target = where.format(tmp=tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    message = one_line(*zsnap("--config", str(config), "check", "--prometheus", target),
+                       expected_code=3)
+    assert words in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not Path("/nonexistent-zsnap").exists()
+
+
+def test_any_error_is_one_line_with_its_exit_code() -> None:
+    import psycopg
+
+    from zsnap.errors import EXIT_FAILURE, NotFoundError, described
+
+    assert described(NotFoundError("no set x")) == ("no set x", 4)
+    assert described(FileNotFoundError(2, "No such file", "/x")) == \
+        ("/x: No such file", EXIT_FAILURE)
+    line, code = described(psycopg.errors.UndefinedTable('relation "t" does not exist\n'
+                                                         "LINE 1: ..."))
+    assert line == 'PostgreSQL: relation "t" does not exist' and code == EXIT_FAILURE
+    line, code = described(KeyError("x"))
+    assert line.startswith("internal error: KeyError") and "--debug" in line

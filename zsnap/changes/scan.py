@@ -26,6 +26,7 @@ from typing import Any
 
 from zsnap.changes.waldump import RMGRS, SegmentChanges, Summarizer
 from zsnap.errors import ZsnapError
+from zsnap.files import write_durably
 from zsnap.lsn import Lsn, Segment
 from zsnap.runner import Runner, os_user_entry
 from zsnap.walarchive import DECOMPRESS, DirectoryArchive, RestoreCommandArchive, WalArchive
@@ -165,9 +166,8 @@ class WalScan:
             self._cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             for path, content in ((self._cache_path(seg), data),
                                   (self._index_path(seg), index)):
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(content, separators=(",", ":")))
-                tmp.rename(path)
+                write_durably(path, json.dumps(content, separators=(",", ":")), mode=0o600,
+                              parents=False, sync=False)
         except OSError as e:
             log.debug("not kept: %s: %s", seg.name, e)
 

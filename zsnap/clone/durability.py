@@ -25,6 +25,7 @@ from zsnap.clone.instance import Instance
 from zsnap.clone.serverlog import Cause, failure
 from zsnap.config import Config
 from zsnap.errors import RecoveryFailed, UsageError, ZsnapError
+from zsnap.files import write_durably
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.pg.connection import instance_conninfo
 from zsnap.runner import Runner
@@ -162,9 +163,7 @@ def _why(clone: registry.Clone, error: Exception) -> str:
 
 
 def _write_pid(clone_dir: Path, pid: int) -> None:
-    tmp = clone_dir / (PID_FILE + ".tmp")
-    tmp.write_text(f"{pid}\n")
-    tmp.rename(clone_dir / PID_FILE)
+    write_durably(clone_dir / PID_FILE, f"{pid}\n", parents=False)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
+from zsnap.files import write_durably
 from zsnap.pg.config_files import (
     HBA_COPY,
     IDENT_COPY,
@@ -259,11 +260,7 @@ def _readable(path: Path, what: str) -> str:
 
 def _write_private(path: Path, text: str, owner: pwd.struct_passwd) -> None:
     """`path` replaced whole (written aside, then renamed), mode 0600, owned by `owner`."""
-    tmp = path.with_name(path.name + ".zsnap")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600)
-    os.chown(tmp, owner.pw_uid, owner.pw_gid)
-    tmp.rename(path)
+    write_durably(path, text, mode=0o600, owner=(owner.pw_uid, owner.pw_gid), parents=False)
 
 
 def _relink(link: Path, target: Path, owner: pwd.struct_passwd) -> None:

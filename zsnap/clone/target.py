@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from zsnap.errors import UsageError
@@ -45,9 +45,13 @@ class Target:
             raise UsageError(
                 f"not an ISO 8601 time: {text!r} (e.g. 2026-11-21T14:04:59+01:00)"
             ) from None
-        if parsed.tzinfo is None:
-            return cls(Kind.TIME, time=parsed.astimezone(), local_time_assumed=True)
-        return cls(Kind.TIME, time=parsed)
+        try:
+            # Local time, and UTC (how it is compared with commit timestamps), must exist.
+            time = parsed.astimezone() if parsed.tzinfo is None else parsed
+            time.astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise UsageError(f"time out of range: {text!r}") from None
+        return cls(Kind.TIME, time=time, local_time_assumed=parsed.tzinfo is None)
 
     @classmethod
     def at_lsn(cls, text: str) -> Target:

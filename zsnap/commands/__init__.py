@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from zsnap import config
 from zsnap.catalog import Catalog, catalog_of
-from zsnap.errors import EXIT_FAILURE, ZsnapError
-from zsnap.output import error_line
 from zsnap.runner import Runner
 from zsnap.zfs import Zfs
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
@@ -60,25 +52,3 @@ def seconds_above_zero(
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value:g} is not a number of seconds above 0")
     return value
-
-
-def handled(fn: F) -> F:
-    """Turn every ZsnapError into one line on stderr and its exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ZsnapError as e:
-            error_line(str(e))
-            sys.exit(e.exit_code)
-        except OSError as e:
-            # A file zsnap could not read or write (a state dir, a log): still one line.
-            where = f"{e.filename}: " if e.filename else ""
-            error_line(f"{where}{e.strerror or e}")
-            sys.exit(EXIT_FAILURE)
-        except KeyboardInterrupt:
-            error_line("interrupted")
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]

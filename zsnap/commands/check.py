@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,9 +11,11 @@ import click
 from rich.markup import escape
 
 from zsnap.commands import Context, json_option, pass_ctx
-from zsnap.errors import ZsnapError
+from zsnap.errors import described
 from zsnap.history import History
 from zsnap.output import console, emit, error_line, table, to_json
+
+log = logging.getLogger(__name__)
 
 STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
 
@@ -29,17 +32,39 @@ def check(obj: Context, as_json: bool, nagios: bool, prometheus: Path | None) ->
     """Check the newest set, verification, replay, WAL archive, pools and the daemon.
 
     Exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the Nagios plugin codes)."""
-    from zsnap.health import Health, Status, nagios_line, overall, prometheus_text, write_textfile
+    from zsnap.health import (
+        Health,
+        Status,
+        check_textfile,
+        nagios_line,
+        overall,
+        prometheus_text,
+        write_textfile,
+    )
 
     started = datetime.now(UTC)
     try:
         cfg = obj.config
+        target = prometheus if prometheus is not None else cfg.check.prometheus_textfile
+        if target is not None:
+            check_textfile(target)
         results = Health(cfg, obj.zfs()).run()
         state = overall(results)
-        target = prometheus or cfg.check.prometheus_textfile
         if target is not None:
             write_textfile(target, prometheus_text(results, cfg.snapshot.cluster, started))
-        # Monitoring runs this every few minutes: the history keeps changes of state only.
+    except Exception as e:
+        # Whatever stops the checks, monitoring must read UNKNOWN (3), never WARNING (1).
+        message, _ = described(e)
+        if nagios:
+            print(f"ZSNAP UNKNOWN - {message}")
+        elif as_json:
+            print(to_json({"status": "UNKNOWN", "error": message, "checks": []}))
+        else:
+            error_line(message)
+        sys.exit(int(Status.UNKNOWN))
+    # Monitoring runs this every few minutes: the history keeps changes of state only. A
+    # state dir that cannot be written to changes nothing of what the checks found.
+    try:
         history = History(cfg.state.dir)
         last = history.last("check")
         if last is None or last.outcome != state.name.lower():
@@ -49,14 +74,8 @@ def check(obj: Context, as_json: bool, nagios: bool, prometheus: Path | None) ->
                 duration_s=(datetime.now(UTC) - started).total_seconds(),
                 detail=", ".join(bad) or "all OK",
             )
-    except ZsnapError as e:
-        if nagios:
-            print(f"ZSNAP UNKNOWN - {e}")
-        elif as_json:
-            print(to_json({"status": "UNKNOWN", "error": str(e), "checks": []}))
-        else:
-            error_line(str(e))
-        sys.exit(int(Status.UNKNOWN))
+    except OSError as e:
+        log.warning("check not recorded in the history: %s", described(e)[0])
 
     if nagios:
         print(nagios_line(results))

@@ -20,7 +20,6 @@ from zsnap.clone.instance import ReplayState, owns_pid_file
 from zsnap.commands import (
     Context,
     dry_run_option,
-    handled,
     json_option,
     pass_ctx,
     seconds_above_zero,
@@ -83,7 +82,6 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
           lsn: str | None, restore_point: str | None, immediate: bool, set_id: str | None,
           name: str | None, port: int | None, pause: bool, no_fast_recovery: bool,
@@ -168,7 +166,6 @@ def _state(pg: PgTools, c: registry.Clone) -> str:
 @click.command()
 @json_option
 @pass_ctx
-@handled
 def clones(obj: Context, as_json: bool) -> None:
     """List the flashback instances."""
     cfg = obj.config
@@ -208,7 +205,6 @@ def _clone_json(c: registry.Clone, d: durability.Status) -> dict[str, Any]:
               help="Run as the background worker `zsnap clone` starts.")
 @json_option
 @pass_ctx
-@handled
 def durable(obj: Context, name: str, worker: bool, as_json: bool) -> None:
     """Make a flashback instance durable, or wait until its background worker has: fsync back
     on, a checkpoint, its datasets flushed. Resumes the work of a worker that died."""
@@ -239,7 +235,6 @@ def _size(n: int | None) -> str:
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def destroy(obj: Context, name: str | None, expired: bool, dry_run: bool, as_json: bool) -> None:
     """Stop a flashback instance and destroy its datasets, leaving nothing behind. With
     --expired, every instance whose expiry has passed (never one without an expiry)."""

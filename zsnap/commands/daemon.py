@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 
 import click
 
-from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.commands import Context, json_option, pass_ctx
 from zsnap.output import console, emit, fmt_time, table
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Log one JSON object per line.")
 @pass_ctx
-@handled
 def daemon(obj: Context, as_json: bool) -> None:
     """Run the [schedule] jobs until SIGTERM (SIGHUP reloads the config)."""
     from zsnap.daemon import Daemon, setup_logging
@@ -25,10 +24,10 @@ def daemon(obj: Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--count", default=3, show_default=True, help="Next runs to show per job.")
+@click.option("--count", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Next runs to show per job.")
 @json_option
 @pass_ctx
-@handled
 def schedule(obj: Context, count: int, as_json: bool) -> None:
     """Print the next run times of each job, and what the daemon reports."""
     from zsnap.daemon import plan
@@ -63,10 +62,10 @@ def schedule(obj: Context, count: int, as_json: bool) -> None:
 
 @click.command()
 @click.option("--job", "what", default=None, help="Only this job (snapshot, prune, check...).")
-@click.option("--limit", default=20, show_default=True, help="Newest entries to show.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Newest entries to show.")
 @json_option
 @pass_ctx
-@handled
 def history(obj: Context, what: str | None, limit: int, as_json: bool) -> None:
     """The run history: what ran, when, how it ended, how long it took."""
     from zsnap.history import History

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from zsnap import config
-from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.commands import Context, json_option, pass_ctx
 from zsnap.doctor import Doctor, Report, Status
 from zsnap.errors import EXIT_FAILURE
 from zsnap.output import console, emit
@@ -23,7 +23,6 @@ STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Sta
 @click.command()
 @json_option
 @pass_ctx
-@handled
 def doctor(obj: Context, as_json: bool) -> None:
     """Check the standby, its datasets, privileges and archive; exit 1 if any check fails."""
     # Loaded without Context.config's automatic resume: the replay-marker check reports a

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zsnap.commands import dry_run_option, handled, json_option
+from zsnap.commands import dry_run_option, json_option
 from zsnap.lab import DEFAULT_ROOT, Lab, LoadWriter, lab_root, load_info
 from zsnap.output import console, emit, table
 
@@ -25,12 +25,12 @@ def lab() -> None:
 @lab.command()
 @name_option
 @base_option
-@click.option("--port", default=54320, show_default=True, help="Primary port; the standby's is +1.")
+@click.option("--port", type=click.IntRange(1024, 65534), default=54320, show_default=True,
+              help="Primary port; the standby's is +1.")
 @click.option("--pool-size", default="4G", show_default=True, help="Size of each pool file.")
 @click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
               help="PostgreSQL's bin directory [default: pg_config's, else the newest Debian's].")
 @json_option
-@handled
 def up(name: str, base: Path, port: int, pool_size: str, pg_bin: Path | None,
        as_json: bool) -> None:
     """Build the lab and write its zsnap config."""
@@ -51,7 +51,6 @@ def up(name: str, base: Path, port: int, pool_size: str, pg_bin: Path | None,
 @base_option
 @dry_run_option
 @json_option
-@handled
 def down(name: str, base: Path, dry_run: bool, as_json: bool) -> None:
     """Stop the lab's servers and remove its pools and files."""
     the_lab = Lab(name, base)
@@ -76,7 +75,6 @@ def down(name: str, base: Path, dry_run: bool, as_json: bool) -> None:
 @name_option
 @base_option
 @json_option
-@handled
 def status(name: str, base: Path, as_json: bool) -> None:
     """Show what runs in the lab."""
     state = Lab(name, base).status()
@@ -96,7 +94,6 @@ def status(name: str, base: Path, as_json: bool) -> None:
 @base_option
 @click.option("--seconds", default=10.0, show_default=True, help="How long to write.")
 @json_option
-@handled
 def load(name: str, base: Path, seconds: float, as_json: bool) -> None:
     """Write rows into tables on both tablespaces of the primary."""
     info = load_info(lab_root(name, base))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from zsnap.clone.create import CloneRequest
-from zsnap.commands import Context, handled, json_option, pass_ctx
+from zsnap.commands import Context, json_option, pass_ctx
 from zsnap.commands.targets import duration_option, target_from, target_options
 from zsnap.errors import UsageError
 from zsnap.output import console, emit, err_console, table, to_json
@@ -36,7 +37,6 @@ def _request(at: str | None, before_xid: str | None, xid: str | None, lsn: str |
 @json_option
 @click.argument("sql")
 @pass_ctx
-@handled
 def query(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
           lsn: str | None, restore_point: str | None, immediate: bool, set_id: str | None,
           database: str | None, as_csv: bool, keep: str | None, as_json: bool,
@@ -98,7 +98,6 @@ def _cell(value: Any) -> Any:
               help="Write here (mode 0600); '-' or none: standard output.")
 @json_option
 @pass_ctx
-@handled
 def dump(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
          lsn: str | None, restore_point: str | None, immediate: bool, set_id: str | None,
          tables: tuple[str, ...], database: str | None, fmt: str, file: str | None,
@@ -126,8 +125,9 @@ def dump(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
         path = Path(str(file))
         tmp = path.with_name(f".{path.name}.zsnap-dump")
         try:
-            with tmp.open("xb") as f:
-                tmp.chmod(0o600)  # production rows
+            # Production rows: 0600 from the file's creation, never readable by others.
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "wb") as f:
                 result = op.run(request, names, database, fmt, f.write)
             tmp.rename(path)
         finally:

@@ -7,7 +7,7 @@ import sys
 import click
 from rich.markup import escape
 
-from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import EXIT_FAILURE
 from zsnap.history import History
 from zsnap.output import console, emit, fmt_time, table
@@ -17,7 +17,6 @@ from zsnap.output import console, emit, fmt_time, table
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def prune(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Prune snapshot sets by [retention]; say what goes and why."""
     from zsnap.prune import Prune

@@ -9,7 +9,6 @@ import click
 from zsnap.commands import (
     Context,
     dry_run_option,
-    handled,
     json_option,
     pass_ctx,
     seconds_above_zero,
@@ -37,7 +36,6 @@ from zsnap.output import console, emit
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def reinit(obj: Context, set_id: str | None, discard: bool, force: bool, timeout: float,
            datadir: str | None, role: str, scope: str | None, connstring: str | None,
            keep_data: str | None, no_leader: str | None, no_master: str | None,

@@ -14,7 +14,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.history import History
 from zsnap.output import console, emit, err_console, table
 from zsnap.replicate import Member, Replicate, ReplicateResult, SetTransfer
@@ -49,7 +49,6 @@ class Bar(Watcher):
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def replicate(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Send every complete set not yet on [replicate] target, oldest first, each set whole."""
     cfg = obj.config

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from zsnap.catalog import SnapshotSet
-from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.output import console, emit, fmt_time, table
 
 
@@ -46,7 +46,6 @@ def set_rows(sets: list[SnapshotSet]) -> list[list[object]]:
 @json_option
 @dry_run_option
 @pass_ctx
-@handled
 def snapshot(obj: Context, as_json: bool, dry_run: bool) -> None:
     """Take one consistent snapshot set of the standby."""
     from zsnap.snapshot import TakeSnapshot
@@ -76,7 +75,6 @@ def snapshot(obj: Context, as_json: bool, dry_run: bool) -> None:
                    "ones a member destroyed by hand made INCOMPLETE.")
 @json_option
 @pass_ctx
-@handled
 def list_sets(obj: Context, all_members: bool, as_json: bool) -> None:
     """List the snapshot sets, oldest first. Each set is read from its control-file member,
     where zsnap records that it proved the set consistent; `show`, `check`, `prune`, `clone`
@@ -105,7 +103,6 @@ def list_sets(obj: Context, all_members: bool, as_json: bool) -> None:
 @click.argument("set_id")
 @json_option
 @pass_ctx
-@handled
 def show(obj: Context, set_id: str, as_json: bool) -> None:
     """Show one snapshot set in full."""
     s = obj.catalog().get(set_id)

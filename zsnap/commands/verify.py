@@ -8,7 +8,7 @@ from types import FrameType
 import click
 from rich.markup import escape
 
-from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import UsageError, VerificationFailed
 from zsnap.history import History
 from zsnap.output import console, emit, table
@@ -23,7 +23,6 @@ STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry_run: bool,
            as_json: bool) -> None:
     """Prove that snapshot sets restore: clone each into a throwaway instance, recover it to

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from zsnap.commands import Context, dry_run_option, handled, json_option, pass_ctx
+from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import EXIT_FAILURE, EXIT_NOT_FOUND
 from zsnap.history import History
 from zsnap.lsn import Lsn
@@ -29,7 +29,6 @@ def wal() -> None:
 @wal.command("check")
 @json_option
 @pass_ctx
-@handled
 def wal_check(obj: Context, as_json: bool) -> None:
     """Report missing segments per timeline, from the oldest set's redo segment on.
 
@@ -82,7 +81,6 @@ def wal_check(obj: Context, as_json: bool) -> None:
 @dry_run_option
 @json_option
 @pass_ctx
-@handled
 def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Remove archived WAL older than the oldest set's redo segment (pg_archivecleanup
     semantics: .history and .backup files stay). A pgBackRest repository is left to
@@ -126,7 +124,6 @@ def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
               help="Only transactions that changed at least this many rows (of --kind).")
 @json_option
 @pass_ctx
-@handled
 def wal_find(obj: Context, tables: tuple[str, ...], database: str | None, since: str | None,
              until: str | None, kinds: str | None, min_rows: int, as_json: bool) -> None:
     """Find the transactions that changed tables in the archived WAL: when each committed
