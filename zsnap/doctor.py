@@ -39,7 +39,7 @@ from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
 from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, server_version
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
-from zsnap.walarchive import configured, expand_restore_command, restore_command
+from zsnap.wal.archives import configured, expand_restore_command, restore_command
 from zsnap.zfs import UNSET, Zfs, pool_of
 
 log = logging.getLogger(__name__)

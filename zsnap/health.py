@@ -23,8 +23,8 @@ from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.connection import connected, scalar
 from zsnap.pg.layout import discover
 from zsnap.pg.replay import marker_path, pause_state
-from zsnap.wal import WalCheck
-from zsnap.walarchive import configured
+from zsnap.wal.archives import configured
+from zsnap.wal.check import WalCheck
 from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -316,10 +316,11 @@ class Health:
             return CheckResult("wal_archive", Status.WARNING, "no complete set to check from",
                                "take a snapshot set first")
         metrics = [Metric("wal_missing_segments", float(report.missing)),
-                   Metric("wal_checked_segments", float(report.checked))]
+                   Metric("wal_checked_segments", float(report.checked)),
+                   Metric("wal_damaged_files", float(len(report.damaged)))]
         problems = [
             f"{g.count} missing on timeline {g.timeline}: {g.first}..{g.last}" for g in report.gaps
-        ] + report.problems
+        ] + report.problems + [f"{name} damaged: {why}" for name, why in report.damaged.items()]
         if result.unusable_sets:
             problems.append(f"sets without their own WAL: {', '.join(result.unusable_sets)}")
         if problems:
@@ -337,7 +338,7 @@ class Health:
     def recovery_window(self) -> CheckResult:
         """From when to when a flashback is possible here; WARNING where missing WAL splits
         it (a time inside a hole, or after it without a newer set, cannot be reached)."""
-        from zsnap.window import recovery_window
+        from zsnap.wal.window import recovery_window
 
         found = recovery_window(self.config, self.sets, self.zfs.runner)
         if not found.windows:

@@ -16,8 +16,8 @@ from zsnap.config import Config
 from zsnap.errors import ZfsError
 from zsnap.lock import locked
 from zsnap.retention import Candidate, Decision, Policy, decide
-from zsnap.wal import WalPrune, WalPruneResult
-from zsnap.walarchive import configured
+from zsnap.wal.archives import configured
+from zsnap.wal.prune import WalPrune, WalPruneResult
 from zsnap.zfs import UNSET, Zfs
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,6 @@ from zsnap.catalog import (
     new_set_id,
     snapshot_name,
 )
-from zsnap.clone import archive as segments
 from zsnap.clone import registry
 from zsnap.config import Config
 from zsnap.errors import (
@@ -51,11 +50,12 @@ from zsnap.errors import (
 )
 from zsnap.files import write_durably
 from zsnap.lock import SNAPSHOT_LOCK, locked
-from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import connected, scalar
 from zsnap.pg.layout import Layout, Place
 from zsnap.runner import os_user_entry
-from zsnap.walarchive import configured
+from zsnap.wal import available as segments
+from zsnap.wal.archives import configured
 from zsnap.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,7 @@ class ReinitStandby:
 
     @property
     def _pg(self) -> PgTools:
-        cfg = self.config.standby
-        return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
+        return PgTools.of(self.config, self.zfs.runner)
 
     def run(self, set_id: str | None, *, dry_run: bool = False, discard: bool = False,
             force: bool = False, timeout_s: float = START_TIMEOUT_S,
@@ -316,7 +315,7 @@ class ReinitStandby:
         if archive is None:
             return
         start = s.redo.segment(s.timeline, s.wal_segment_size)
-        found = segments.available(archive.names(), s.wal_segment_size)
+        found = segments.available(archive.listing(s.wal_segment_size))
         # A hole below the newest archived segment, or no segment archived on the timeline.
         gap = segments.first_gap(found, start)
         if gap is not None:

@@ -41,7 +41,7 @@ from zsnap.errors import (
     first_line,
 )
 from zsnap.lock import locked
-from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import Connection, connected, instance_conninfo, system_identifier
 from zsnap.zfs import Zfs
 
@@ -225,8 +225,7 @@ class VerifySet:
 
     @property
     def pg(self) -> PgTools:
-        cfg = self.config.standby
-        return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
+        return PgTools.of(self.config, self.zfs.runner)
 
     def select(self, selection: Selection) -> list[SnapshotSet]:
         return selection.choose(catalog_of(self.config, self.zfs).sets())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +26,21 @@ SEGMENT = 16 << 20
 def idle_lab() -> Iterator[LabInfo]:
     with running_lab("i") as info:
         yield info
+
+
+@pytest.fixture(params=["listed", "restore_command"])
+def idle_cli(request: pytest.FixtureRequest, idle_lab: LabInfo, tmp_path: Path) -> Cli:
+    """zsnap with the archive directory to list, or with the restore_command alone (WAL-G,
+    Barman, a script): a good set verifies and clones to its consistency point either way
+    (issue 19, item 1)."""
+    if request.param == "listed":
+        return Cli(idle_lab.config_file)
+    config = tmp_path / "restore-command.toml"
+    config.write_text(idle_lab.config_file.read_text().replace(
+        f'path = "{idle_lab.archive}"\n', ""))
+    assert "cp " in config.read_text() and f'path = "{idle_lab.archive}"' not in \
+        config.read_text()
+    return Cli(config)
 
 
 def boundary_set(info: LabInfo, cli: Cli) -> dict[str, Any]:
@@ -64,21 +80,21 @@ def clone_ends_at_the_set(info: LabInfo, cli: Cli, s: dict[str, Any], payload: s
     assert_gone(info, "edge")
 
 
-def test_a_set_at_a_segment_boundary_verifies_and_clones(idle_lab: LabInfo) -> None:
-    info = idle_lab
-    cli = Cli(info.config_file)
+def test_a_set_at_a_segment_boundary_verifies_and_clones(idle_lab: LabInfo,
+                                                          idle_cli: Cli) -> None:
+    info, cli = idle_lab, idle_cli
     s = boundary_set(info, cli)
     [result] = cli.json("verify", s["id"])
     assert result["outcome"] == "passed", result
     clone_ends_at_the_set(info, cli, s, "before the switch")
 
 
-def test_a_set_inside_a_segment_not_archived_yet_verifies_and_clones(idle_lab: LabInfo) -> None:
+def test_a_set_inside_a_segment_not_archived_yet_verifies_and_clones(
+        idle_lab: LabInfo, idle_cli: Cli) -> None:
     """The standby had replayed everything and the primary wrote nothing more: the set's
     consistency point is the end of the WAL, inside a segment that only the set's own pg_wal
     holds. The clone ends exactly there (its new timeline branches off at that LSN)."""
-    info = idle_lab
-    cli = Cli(info.config_file)
+    info, cli = idle_lab, idle_cli
     for _ in range(10):
         sql(info, "primary", "INSERT INTO lab_a (payload) VALUES ('inside a segment')")
         replicated(info)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zsnap.doctor import Check, Report, Status, application_name
-from zsnap.walarchive import expand_restore_command
+from zsnap.wal.archives import expand_restore_command
 
 
 def test_restore_command_placeholders() -> None:

@@ -6,7 +6,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from zsnap.lsn import Lsn, Segment
-from zsnap.wal import Archive, cleanup_names, find_gaps, parse_history, timeline_path
+from zsnap.wal.check import find_gaps
+from zsnap.wal.names import Archive
+from zsnap.wal.prune import cleanup_names
+from zsnap.wal.timelines import parse_history, timeline_path
 
 SIZE = 16 * 1024 * 1024
 

@@ -10,7 +10,7 @@ import pytest
 from zsnap.config import Config
 from zsnap.errors import ConfigError
 from zsnap.runner import Runner
-from zsnap.walarchive import DirectoryArchive, PgBackRestArchive, archived_name, configured
+from zsnap.wal.archives import DirectoryArchive, PgBackRestArchive, archived_name, configured
 
 
 @pytest.mark.parametrize(("stored", "name"), [

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from zsnap.catalog import SnapshotSet
 from zsnap.lsn import Lsn, Segment
-from zsnap.wal import Archive
-from zsnap.window import commits_in, windows
+from zsnap.wal.names import Archive
+from zsnap.wal.window import commits_in, windows
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 SEG = 16 << 20

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from zsnap import walarchive
 from zsnap.catalog import SnapshotSet, catalog_of
 from zsnap.changes.relations import Names, RelationMap, cached, keep, read_server
 from zsnap.changes.scan import Progress, WalScan
@@ -30,9 +29,11 @@ from zsnap.config import Config
 from zsnap.errors import NotFoundError, UsageError, ZsnapError
 from zsnap.lsn import Lsn, Segment
 from zsnap.output import fmt_time
-from zsnap.pg.binaries import find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import conninfo_for
-from zsnap.wal import parse_history, read_archive, timeline_path
+from zsnap.wal import archives
+from zsnap.wal.archives import read_archive
+from zsnap.wal.timelines import parse_history, timeline_path
 from zsnap.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ class FindChanges:
         is read as `run` reads it."""
         sets = self._sets()
         cfg = self.config
-        archive = walarchive.readable(cfg, self.zfs.runner)
+        archive = archives.readable(cfg, self.zfs.runner)
         first, last, at = self._segments(sets, None, archive)
         scan = self._scanner(archive)
         window_start = sets[0].consistent.value
@@ -207,10 +208,11 @@ class FindChanges:
         raise NotFoundError(f"transaction {xid} did not commit in the recovery window's WAL "
                             f"(from {at(first).name}): it committed before it, or never did")
 
-    def _scanner(self, archive: walarchive.WalArchive) -> WalScan:
+    def _scanner(self, archive: archives.WalArchive) -> WalScan:
         cfg = self.config
-        return WalScan(self.zfs.runner, archive, find_bindir(cfg.standby.pg_bin) / "pg_waldump",
-                       cfg.state.dir, cfg.standby.os_user, self.progress)
+        waldump = PgTools.of(cfg, self.zfs.runner).path("pg_waldump")
+        return WalScan(self.zfs.runner, archive, waldump, cfg.state.dir, cfg.standby.os_user,
+                       self.progress)
 
     # --- what to read ------------------------------------------------------------------------
 
@@ -234,13 +236,13 @@ class FindChanges:
                              f"which begins at {fmt_time(oldest)} (set {sets[0].id})")
 
     def _segments(self, sets: list[SnapshotSet], since: datetime | None,
-                  archive: walarchive.WalArchive) -> tuple[int, int | None,
+                  archive: archives.WalArchive) -> tuple[int, int | None,
                                                            Callable[[int], Segment]]:
         """The first segment to read, the last (None: up to the first one an archive that
         cannot be listed does not return), and which timeline's copy of each to read."""
         size = sets[0].wal_segment_size
         set_timelines = {s.timeline for s in sets}
-        listable = not isinstance(archive, walarchive.RestoreCommandArchive)
+        listable = not isinstance(archive, archives.RestoreCommandArchive)
         if listable:
             found, histories = read_archive(archive, size)
             latest = max(found.timelines | set_timelines)
@@ -277,7 +279,7 @@ class FindChanges:
 
     def _scan(self, sets: list[SnapshotSet], request: FindRequest, result: FindResult,
               xid: int | None = None, start: int | None = None) -> Scanned:
-        archive = walarchive.readable(self.config, self.zfs.runner)
+        archive = archives.readable(self.config, self.zfs.runner)
         first, last, at = self._segments(sets, request.since, archive)
         first = first if start is None else start
         result.first_segment = at(first).name

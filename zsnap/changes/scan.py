@@ -10,7 +10,6 @@ cannot undo) is reported as such, never kept, and reading goes on after it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import lzma
@@ -29,7 +28,7 @@ from zsnap.errors import ZsnapError
 from zsnap.files import write_durably
 from zsnap.lsn import Lsn, Segment
 from zsnap.runner import Runner, os_user_entry
-from zsnap.walarchive import DECOMPRESS, DirectoryArchive, RestoreCommandArchive, WalArchive
+from zsnap.wal.archives import RestoreCommandArchive, WalArchive
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +129,8 @@ class WalScan:
     def _cache_path(self, seg: Segment) -> Path:
         return self._cache_dir / f"{seg.name}.json"
 
-    def _identity(self, seg: Segment) -> str | None:
-        """What says the archived file is still the one read: a directory archive's file
-        size and modification time (a segment put back whole after a damaged copy was read
-        is read again); pgBackRest keeps a segment's first copy, so its name suffices."""
-        if not isinstance(self.archive, DirectoryArchive):
-            return "archived"
-        for suffix in ("", *DECOMPRESS, ".lz4", ".zst"):
-            path = self.archive.path / (seg.name + suffix)
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                return f"{suffix}:{st.st_size}:{st.st_mtime_ns}"
-        return None
+    def _identity(self, seg: Segment) -> str:
+        return self.archive.identity(seg.name)
 
     def cached(self, seg: Segment) -> SegmentChanges | None:
         try:

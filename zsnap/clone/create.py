@@ -17,7 +17,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from zsnap import walarchive
 from zsnap.catalog import SnapshotSet, catalog_of
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
@@ -42,10 +41,11 @@ from zsnap.errors import (
 )
 from zsnap.lock import locked
 from zsnap.lsn import Lsn
-from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import instance_conninfo
 from zsnap.ports import port_free
 from zsnap.runner import os_user_entry
+from zsnap.wal import archives
 from zsnap.zfs import Zfs, mounts, pool_of
 
 log = logging.getLogger(__name__)
@@ -186,14 +186,13 @@ class CreateClone:
 
     @property
     def pg(self) -> PgTools:
-        cfg = self.config.standby
-        return PgTools(self.zfs.runner, find_bindir(cfg.pg_bin), cfg.os_user)
+        return PgTools.of(self.config, self.zfs.runner)
 
     # --- planning (read-only) ------------------------------------------------------------
 
     def plan(self, request: CloneRequest, chosen: SnapshotSet | None = None) -> ClonePlan:
         """What `run` would make: the set, the name, the port, the datasets. Changes nothing."""
-        if not walarchive.restore_command(self.config, self.zfs.runner):
+        if not archives.restore_command(self.config, self.zfs.runner):
             raise ConfigError("archive.restore_command is empty: a flashback instance fetches "
                               "the WAL after its set with it")
         if chosen is None:
@@ -439,14 +438,14 @@ class CreateClone:
     ) -> CloneResult:
         cfg = self.config
         data = self._data_dir(plan)
-        source = walarchive.configured(cfg, self.zfs.runner)
+        source = archives.known(cfg, self.zfs.runner)
         wal = CloneWal(plan.set, source, data.pgdata / "pg_wal")
         target = plan.target if request.pause else wal.recovery_target(plan.target)
         settings = instance_settings(
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
             socket_dir=plan.paths.socket_dir,
             restore_command=wal.restore_command(
-                walarchive.restore_command(cfg, self.zfs.runner), target),
+                archives.restore_command(cfg, self.zfs.runner), target),
             target=target, fast=request.fast_recovery,
             extra={**cfg.clones.settings, **request.settings},
             prefetch=prefetch_helps(data.mountpoints, mounts()),
@@ -533,6 +532,10 @@ class CreateClone:
             searched = plan.target.kind in (Kind.XID, Kind.NAME)
             if searched and wal.first_gap() is None:
                 return _NotAfterSet()
+            return wal.missing(plan.target, plan.paths.log.read_text(errors="replace"))
+        if wal.first_gap() is not None and "archive file" in e.failure.line:
+            # The server read a file the archive check had found damaged ("has wrong size"):
+            # named as zsnap named it.
             return wal.missing(plan.target, plan.paths.log.read_text(errors="replace"))
         return e
 

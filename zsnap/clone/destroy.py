@@ -17,7 +17,7 @@ from zsnap.clone.naming import ClonePaths, check_name, hold_tag
 from zsnap.config import Config
 from zsnap.errors import DatasetNotFound, UsageError, ZfsError
 from zsnap.files import write_durably
-from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.zfs import Zfs, mounts
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,7 @@ class DestroyClone:
         if teardown is None:
             clone = registry.get(self.zfs, name, cluster)
             teardown = Teardown(name, clone.pgdata, clone.datasets, clone.origins, clone.dir)
-        pg = PgTools(self.zfs.runner, find_bindir(self.config.standby.pg_bin),
-                     self.config.standby.os_user)
+        pg = PgTools.of(self.config, self.zfs.runner)
         teardown.run(self.zfs, pg, dry_run=dry_run)
         log.info("flashback instance %s destroyed", name)
         return DestroyResult(name, teardown.datasets, teardown.held, str(teardown.dir),

@@ -26,7 +26,7 @@ from zsnap.clone.serverlog import Cause, failure
 from zsnap.config import Config
 from zsnap.errors import RecoveryFailed, UsageError, ZsnapError
 from zsnap.files import write_durably
-from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import instance_conninfo
 from zsnap.runner import Runner
 from zsnap.zfs import Zfs, pool_of
@@ -202,7 +202,7 @@ class MakeDurable:
 
     def _work(self, clone: registry.Clone) -> Status:
         cfg = self.config
-        pg = PgTools(self.zfs.runner, find_bindir(cfg.standby.pg_bin), cfg.standby.os_user)
+        pg = PgTools.of(cfg, self.zfs.runner)
         conninfo = instance_conninfo(cfg.standby.conninfo, str(clone.paths.socket_dir), clone.port)
         instance = Instance(pg, clone.pgdata, clone.paths.log, conninfo)
         down_since: float | None = None

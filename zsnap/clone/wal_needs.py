@@ -9,19 +9,26 @@ from functools import cached_property
 from pathlib import Path
 
 from zsnap.catalog import SnapshotSet
-from zsnap.clone import archive
 from zsnap.clone.serverlog import last_restored
 from zsnap.clone.target import Kind, Target
 from zsnap.errors import WalMissing
 from zsnap.lsn import Lsn, Segment, is_segment_name
-from zsnap.walarchive import WalArchive
+from zsnap.wal import available as segments
+from zsnap.wal.archives import WalArchive
+from zsnap.wal.names import Archive, split_suffix
 
 
 @dataclass(frozen=True)
 class CloneWal:
     set: SnapshotSet
-    wal_archive: WalArchive | None  # when the config names one to look into
+    # Where the clone's restore_command fetches from, when zsnap knows (listed, or only
+    # fetched from: a restore_command alone).
+    wal_archive: WalArchive | None
     pg_wal: Path  # the clone's
+
+    @property
+    def _listed(self) -> bool:
+        return self.wal_archive is not None and self.wal_archive.listable
 
     @property
     def start(self) -> Segment:
@@ -30,28 +37,33 @@ class CloneWal:
         return s.redo.segment(s.timeline, s.wal_segment_size)
 
     @cached_property
-    def _archived(self) -> frozenset[str]:
-        return frozenset(self.wal_archive.names() if self.wal_archive is not None else ())
+    def _archived(self) -> Archive:
+        if not self._listed:
+            return Archive()
+        assert self.wal_archive is not None
+        return self.wal_archive.listing(self.set.wal_segment_size)
 
     def from_set(self, name: str) -> bool:
         """Whether the clone needs the set's own copy of WAL file `name`: a segment from the
         redo point to the replay position that the archive does not have (the standby had
         streamed it, it was not archived yet). Without an archive to look into, every
         segment of that range."""
-        if not is_segment_name(name) or name in self._archived:
+        if not is_segment_name(name):
             return False
         s = self.set
         seg = Segment.parse(name, s.wal_segment_size)
+        if self._archived.has(seg):
+            return False
         replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, s.wal_segment_size)
         return seg.timeline <= s.timeline and self.start.number <= seg.number <= replayed.number
 
-    def available(self) -> archive.Available:
+    def available(self) -> segments.Available:
         s = self.set
         size = s.wal_segment_size
         replayed = Lsn.parse(s.replay_lsn).segment(s.timeline, size).number
-        return archive.merge(
-            archive.available(self._archived, size),
-            archive.available(archive.listing(self.pg_wal), size),
+        return segments.merge(
+            segments.available(self._archived),
+            segments.available(Archive.from_names(segments.listing(self.pg_wal), size)),
             replayed,
         )
 
@@ -73,7 +85,11 @@ class CloneWal:
         if target.kind is not Kind.IMMEDIATE or self.wal_archive is None:
             return target
         s = self.set
-        found = archive.available(self._archived, s.wal_segment_size)
+        if not self._listed:
+            # Known by its restore_command alone: asked for that one segment.
+            fetched = self.wal_archive.has(self._consistency_segment.name)
+            return target if fetched else Target.end_of_wal()
+        found = segments.available(self._archived)
         if any(t >= s.timeline for t in found.get(self._consistency_segment.number, set())):
             return target
         return Target.end_of_wal()
@@ -101,47 +117,53 @@ class CloneWal:
         if target.lsn is not None:
             return target.lsn
         s = self.set
-        last = archive.newest(self.available(), s.timeline, s.wal_segment_size)
+        last = segments.newest(self.available(), s.timeline, s.wal_segment_size)
         return last.next().start() if last is not None else None
 
     def check(self, target: Target) -> None:
         """Before starting: with an archive to look into, every segment from the set's redo
         point to its consistency point (and to an LSN target) must be there or in the clone's
         pg_wal."""
-        if self.wal_archive is None:
+        if not self._listed:
             return
         s = self.set
         needed = s.consistent
         if target.lsn is not None and target.lsn > needed:
             needed = target.lsn
-        gap = archive.first_gap(self.available(), self.start)
+        gap = segments.first_gap(self.available(), self.start)
         last = needed.segment(s.timeline, s.wal_segment_size)
         if gap is not None and gap.number <= last.number:
             goal = "consistency" if needed == s.consistent else "the target"
-            raise WalMissing(
-                f"WAL segment {gap.name} is missing from the archive {self.wal_archive.where}:"
-                f" set {s.id} needs it to reach {goal}"
-            )
+            raise WalMissing(f"WAL segment {gap.name} is {self._absent(gap)}: set {s.id} needs "
+                             f"it to reach {goal}")
+
+    def _absent(self, segment: Segment) -> str:
+        """How a segment the archive does not give is not there: missing, or damaged."""
+        where = self.wal_archive.where if self.wal_archive is not None else "the archive"
+        why = next((w for name, w in self._archived.damaged.items()
+                    if split_suffix(name)[0] == segment.name), None)
+        return (f"damaged in the archive {where} ({why})" if why
+                else f"missing from the archive {where}")
 
     def first_gap(self) -> Segment | None:
         """The first segment missing after the set's redo point (None without an archive to
         look into)."""
-        if self.wal_archive is None:
+        if not self._listed:
             return None
-        return archive.first_gap(self.available(), self.start)
+        return segments.first_gap(self.available(), self.start)
 
     def missing(self, target: Target, server_log: str) -> WalMissing:
         """Why recovery ended before `target`, in one line naming the segment it lacked."""
         s = self.set
-        if self.wal_archive is not None:
+        if self._listed and self.wal_archive is not None:
             where = self.wal_archive.where
             gap = self.first_gap()
             if gap is not None:
                 return WalMissing(
-                    f"WAL segment {gap.name} is missing from the archive {where}: recovery "
-                    f"from set {s.id} stopped there, before the target {target}"
+                    f"WAL segment {gap.name} is {self._absent(gap)}: recovery from set {s.id} "
+                    f"stopped there, before the target {target}"
                 )
-            last = archive.newest(self.available(), s.timeline, s.wal_segment_size)
+            last = segments.newest(self.available(), s.timeline, s.wal_segment_size)
             after = last.next().name if last else "after the set"
             return WalMissing(
                 f"WAL segment {after} is not in the archive {where} yet, and the archived WAL "

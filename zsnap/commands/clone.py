@@ -28,7 +28,7 @@ from zsnap.commands.targets import duration_option, target_from, target_options
 from zsnap.errors import EXIT_FAILURE, UsageError
 from zsnap.lsn import Lsn
 from zsnap.output import console, emit, err_console, error_line, fmt_time, table
-from zsnap.pg.binaries import PgTools, find_bindir
+from zsnap.pg.binaries import PgTools
 
 if TYPE_CHECKING:
     from zsnap.clone.expire import ExpiredResult
@@ -170,7 +170,7 @@ def clones(obj: Context, as_json: bool) -> None:
     """List the flashback instances."""
     cfg = obj.config
     zfs = obj.zfs()
-    pg = PgTools(zfs.runner, find_bindir(cfg.standby.pg_bin), cfg.standby.os_user)
+    pg = PgTools.of(cfg, zfs.runner)
     found = registry.read(zfs, cfg.snapshot.cluster)
     durable = {}
     for c in found:

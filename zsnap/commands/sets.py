@@ -79,7 +79,7 @@ def list_sets(obj: Context, all_members: bool, as_json: bool) -> None:
     """List the snapshot sets, oldest first. Each set is read from its control-file member,
     where zsnap records that it proved the set consistent; `show`, `check`, `prune`, `clone`
     and `verify` look at every member of the sets they act on."""
-    from zsnap.window import recovery_window
+    from zsnap.wal.window import recovery_window
 
     catalog = obj.catalog()
     sets = (None if all_members else catalog.heads()) or catalog.sets()

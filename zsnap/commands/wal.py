@@ -30,10 +30,10 @@ def wal() -> None:
 @json_option
 @pass_ctx
 def wal_check(obj: Context, as_json: bool) -> None:
-    """Report missing segments per timeline, from the oldest set's redo segment on.
+    """Report missing and damaged segments per timeline, from the oldest set's redo segment on.
 
-    Exits 1 when there is a gap or a timeline problem."""
-    from zsnap.wal import WalCheck
+    Exits 1 when there is a gap, a damaged file or a timeline problem."""
+    from zsnap.wal.check import WalCheck
 
     result = WalCheck(obj.config, obj.catalog()).run()
     report = result.report
@@ -48,6 +48,7 @@ def wal_check(obj: Context, as_json: bool) -> None:
         "missing": report.missing if report else 0,
         "gaps": [vars(g) for g in report.gaps] if report else [],
         "problems": report.problems if report else [],
+        "damaged": report.damaged if report else {},
         "unusable_sets": result.unusable_sets,
         "partials": result.partials,
     }
@@ -66,6 +67,8 @@ def wal_check(obj: Context, as_json: bool) -> None:
                   [[g.timeline, g.first, g.last, g.count] for g in report.gaps])
         for problem in report.problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False)
+        for name, why in report.damaged.items():
+            console.print(f"[red]damaged:[/] {name}: {why}", highlight=False)
         if result.unusable_sets:
             console.print(f"[red]sets missing their own WAL:[/] {', '.join(result.unusable_sets)}",
                           highlight=False)
@@ -85,7 +88,7 @@ def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Remove archived WAL older than the oldest set's redo segment (pg_archivecleanup
     semantics: .history and .backup files stay). A pgBackRest repository is left to
     `pgbackrest expire`."""
-    from zsnap.wal import WalPrune
+    from zsnap.wal.prune import WalPrune
 
     cfg = obj.config
     op = WalPrune(cfg, obj.catalog(), dry_run=dry_run)

@@ -16,7 +16,7 @@ from zsnap.clone.create import CloneRequest
 from zsnap.config import Config
 from zsnap.errors import CommandError, NotFoundError, PostgresError, first_line
 from zsnap.past.instance import PastInstance, past_instance
-from zsnap.pg.binaries import find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import conninfo_for
 from zsnap.runner import os_user_entry
 from zsnap.zfs import Zfs
@@ -93,7 +93,7 @@ class DumpPast:
         env = {**os.environ, "PGPASSWORD": str(password)} if password else dict(os.environ)
         user = self.config.standby.os_user
         os_user_entry(user)
-        argv = [str(find_bindir(self.config.standby.pg_bin) / "pg_dump"),
+        argv = [str(PgTools.of(self.config, self.zfs.runner).path("pg_dump")),
                 "--dbname", _conninfo(params), f"--format={FORMATS[fmt]}", "--no-owner",
                 "--no-privileges", *(f"--table={pattern(t)}" for t in tables)]
         try:

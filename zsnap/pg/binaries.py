@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zsnap.errors import ConfigError
 from zsnap.runner import DEFAULT_TIMEOUT, Result, Runner
 
+if TYPE_CHECKING:
+    from zsnap.config import Config
 
+
+@functools.cache
 def find_bindir(configured: Path | None) -> Path:
-    """`pg_bin` from the config, else pg_config's BINDIR, else the newest Debian layout."""
+    """`pg_bin` from the config, else pg_config's BINDIR, else the newest Debian layout
+    (found once per process)."""
     if configured is not None:
         if not (configured / "pg_ctl").is_file():
             raise ConfigError(f"standby.pg_bin: no pg_ctl in {configured}")
@@ -43,6 +50,14 @@ class PgTools:
         self.runner = runner
         self.bindir = bindir
         self.os_user = os_user
+
+    @classmethod
+    def of(cls, config: Config, runner: Runner) -> PgTools:
+        """The standby's programs: `[standby] pg_bin`, else found (zsnap.pg.binaries)."""
+        return cls(runner, find_bindir(config.standby.pg_bin), config.standby.os_user)
+
+    def path(self, program: str) -> Path:
+        return self.bindir / program
 
     def run(
         self,

@@ -1,14 +1,14 @@
-"""Where the WAL archive is and what it holds: a directory of WAL files (`[archive] path`) or a
-pgBackRest repository (`[archive] pgbackrest_stanza`), read only through pgBackRest's own
-commands (`info`, `repo-ls`, `repo-get`), never by opening its files. What both tell is the
-names PostgreSQL gave the files it archived, which is all a gap check needs: `zsnap wal
-check`, the WAL part of `zsnap check` and a clone's check before it starts read them here."""
+"""Where the WAL archive is and what it holds: a directory of WAL files (`[archive] path`), a
+pgBackRest repository (`[archive] pgbackrest_stanza`, read only through pgBackRest's own
+commands `info`, `repo-ls`, `repo-get`, never by opening its files), or only a
+`restore_command` (files fetched one by one, never listed). `listing` is the one answer to
+"which segment is where" that `zsnap wal check`, the WAL part of `zsnap check`, the recovery
+window and a clone's check before it starts read: a directory's damaged files (zsnap.wal.
+integrity) are named there and not counted as archived; pgBackRest checksums what it stores
+(`pgbackrest verify`)."""
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import json
 import lzma
 import os
@@ -16,16 +16,21 @@ import re
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from zsnap.config import Config
 from zsnap.errors import CommandError, UsageError, ZsnapError
+from zsnap.lsn import Segment
 from zsnap.runner import Runner, os_user_entry
+from zsnap.wal.integrity import Inspector
+from zsnap.wal.names import COMPRESSIONS, Archive, split_suffix
 
 TIMEOUT_S = 120.0
+# In the state directory: what zsnap.wal.integrity found of each file of a directory archive.
+CHECKED = "wal-files.json"
 # pgBackRest stores segment 000000010000000000000008 as
 # 0000000100000000/000000010000000000000008-<sha1 of its content>[.gz|.lz4|.zst|.bz2].
 _STORED = re.compile(r"^([0-9A-F]{24}(?:\.partial)?)-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
@@ -50,9 +55,24 @@ class WalArchive(Protocol):
     def managed_by(self) -> str | None:
         """The command that removes old WAL from this archive when it is not zsnap's to prune."""
 
+    @property
+    def listable(self) -> bool:
+        """Whether `names` and `listing` answer (a restore_command alone cannot)."""
+
+    def has(self, name: str) -> bool:
+        """Whether archived file NAME can be fetched."""
+
     def names(self) -> list[str]:
         """Every file, by the name PostgreSQL archived it under (segments, `.partial`,
         `.history` and `.backup` files)."""
+
+    def listing(self, segment_size: int) -> Archive:
+        """What it holds, sorted by kind; files that cannot be what their name says named as
+        damaged and not counted as there."""
+
+    def identity(self, name: str) -> str:
+        """What changes when archived file NAME is replaced ("" when it is not there): what
+        was found in a file is kept under its name and this."""
 
     def history(self, timeline: int) -> str | None:
         """The text of TIMELINE's history file, or None when the archive has none."""
@@ -70,6 +90,8 @@ class WalArchive(Protocol):
 @dataclass(frozen=True)
 class DirectoryArchive:
     path: Path
+    # Where what was found of each file is kept (zsnap.wal.integrity); None: not kept.
+    checked: Path | None = field(default=None, compare=False)
 
     @property
     def where(self) -> str:
@@ -79,10 +101,42 @@ class DirectoryArchive:
     def managed_by(self) -> str | None:
         return None
 
+    @property
+    def listable(self) -> bool:
+        return True
+
+    def has(self, name: str) -> bool:
+        return any((self.path / (name + suffix)).is_file() for suffix in ("", *COMPRESSIONS))
+
     def names(self) -> list[str]:
         if not self.path.is_dir():
             return []
         return sorted(p.name for p in self.path.iterdir() if p.is_file())
+
+    def listing(self, segment_size: int) -> Archive:
+        names = self.names()
+        found = Archive.from_names(names, segment_size)
+        inspector = Inspector(self.checked)
+        for name in list(found.files.values()):
+            plain, compression = split_suffix(name)
+            try:
+                why = inspector.problem(self.path / name, Segment.parse(plain, segment_size),
+                                        compression)
+            except OSError:
+                continue  # removed meanwhile (wal prune, say): as if never listed
+            if why is not None:
+                found.set_damaged(name, why, segment_size)
+        inspector.save(set(names))
+        return found
+
+    def identity(self, name: str) -> str:
+        for candidate in (name, *(name + suffix for suffix in COMPRESSIONS)):
+            try:
+                stat = (self.path / candidate).stat()
+            except OSError:
+                continue
+            return f"{candidate}:{stat.st_size}:{stat.st_mtime_ns}"
+        return ""
 
     def history(self, timeline: int) -> str | None:
         path = self.path / f"{timeline:08X}.history"
@@ -94,7 +148,7 @@ class DirectoryArchive:
     def fetch(self, name: str, directory: Path) -> Path | None:
         if (self.path / name).is_file():
             return self.path / name
-        for suffix in DECOMPRESS:
+        for suffix in COMPRESSIONS:
             if (self.path / (name + suffix)).is_file():
                 return decompressed(self.path / (name + suffix), directory / name)
         return None
@@ -118,6 +172,13 @@ class PgBackRestArchive:
     @property
     def managed_by(self) -> str | None:
         return "pgbackrest expire"
+
+    @property
+    def listable(self) -> bool:
+        return True
+
+    def has(self, name: str) -> bool:
+        return name in self._listing()
 
     def _argv(self, *args: str) -> list[str]:
         argv = ["pgbackrest", f"--stanza={self.stanza}", "--log-level-console=error"]
@@ -159,6 +220,13 @@ class PgBackRestArchive:
 
     def names(self) -> list[str]:
         return sorted(self._listing())
+
+    def listing(self, segment_size: int) -> Archive:
+        return Archive.from_names(self.names(), segment_size)
+
+    def identity(self, name: str) -> str:
+        # archive-push refuses a different file under a name already stored: the first stays.
+        return "archived"
 
     def recovery_env(self, pgdata: Path) -> dict[str, str]:
         """archive-get refuses to run for a server whose data directory is not the stanza's
@@ -215,15 +283,32 @@ class RestoreCommandArchive:
     def managed_by(self) -> str | None:
         return "the tool behind the restore_command"
 
+    @property
+    def listable(self) -> bool:
+        return False
+
+    def has(self, name: str) -> bool:
+        """Fetched into a directory of its own, then let go."""
+        return self._fetched_text(name) is not None
+
     def names(self) -> list[str]:
         raise ArchiveUnreadable("an archive known only by its restore_command cannot be listed")
 
+    def listing(self, segment_size: int) -> Archive:
+        return Archive.from_names(self.names(), segment_size)
+
+    def identity(self, name: str) -> str:
+        return "archived"  # nothing tells more: a file is taken as the tool behind it gives it
+
     def history(self, timeline: int) -> str | None:
-        with tempfile.TemporaryDirectory(prefix="zsnap-history-") as tmp:
+        return self._fetched_text(f"{timeline:08X}.history")
+
+    def _fetched_text(self, name: str) -> str | None:
+        with tempfile.TemporaryDirectory(prefix="zsnap-fetch-") as tmp:
             directory = Path(tmp)
             user = os_user_entry(self.os_user)
             os.chown(directory, user.pw_uid, user.pw_gid)
-            path = self.fetch(f"{timeline:08X}.history", directory)
+            path = self.fetch(name, directory)
             return None if path is None else path.read_text(errors="replace")
 
     def recovery_env(self, pgdata: Path) -> dict[str, str]:
@@ -242,22 +327,30 @@ class RestoreCommandArchive:
         return dest
 
 
-# What zsnap can undo of an archive's compression (the Python standard library's codecs).
-DECOMPRESS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
-    ".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
-
-
 def decompressed(path: Path, dest: Path) -> Path | None:
     """`path` uncompressed as `dest` (`path` itself when it is not compressed); None for a
     compression zsnap has no codec for (lz4, zstd)."""
-    if path.suffix in (".lz4", ".zst"):
-        return None
-    codec = DECOMPRESS.get(path.suffix)
-    if codec is None:
+    _, compression = split_suffix(path.name)
+    if compression is None:
         return path
-    with codec(path) as source, dest.open("wb") as out:  # each opens for reading
-        shutil.copyfileobj(source, out)
+    if compression.opener is None:
+        return None
+    try:
+        with compression.opener(path) as source, dest.open("wb") as out:
+            shutil.copyfileobj(source, out)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+        dest.unlink(missing_ok=True)
+        raise ArchiveUnreadable(f"archived file {path.name} cannot be decompressed ({e})") \
+            from None
     return dest
+
+
+def read_archive(archive: WalArchive, segment_size: int) -> tuple[Archive, dict[int, str]]:
+    """What `archive` holds and the text of its timeline history files."""
+    found = archive.listing(segment_size)
+    histories = {tli: text for tli in found.histories
+                 if (text := archive.history(tli)) is not None}
+    return found, histories
 
 
 def restore_command(config: Config, runner: Runner) -> str:
@@ -277,18 +370,25 @@ def configured(config: Config, runner: Runner) -> WalArchive | None:
         return PgBackRestArchive(runner, a.pgbackrest_stanza, a.pgbackrest_config,
                                  config.standby.os_user)
     if a.path is not None:
-        return DirectoryArchive(a.path)
+        return DirectoryArchive(a.path, config.state.dir / CHECKED)
     return None
+
+
+def known(config: Config, runner: Runner) -> WalArchive | None:
+    """The archive the config names, else the one its restore_command fetches from; None
+    when it has neither."""
+    archive = configured(config, runner)
+    if archive is None and config.archive.restore_command:
+        return RestoreCommandArchive(runner, config.archive.restore_command,
+                                     config.standby.os_user)
+    return archive
 
 
 def readable(config: Config, runner: Runner) -> WalArchive:
     """The archive to read WAL from: the one the config names, else its restore_command."""
-    archive = configured(config, runner)
-    if archive is not None:
-        return required(config, runner)
-    if config.archive.restore_command:
-        return RestoreCommandArchive(runner, config.archive.restore_command,
-                                     config.standby.os_user)
+    archive = known(config, runner)
+    if isinstance(archive, RestoreCommandArchive):
+        return archive
     return required(config, runner)
 
 

@@ -1,26 +1,26 @@
-"""Which WAL segments a flashback can read, from the WAL archive (zsnap.walarchive) and the
+"""Which WAL segments a flashback can read, from the WAL archive (zsnap.wal.archives) and the
 clone's own pg_wal (the snapshot holds what the standby had streamed, often the newest, not yet
 archived, segment), and the first one missing after a set's redo point."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
-from zsnap.lsn import Segment, is_segment_name
+from zsnap.lsn import Segment
+from zsnap.wal.names import Archive
 
 # segment number -> the timelines it is available on
 Available = dict[int, set[int]]
 
 
-def available(names: Iterable[str], segment_size: int) -> Available:
-    """Full segment files only: a `.partial` file (the old timeline's last segment after a
-    failover) is not read by recovery; the new timeline's copy of it is."""
+def available(archive: Archive) -> Available:
+    """By segment number rather than timeline. Full segment files only: a `.partial` file
+    (the old timeline's last segment after a failover) is not read by recovery; the new
+    timeline's copy of it is. Damaged files are not there (zsnap.wal.archives.listing)."""
     found: Available = {}
-    for name in names:
-        if is_segment_name(name):
-            seg = Segment.parse(name, segment_size)
-            found.setdefault(seg.number, set()).add(seg.timeline)
+    for timeline, numbers in archive.segments.items():
+        for number in numbers:
+            found.setdefault(number, set()).add(timeline)
     return found
 
 

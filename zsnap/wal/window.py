@@ -27,10 +27,11 @@ from zsnap.config import Config
 from zsnap.errors import ZsnapError
 from zsnap.files import write_durably
 from zsnap.lsn import DEFAULT_SEGMENT_SIZE, Lsn, Segment
-from zsnap.pg.binaries import find_bindir
+from zsnap.pg.binaries import PgTools
 from zsnap.runner import Runner, os_user_entry
-from zsnap.wal import Archive, Span, parse_history, read_archive, timeline_path
-from zsnap.walarchive import WalArchive, configured
+from zsnap.wal.archives import WalArchive, configured, read_archive
+from zsnap.wal.names import Archive, split_suffix
+from zsnap.wal.timelines import Span, parse_history, timeline_path
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,15 @@ def windows(
             end = _last_before(last_commit, Segment(nxt, b + 1, segment_size), switch, a,
                                span.timeline, segment_size)
         else:
-            if next_piece is not None:
-                missing = Segment(span.timeline, b + 1, segment_size).name
-            ends = f"segment {missing} is missing from the archive" if missing else \
-                "the end of the archived WAL"
+            after = Segment(span.timeline, b + 1, segment_size).name
+            why = next((w for name, w in archive.damaged.items()
+                        if split_suffix(name)[0] == after), None)
+            ends = "the end of the archived WAL"
+            if next_piece is not None or why is not None:
+                # A damaged segment ends the window even where nothing readable follows it.
+                missing = after
+                ends = f"segment {missing} is " + (f"damaged in the archive: {why}" if why
+                                                  else "missing from the archive")
             end = _last(last_commit, span.timeline, a, b, segment_size)
         end = max([start, *([end] if end is not None else []),
                    *(s.consistent_at for s in inside)])
@@ -237,26 +243,45 @@ class SegmentReader:
         return self.config.state.dir / CACHE
 
     def __call__(self, segment: Segment, end: Lsn | None) -> datetime | None:
-        key = segment.name + (f"@{end}" if end is not None else "")
+        # Under the file's identity too: a segment put back whole after a truncated copy was
+        # read is read again.
+        key = (segment.name + (f"@{end}" if end is not None else "")
+               + f"#{self.archive.identity(segment.name)}")
         if not self._loaded:
             self._loaded = True
-            try:
-                self._cache = json.loads(self._cache_path.read_text())
-            except (OSError, ValueError):
-                self._cache = {}
+            self._cache = self._load()
         if key in self._cache:
             value = self._cache[key]
         else:
-            path = self._fetch(segment)
+            try:
+                path = self._fetch(segment)
+            except ZsnapError as e:
+                log.warning("segment %s: %s", segment.name, e)
+                path = None
             if path is None:
                 return None  # not cached: it may be readable next time
             # An end always: without one pg_waldump waits 5 s for the next segment's file.
             value = self._cache[key] = self._read(path, end or segment.next().start())
-        return datetime.fromisoformat(value) if value else None
+        if value is None:
+            return None
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+
+    def _load(self) -> dict[str, str | None]:
+        """The cache as written, or nothing (anything else in the file is not ours)."""
+        try:
+            data = json.loads(self._cache_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str | None)}
 
     @cached_property
     def _waldump(self) -> Path:
-        return find_bindir(self.config.standby.pg_bin) / "pg_waldump"
+        return PgTools.of(self.config, self.runner).path("pg_waldump")
 
     def _read(self, path: Path, end: Lsn) -> str | None:
         argv = [str(self._waldump), "--rmgr=Transaction", f"--end={end}", str(path)]
