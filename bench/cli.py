@@ -14,6 +14,9 @@ from bench.report import render
 from bench.rowsback import RowsBack
 from bench.run import BenchRun, Options
 from bench.scale import Scale
+from bench.startup import Startup
+from bench.startup import render as render_startup
+from bench.startup import write as write_startup
 from zsnap.errors import ZsnapError
 
 
@@ -162,3 +165,15 @@ def report(results: Path) -> None:
 
 def main() -> None:
     cli()
+
+
+@cli.command()
+@click.option("--runs", default=15, show_default=True, help="Runs per command line (medians).")
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("bench/results/startup.json"), show_default=True)
+def startup(runs: int, out: Path) -> None:
+    """zsnap's own start: command lines that do nothing else, against `python -c pass`."""
+    results = Startup(runs=runs).run()
+    write_startup(results, out)
+    click.echo(render_startup(results))
+

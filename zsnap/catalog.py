@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from zsnap.errors import DatasetNotFound, NotFoundError, ZsnapError
+from zsnap.errors import ConfigError, DatasetNotFound, NotFoundError, ZsnapError
 from zsnap.lsn import Lsn
 from zsnap.pg.backup_mode import BackupLabel
 from zsnap.pg.config_files import ConfigFiles
@@ -244,9 +244,23 @@ class Catalog:
             if (set_id == UNSET or row[PREFIX + "cluster"] != self.cluster
                     or not self.scope.owns(row["name"])):
                 continue
+            if self.scope.root:
+                self._received(row)
             by_set.setdefault(set_id, {})[row["name"]] = row
         result = [self._build(set_id, rows, listed) for set_id, rows in by_set.items()]
         return sorted(result, key=lambda s: s.id)
+
+    def _received(self, row: dict[str, str]) -> None:
+        """Under a receiving root, member DATASET arrived as ROOT/DATASET: a snapshot of the
+        cluster's that is not (the standby's own, under a root set to its pool) says the root
+        is wrong, and every set read there would name datasets that do not exist."""
+        dataset = row["name"].split("@", 1)[0]
+        members = (_opt(row.get(PREFIX + "members")) or "").split(",")
+        if dataset not in {self.scope.local(m) for m in members}:
+            raise ConfigError(
+                f"[catalog] root {self.scope.root} holds {dataset}, a member of cluster "
+                f"{self.cluster}'s sets itself, not a copy received under it: set [catalog] "
+                "root to the [replicate] target that sets arrive under")
 
     def read(self, set_id: str, snapshots: list[str]) -> SnapshotSet:
         """One set from its members' names (one `zfs get`, however many sets there are)."""

@@ -10,10 +10,9 @@ from typing import NoReturn
 
 import click
 
-from zsnap import __version__, config
+from zsnap import CONFIG_ENV_VAR, DEFAULT_CONFIG, __version__
 from zsnap.commands import Context
 from zsnap.errors import EXIT_USAGE, ZsnapError, described
-from zsnap.output import error_line
 
 # Each command's module, imported only when that command runs: `zsnap list` need not load
 # psycopg, the clone machinery or the lab (a tenth of a second of every command's start).
@@ -45,7 +44,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=None,
-    help=f"Configuration file (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH}).",
+    help=f"Configuration file (default: ${CONFIG_ENV_VAR}, else {DEFAULT_CONFIG}).",
 )
 @click.option("--debug", is_flag=True, help="Log every external command.")
 @click.version_option(__version__, prog_name="zsnap")
@@ -82,5 +81,7 @@ def main() -> None:
 
 
 def fail(message: str, code: int) -> NoReturn:
+    from zsnap.output import error_line  # rich: loaded only to say something
+
     error_line(message)
     sys.exit(code)

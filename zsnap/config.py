@@ -3,13 +3,12 @@ refused with one line naming the key."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import tomllib
-from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -22,23 +21,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
-from pydantic_settings.exceptions import SettingsError
 
-from zsnap.cron import cron_trigger, is_off
+from zsnap import CONFIG_ENV_VAR, DEFAULT_CONFIG
+from zsnap.cron import check as check_cron
+from zsnap.cron import is_off
 from zsnap.duration import parse_duration
 from zsnap.errors import ConfigError, UsageError
 
-DEFAULT_PATH = Path("/etc/zsnap/zsnap.toml")
-ENV_VAR = "ZSNAP_CONFIG"
 ENV_PREFIX = "ZSNAP_"
 
-_toml_path: ContextVar[Path | None] = ContextVar("zsnap_toml_path", default=None)
 
 
 def _to_duration(value: object) -> object:
@@ -162,11 +153,21 @@ class SnapshotConfig(Section):
 _DATASET = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$"
 
 
+def _no_dot_components(value: str) -> str:
+    """`pool/../x` would make a dataset named `pool/..`: no component is . or .."""
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r}: a dataset name has no . or .. component")
+    return value
+
+
+DatasetName = Annotated[str, Field(pattern=_DATASET + "|^$"), AfterValidator(_no_dot_components)]
+
+
 class ReplicateConfig(Section):
     """Where `zsnap replicate` sends complete sets (zsnap/replicate.py)."""
 
     # Each member DATASET of a set is received as TARGET/DATASET; empty: no replication.
-    target: Annotated[str, Field(pattern=_DATASET + "|^$")] = ""
+    target: DatasetName = ""
     # An argv prefix that runs a command on the receiving host, e.g. ["ssh", "-o",
     # "BatchMode=yes", "dr1"]; empty: the target is on this host.
     command: list[str] = []
@@ -178,7 +179,7 @@ class CatalogConfig(Section):
     """Where this host's sets are: empty for a standby's own; on a receiving host, the
     [replicate] target the sets arrive under (no standby is needed there)."""
 
-    root: Annotated[str, Field(pattern=_DATASET + "|^$")] = ""
+    root: DatasetName = ""
 
 
 class StateConfig(Section):
@@ -211,7 +212,7 @@ class ScheduleConfig(Section):
     @classmethod
     def _cron(cls, value: str) -> str:
         if not is_off(value):
-            cron_trigger(value)
+            check_cron(value)
         return value
 
     @field_validator("timezone")
@@ -283,13 +284,10 @@ class VerifyConfig(Section):
     sql: list[str] = []
 
 
-class Config(BaseSettings):
-    model_config = SettingsConfigDict(
-        extra="forbid",
-        frozen=True,
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-    )
+class Config(BaseModel):
+    """The file, with `ZSNAP_<SECTION>__<KEY>` variables over it (zsnap.config.load)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     standby: StandbyConfig = StandbyConfig()
     archive: ArchiveConfig = ArchiveConfig()
@@ -320,36 +318,28 @@ class Config(BaseSettings):
                              "set [catalog] root or [replicate] target, not both")
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _toml_path.get()
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
+
+# Each section's model, by its name in the file and in ZSNAP_<SECTION>__<KEY>.
+_SECTIONS: dict[str, type[BaseModel]] = {
+    name: field.annotation for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
 
 
 def config_path(explicit: Path | None) -> Path:
     if explicit is not None:
         return explicit
-    env = os.environ.get(ENV_VAR)
-    return Path(env) if env else DEFAULT_PATH
+    env = os.environ.get(CONFIG_ENV_VAR)
+    return Path(env) if env else Path(DEFAULT_CONFIG)
 
 
 def load(explicit: Path | None = None) -> Config:
     path = config_path(explicit)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (give --config PATH or set {ENV_VAR})")
+        raise ConfigError(f"config file not found: {path} (give --config PATH or set "
+                          f"{CONFIG_ENV_VAR})")
     try:
         with path.open("rb") as f:
-            tomllib.load(f)  # parse once here for a clear syntax error
+            data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path}: invalid TOML: {e}") from None
     except UnicodeDecodeError as e:
@@ -357,23 +347,54 @@ def load(explicit: Path | None = None) -> Config:
     except OSError as e:
         raise ConfigError(f"config {path}: {e.strerror}") from None
     _check_environment()
-    token = _toml_path.set(path)
     try:
-        return Config()
-    except SettingsError as e:
-        # A ZSNAP_ variable of a list or table that is not JSON.
-        m = re.search(r'field "(\w+)"', str(e))
-        names = _environment(m.group(1) if m else "")
-        raise ConfigError(f"environment: {', '.join(names) or 'a ZSNAP_ variable'}: not valid "
-                          "JSON (lists and tables are written as JSON, e.g. "
-                          "ZSNAP_CLONES__PORT_RANGE='[55432, 55532]')") from None
+        return Config.model_validate(_with_environment(data))
     except ValidationError as e:
         loc = [str(part) for part in e.errors()[0]["loc"]]
         names = _environment(*loc) if loc else []
         where = f"environment: {names[0]}" if names else f"config {path}"
         raise ConfigError(f"{where}: {describe(e)}") from None
-    finally:
-        _toml_path.reset(token)
+
+
+def _with_environment(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (the file) with the ZSNAP_ variables over it: `ZSNAP_<SECTION>__<KEY>` one key
+    (a list or table written as JSON), `ZSNAP_<SECTION>` a whole section as a JSON table."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV_VAR:
+            continue
+        section, sep, key = upper.removeprefix(ENV_PREFIX).lower().partition("__")
+        model = _SECTIONS.get(section)
+        if model is None:
+            continue  # not the config's (ZSNAP_TEST_PG_BIN); typos are refused before
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # the file's own mistake, which validation names
+        if not sep:
+            table = _json(name, value)
+            if not isinstance(table, dict):
+                raise ConfigError(f"environment: {name}: not a JSON table of [{section}] keys")
+            target.update(table)
+            continue
+        key, deeper, sub = key.partition("__")
+        field = model.model_fields.get(key)
+        if deeper:
+            nested = target.setdefault(key, {})
+            if isinstance(nested, dict):
+                nested[sub] = value
+            continue
+        structured = field is not None and get_origin(field.annotation) in (list, dict, tuple)
+        target[key] = _json(name, value) if structured else value
+    return merged
+
+
+def _json(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ConfigError(f"environment: {name}: not valid JSON (lists and tables are written "
+                          "as JSON, e.g. ZSNAP_CLONES__PORT_RANGE='[55432, 55532]')") from None
 
 
 def _environment(*loc: str) -> list[str]:
@@ -392,10 +413,10 @@ def _check_environment() -> None:
     """A typo in a ZSNAP_ variable would be ignored silently (a section misspelt, or one
     underscore where two separate it from its key): refused, naming it. Variables of other
     sections than the config's (ZSNAP_TEST_PG_BIN, say) are left alone."""
-    sections = {name.upper() for name in Config.model_fields}
+    sections = {name.upper() for name in _SECTIONS}
     for name in os.environ:
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == ENV_VAR:
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV_VAR:
             continue
         rest = upper.removeprefix(ENV_PREFIX)
         section, sep, _ = rest.partition("__")

@@ -11,9 +11,12 @@ leading seconds field. Two places where APScheduler differs from cron are bridge
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
 
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 OFF = ("", "off", "none", "never")
 MACROS = {
@@ -97,8 +100,72 @@ def trigger_fields(expr: str) -> dict[str, str]:
     return fields
 
 
+# crontab(5) fields as APScheduler reads them (names for months; the day of week is checked
+# by cron_weekdays): the range of each, for `check` to refuse what CronTrigger would.
+_RANGES = {"second": (0, 59), "minute": (0, 59), "hour": (0, 23), "day": (1, 31),
+           "month": (1, 12)}
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_ITEM = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?$")
+
+
+def check(expr: str) -> None:
+    """Refuse, as `cron_trigger` would, a string that is not a cron, without loading
+    APScheduler (a fiftieth of a second, with asyncio): every configuration load checks the
+    schedule, and most commands never compute a run time. Agreement with CronTrigger is
+    tested (tests/unit/test_cron_and_duration.py)."""
+    try:
+        fields = trigger_fields(expr)
+        for name, (low, high) in _RANGES.items():
+            for item in fields[name].lower().split(","):
+                if item == "?":  # "no specific value": CronTrigger takes it for weekdays only
+                    raise ValueError(f"? is for the day of week, not the {name}")
+                if name == "day" and re.fullmatch(r"last(/[0-9]+)?", item):
+                    continue  # APScheduler's: the month's last day
+                _check_item(item, low, high, _MONTHS if name == "month" else None)
+    except ValueError as e:
+        raise ValueError(f"bad cron {expr!r}: {e}") from None
+
+
+def _check_item(item: str, low: int, high: int, names: list[str] | None) -> None:
+    if names is not None and item[:1].isalpha():
+        # As CronTrigger reads a month: a name, or a range of names, at the start (whatever
+        # follows them is ignored there).
+        named = re.match(r"([a-z]+)(?:-([a-z]+))?", item)
+        assert named is not None
+        first_name, last_name = named.groups()
+        if first_name not in names or (last_name is not None and last_name not in names):
+            raise ValueError(f"unrecognized month in {item!r}")
+        if last_name is not None and names.index(last_name) < names.index(first_name):
+            raise ValueError(f"the range {item!r} runs backwards")
+        return
+    m = _ITEM.match(item)
+    if not m:
+        raise ValueError(f"unrecognized expression {item!r}")
+    star, first_text, last_text, step_text = m.groups()
+    if not star and not (first_text.isdigit() and (last_text or "0").isdigit()):
+        raise ValueError(f"unrecognized expression {item!r}")
+    step = int(step_text) if step_text is not None else None
+    if step == 0:
+        raise ValueError(f"a step of 0 in {item!r}")
+    if star:
+        span = high - low
+    else:
+        # CronTrigger's RangeExpression, whose checks this follows one by one.
+        first = int(first_text)
+        last = int(last_text) if last_text is not None else (first if step is None else None)
+        if last is not None and first > last:
+            raise ValueError(f"the range {item!r} runs backwards")
+        if first < low or (last is not None and last > high):
+            raise ValueError(f"{item!r} is not within {low}-{high}")
+        span = (last or high) - first
+    if step and step > span:
+        raise ValueError(f"the step in {item!r} is larger than its range")
+
+
 def cron_trigger(expr: str, timezone: tzinfo | None = None) -> CronTrigger:
     """The trigger for a cron string; ValueError with a readable message if it is not one."""
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         return CronTrigger(timezone=timezone, **trigger_fields(expr))
     except ValueError as e:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.events import (
@@ -40,74 +40,65 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from zsnap import config as config_module
-from zsnap.clone.expire import DestroyExpired
+from zsnap import heartbeat, jobs
 from zsnap.config import Config
 from zsnap.cron import cron_trigger, is_off, next_times
-from zsnap.errors import ConfigError, VerificationFailed, ZsnapError
-from zsnap.files import write_durably
-from zsnap.health import HEARTBEAT
+from zsnap.errors import ConfigError, ZsnapError
 from zsnap.history import BUSY, MISSED, History
+from zsnap.jobs import Job
 from zsnap.lock import locked
 from zsnap.pg.replay import resume_abandoned
-from zsnap.prune import Prune
-from zsnap.replicate import Replicate
 from zsnap.runner import Runner
-from zsnap.snapshot import TakeSnapshot
-from zsnap.verify import Selection, VerifySet, failure_line
 from zsnap.zfs import Zfs
+
+# Each job's operation is loaded when it first runs: `zsnap schedule` needs none of them.
+if TYPE_CHECKING:
+    from zsnap.catalog import SnapshotSet
+    from zsnap.clone.expire import ExpiredResult
+    from zsnap.prune import PruneResult
+    from zsnap.replicate import ReplicateResult
+    from zsnap.verify import Verification
 
 log = logging.getLogger(__name__)
 
-JobResult = dict[str, Any]
 DAEMON_LOCK = "daemon"
 
 
-def snapshot_job(cfg: Config) -> JobResult:
-    s = TakeSnapshot(cfg, Zfs(Runner())).run()
-    return {"detail": f"set {s.id}, replay paused {s.pause_ms} ms", "set": s.id}
+def snapshot_job(cfg: Config) -> Job[SnapshotSet]:
+    from zsnap.snapshot import TakeSnapshot
+
+    return Job("snapshot", TakeSnapshot(cfg, Zfs(Runner())).run, jobs.snapshot_summary)
 
 
-def prune_job(cfg: Config) -> JobResult:
-    result = Prune(cfg, Zfs(Runner())).run()
-    pruned = [v.set.id for v in result.pruned]
-    info: JobResult = {"detail": f"{len(pruned)} set(s) pruned", "pruned": pruned}
-    if result.wal is not None:
-        info["detail"] += f", {len(result.wal.removed)} WAL file(s) removed"
-    if result.failed:
-        raise ZsnapError(
-            f"{len(pruned)} set(s) pruned, {len(result.failed)} could not be: "
-            + "; ".join(f"{v.set.id}: {v.error}" for v in result.failed)
-        )
-    return info
+def prune_job(cfg: Config) -> Job[PruneResult]:
+    from zsnap.prune import Prune
+
+    return Job("prune", Prune(cfg, Zfs(Runner())).run, jobs.prune_summary)
 
 
-def verify_job(cfg: Config) -> JobResult:
+def verify_job(cfg: Config) -> Job[list[Verification]]:
     """`zsnap verify --latest`: the newest set is the one a restore would most likely use."""
-    results = VerifySet(cfg, Zfs(Runner())).run(Selection())
-    line = failure_line(results)
-    if line is not None:
-        raise VerificationFailed(line)
-    return {"detail": "; ".join(v.summary() for v in results),
-            "sets": [{"set": v.set_id, "rto_s": v.rto_s} for v in results]}
+    from zsnap.verify import Selection, VerifySet
+
+    return Job("verify", lambda: VerifySet(cfg, Zfs(Runner())).run(Selection()),
+               jobs.verify_summary)
 
 
-def replicate_job(cfg: Config) -> JobResult:
-    result = Replicate(cfg, Zfs(Runner())).run()
-    size = sum(t.bytes for t in result.transfers)
-    return {"detail": f"{len(result.done)} set(s) replicated to {result.target}, {size} bytes",
-            "sets": result.done}
+def replicate_job(cfg: Config) -> Job[ReplicateResult]:
+    from zsnap.replicate import Replicate
+
+    return Job("replicate", Replicate(cfg, Zfs(Runner())).run, jobs.replicate_summary)
 
 
-def expire_job(cfg: Config) -> JobResult:
+def expire_job(cfg: Config) -> Job[ExpiredResult]:
     """`zsnap destroy --expired`: clones past their --ttl / [clones] ttl."""
-    result = DestroyExpired(cfg, Zfs(Runner())).run()
-    if result.failed:
-        raise ZsnapError(result.summary())
-    return {"detail": result.summary(), "destroyed": result.destroyed}
+    from zsnap.clone.expire import DestroyExpired
+
+    return Job("expire", DestroyExpired(cfg, Zfs(Runner())).run, jobs.expire_summary)
 
 
 # The jobs `[schedule]` can name, each the same operation the command line runs.
-JOBS: dict[str, Callable[[Config], JobResult]] = {
+JOBS: dict[str, Callable[[Config], Job[Any]]] = {
     "snapshot": snapshot_job,
     "prune": prune_job,
     "verify": verify_job,
@@ -343,15 +334,15 @@ class Daemon:
         with self._running_lock:
             self._running.add(job)
         try:
-            with History(cfg.state.dir).run(job, origin="daemon") as info:
-                info.update(JOBS[job](cfg))
+            outcome = JOBS[job](cfg).run(cfg.state.dir, origin="daemon")
+            outcome.value()
         except ZsnapError as e:
             log.error("%s failed after %.1f s: %s", job, time.monotonic() - t0, e)
             return
         finally:
             with self._running_lock:
                 self._running.discard(job)
-        log.info("%s: done in %.1f s: %s", job, time.monotonic() - t0, info.get("detail", ""))
+        log.info("%s: done in %.1f s: %s", job, time.monotonic() - t0, outcome.detail)
 
     def _on_missed(self, event: JobEvent) -> None:
         late = datetime.now(UTC) - event.scheduled_run_time
@@ -393,6 +384,6 @@ class Daemon:
         }
         state_dir = self.config.state.dir
         try:
-            write_durably(state_dir / HEARTBEAT, json.dumps(data, indent=2))
+            heartbeat.write(state_dir, data)
         except OSError as e:
             log.error("heartbeat not written to %s: %s", state_dir, e)

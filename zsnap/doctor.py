@@ -1,6 +1,7 @@
-"""`zsnap doctor`: what zsnap finds on this standby, and named checks that each say OK, WARN or
-FAIL with a hint. One check failing never stops the others: a tablespace off ZFS is reported
-beside everything else that is wrong, so a DBA fixes it all in one round."""
+"""`zsnap doctor`: what zsnap finds on this standby, and named checks that each say OK, WARNING,
+CRITICAL or UNKNOWN (zsnap.checks) with a hint. One check failing never stops the others: a
+tablespace off ZFS is reported beside everything else that is wrong, so a DBA fixes it all in
+one round."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from zsnap.catalog import catalog_of
+from zsnap.checks import Check, Status
 from zsnap.config import Config
 from zsnap.cron import longest_interval
 from zsnap.errors import LockBusy, NotOnZfs, UsageError, ZsnapError, first_line
@@ -50,21 +51,6 @@ RESTORE_TIMEOUT_S = 120.0
 WALRECEIVER = "walreceiver"
 
 
-class Status(StrEnum):
-    OK = "OK"
-    WARN = "WARN"
-    FAIL = "FAIL"
-    SKIP = "SKIP"  # could not be checked because an earlier check failed
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    hint: str = ""
-
-
 @dataclass(frozen=True)
 class PlaceReport:
     """One place the cluster keeps files, and the dataset holding it (None when not on ZFS)."""
@@ -84,7 +70,7 @@ class Report:
 
     @property
     def failed(self) -> bool:
-        return any(c.status == Status.FAIL for c in self.checks)
+        return any(c.status == Status.CRITICAL for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,8 +81,8 @@ class Report:
                 for p in self.places
             ],
             "checks": [
-                {"name": c.name, "status": str(c.status), "detail": c.detail, "hint": c.hint}
-                for c in self.checks
+                {"name": c.name, "status": c.status.name, "summary": c.summary,
+                 "hint": c.hint} for c in self.checks
             ],
         }
 
@@ -114,14 +100,14 @@ def application_name(primary_conninfo: str, cluster_name: str) -> str:
 
 
 def guarded(name: str, check: Callable[[], Check]) -> Check:
-    """A check that cannot run (a missing privilege, a failing command) is a FAIL of that
+    """A check that cannot run (a missing privilege, a failing command) is CRITICAL for that
     check alone."""
     try:
         return check()
     except ZsnapError as e:
-        return Check(name, Status.FAIL, str(e))
+        return Check(name, Status.CRITICAL, str(e))
     except psycopg.Error as e:
-        return Check(name, Status.FAIL, f"PostgreSQL: {first_line(e)}")
+        return Check(name, Status.CRITICAL, f"PostgreSQL: {first_line(e)}")
 
 
 @dataclass
@@ -144,13 +130,13 @@ class Doctor:
             conn = connect(self.config.standby.conninfo)
         except ZsnapError as e:
             report.checks.append(Check(
-                "standby connection", Status.FAIL, str(e),
+                "standby connection", Status.CRITICAL, str(e),
                 "check standby.conninfo and that the standby accepts connections",
             ))
             for name in ("server version", "in recovery", "layout on ZFS", "recordsize",
                          "privileges", "verify privileges", "synchronous standby",
                          "restore_command", "primary checkpoint"):
-                report.checks.append(Check(name, Status.SKIP, "no connection to the standby"))
+                report.checks.append(Check(name, Status.UNKNOWN, "no connection to the standby"))
             return report
         with conn:
             report.checks.append(Check("standby connection", Status.OK, "connected"))
@@ -160,7 +146,7 @@ class Doctor:
             try:
                 layout = self._layout(conn, report)
             except ZsnapError as e:
-                report.checks.append(Check("layout on ZFS", Status.FAIL, str(e)))
+                report.checks.append(Check("layout on ZFS", Status.CRITICAL, str(e)))
             report.checks.append(guarded("recordsize", lambda: self._recordsize(conn, layout)))
             report.checks.append(guarded("privileges", lambda: self._privileges(conn)))
             report.checks.append(guarded("verify privileges", lambda: self._verify(conn)))
@@ -178,7 +164,7 @@ class Doctor:
             with tempfile.NamedTemporaryFile(dir=state, prefix=".doctor-"):
                 pass
         except OSError as e:
-            return Check("state dir writable", Status.FAIL, f"{state}: {e.strerror or e}",
+            return Check("state dir writable", Status.CRITICAL, f"{state}: {e.strerror or e}",
                          "zsnap keeps its lock and replay marker there: create it, writable "
                          "by the user running zsnap, or set state.dir")
         return Check("state dir writable", Status.OK, str(state))
@@ -186,11 +172,11 @@ class Doctor:
     def _received(self) -> Check:
         root = self.config.catalog.root
         if not self.zfs.exists(root):
-            return Check("received sets", Status.FAIL, f"no dataset {root}",
+            return Check("received sets", Status.CRITICAL, f"no dataset {root}",
                          "run `zsnap replicate` on the standby's host first (docs/replication.md)")
         sets = [s for s in catalog_of(self.config, self.zfs).sets() if s.complete]
         if not sets:
-            return Check("received sets", Status.WARN, f"{root}: no complete set of cluster "
+            return Check("received sets", Status.WARNING, f"{root}: no complete set of cluster "
                          f"{self.config.snapshot.cluster}",
                          "is [snapshot] cluster the standby's? has a set arrived whole yet?")
         return Check("received sets", Status.OK,
@@ -198,18 +184,22 @@ class Doctor:
 
     def _target(self) -> Check:
         """The receiving host answers through [replicate] command, and its pool is there."""
-        from zsnap.replicate import target_zfs
+        from zsnap.replicate import standby_datasets, target_overlap, target_zfs
 
         target = self.config.replicate.target
         remote = target_zfs(self.config)
         where = f"through {' '.join(remote.prefix)}" if remote.prefix else "on this host"
+        if not remote.prefix:
+            overlap = target_overlap(target, standby_datasets(self.config, self.zfs))
+            if overlap is not None:
+                return Check("replication target", Status.CRITICAL, overlap)
         if remote.exists(target):
             return Check("replication target", Status.OK, f"{target} exists ({where})")
         if remote.exists(pool_of(target)):
             return Check("replication target", Status.OK,
                          f"pool {pool_of(target)} answers ({where}); {target} is made by the "
                          "first `zsnap replicate`")
-        return Check("replication target", Status.FAIL, f"no pool {pool_of(target)} {where}",
+        return Check("replication target", Status.CRITICAL, f"no pool {pool_of(target)} {where}",
                      "create the pool on the receiving host, or fix [replicate] target")
 
     def _marker(self) -> Check:
@@ -223,18 +213,18 @@ class Doctor:
         except LockBusy:
             return Check("replay marker", Status.OK, "a zsnap snapshot is running now")
         except OSError as e:
-            return Check("replay marker", Status.FAIL, f"cannot take the lock: {e}",
+            return Check("replay marker", Status.CRITICAL, f"cannot take the lock: {e}",
                          "see the state dir check")
         try:
             resumed = resume_abandoned(state)
         except ZsnapError as e:
-            return Check("replay marker", Status.FAIL,
+            return Check("replay marker", Status.CRITICAL,
                          f"stale marker {path}, and replay could not be resumed: {e}",
                          "resume replay by hand: SELECT pg_wal_replay_resume(); then remove "
                          "the marker")
         detail = "a zsnap that died left replay paused; resumed it now" if resumed else \
             "stale marker removed"
-        return Check("replay marker", Status.WARN, detail,
+        return Check("replay marker", Status.WARNING, detail,
                      "a zsnap snapshot was killed while replay was paused; look for why "
                      "(OOM killer, timeout of a wrapper)")
 
@@ -245,26 +235,26 @@ class Doctor:
         try:
             refuse_unsupported(version)
         except UsageError as e:
-            return Check("server version", Status.FAIL, str(e),
+            return Check("server version", Status.CRITICAL, str(e),
                          f"run zsnap with a standby of PostgreSQL {OLDEST} to {NEWEST}")
         return Check("server version", Status.OK, describe(version))
 
     def _recovery(self, conn: Connection) -> Check:
         if not scalar(conn, "SELECT pg_is_in_recovery()"):
             if self.config.standby.allow_primary:
-                return Check("in recovery", Status.WARN,
+                return Check("in recovery", Status.WARNING,
                              "the server is a primary: sets are taken in backup mode, and every "
                              "CHECKPOINT and WAL switch of it lands on production",
                              "point standby.conninfo at a streaming standby")
-            return Check("in recovery", Status.FAIL, "the server is not in recovery",
+            return Check("in recovery", Status.CRITICAL, "the server is not in recovery",
                          "point standby.conninfo at a streaming standby "
                          "(or set standby.allow_primary = true)")
         if scalar(conn, "SELECT current_setting('hot_standby')") != "on":
-            return Check("in recovery", Status.FAIL, "hot_standby is off",
+            return Check("in recovery", Status.CRITICAL, "hot_standby is off",
                          "set hot_standby = on on the standby and restart it")
         state = pause_state(conn)
         if state != "not paused" and not marker_path(self.config.state.dir).exists():
-            return Check("in recovery", Status.WARN, f"in recovery, but replay is {state}",
+            return Check("in recovery", Status.WARNING, f"in recovery, but replay is {state}",
                          "someone paused replay by hand; SELECT pg_wal_replay_resume()")
         return Check("in recovery", Status.OK, "in recovery, hot_standby on, replay "
                      f"{state}")
@@ -292,7 +282,7 @@ class Doctor:
                 else f"{p.role} ({p.path})" for p in off
             )
             report.checks.append(Check(
-                "layout on ZFS", Status.FAIL, f"not on ZFS: {names}",
+                "layout on ZFS", Status.CRITICAL, f"not on ZFS: {names}",
                 "move each of these onto a ZFS dataset: a set must hold every place",
             ))
             return Layout(tuple(places))
@@ -306,7 +296,7 @@ class Doctor:
 
     def _recordsize(self, conn: Connection, layout: Layout) -> Check:
         if not layout.places:
-            return Check("recordsize", Status.SKIP, "no place on ZFS")
+            return Check("recordsize", Status.UNKNOWN, "no place on ZFS")
         block = int(scalar(conn, "SELECT current_setting('block_size')"))
         datasets = list(dict.fromkeys(p.dataset for p in layout.places))
         sizes = self.zfs.get(datasets, ["recordsize"])
@@ -316,7 +306,7 @@ class Doctor:
         }
         if small:
             listed = ", ".join(f"{ds} ({size})" for ds, size in small.items())
-            return Check("recordsize", Status.FAIL,
+            return Check("recordsize", Status.CRITICAL,
                          f"below the {block} byte block size: {listed}",
                          f"zfs set recordsize={block // 1024}K (or more) on these; a page "
                          "split over two records can be torn inside a snapshot")
@@ -347,7 +337,7 @@ class Doctor:
             ) if not ok
         ]
         if missing:
-            return Check("privileges", Status.FAIL, f"{user} lacks " + "; ".join(missing),
+            return Check("privileges", Status.CRITICAL, f"{user} lacks " + "; ".join(missing),
                          "on the primary: GRANT EXECUTE ON FUNCTION pg_wal_replay_pause(), "
                          f"pg_wal_replay_resume() TO {user}; GRANT pg_checkpoint, "
                          f"pg_read_all_settings TO {user} (see docs/install.md)")
@@ -374,7 +364,7 @@ class Doctor:
                 f"FUNCTION bt_index_check(regclass, boolean), verify_heapam(regclass, boolean, "
                 f"boolean, text, bigint, bigint) TO {user} (or set [verify] amcheck = false)")
         if not installed:
-            return Check(name, Status.WARN,
+            return Check(name, Status.WARNING,
                          f"amcheck is not installed in {database}, and {user} may not install it",
                          hint)
         granted = conn.execute(
@@ -383,7 +373,7 @@ class Doctor:
             "bigint, bigint)', 'EXECUTE')"
         ).fetchone()
         if not granted or not granted[0]:
-            return Check(name, Status.WARN,
+            return Check(name, Status.WARNING,
                          f"{user} may not run amcheck's functions in {database}", hint)
         return Check(name, Status.OK,
                      f"{user} may run amcheck in {database} (verify needs it in every database)")
@@ -396,13 +386,13 @@ class Doctor:
         cluster = str(scalar(conn, "SELECT current_setting('cluster_name')") or "")
         name = application_name(conninfo, cluster)
         if not conninfo:
-            return Check("synchronous standby", Status.WARN,
+            return Check("synchronous standby", Status.WARNING,
                          f"no primary_conninfo (application_name {name}): cannot ask the "
                          "primary", self._sync_hint(name))
         try:
             primary = connect(f"{conninfo} dbname=postgres", "primary")
         except ZsnapError as e:
-            return Check("synchronous standby", Status.WARN,
+            return Check("synchronous standby", Status.WARNING,
                          f"cannot ask the primary whether {name} is synchronous: {e}",
                          self._sync_hint(name))
         with primary:
@@ -416,11 +406,11 @@ class Doctor:
             listed = str(scalar(primary, "SELECT current_setting('synchronous_standby_names')"))
         if sync_state in ("sync", "quorum", "potential"):
             if commit == "remote_apply":
-                return Check("synchronous standby", Status.FAIL,
+                return Check("synchronous standby", Status.CRITICAL,
                              f"{name} is a {sync_state} standby and the primary's "
                              "synchronous_commit is remote_apply: commits stall while replay "
                              "is paused", self._sync_hint(name))
-            return Check("synchronous standby", Status.WARN,
+            return Check("synchronous standby", Status.WARNING,
                          f"{name} is a {sync_state} standby (synchronous_standby_names = "
                          f"{listed!r}); synchronous_commit = {commit} does not wait for "
                          "replay, but sessions that set remote_apply will stall",
@@ -447,9 +437,9 @@ class Doctor:
             with connected(conninfo, "primary") as primary:
                 problem = primary_problem(primary, conn)
         except ZsnapError as e:
-            return Check(name, Status.WARN, str(e), hint)
+            return Check(name, Status.WARNING, str(e), hint)
         if problem is not None:
-            return Check(name, Status.WARN, f"snapshot.primary_checkpoint: {problem}", hint)
+            return Check(name, Status.WARNING, f"snapshot.primary_checkpoint: {problem}", hint)
         return Check(name, Status.OK, "each set starts at a CHECKPOINT asked of the primary")
 
     def _redo_lag(self, conn: Connection) -> Check:
@@ -465,7 +455,7 @@ class Doctor:
         if interval is None or timeout <= interval.total_seconds():
             return Check(name, Status.OK, f"{off} (checkpoint_timeout {timeout:g} s)")
         return Check(
-            name, Status.WARN,
+            name, Status.WARNING,
             f"{off}, and checkpoint_timeout ({timeout:g} s) is longer than the interval between "
             f"sets ({interval.total_seconds():g} s): a clone may replay up to "
             f"{timeout:g} s of WAL before it reaches its set",
@@ -476,7 +466,7 @@ class Doctor:
     def _restore(self, conn: Connection) -> Check:
         command = restore_command(self.config, self.runner)
         if not command:
-            return Check("restore_command", Status.FAIL, "archive.restore_command is not set",
+            return Check("restore_command", Status.CRITICAL, "archive.restore_command is not set",
                          "clones fetch WAL with it: set it, e.g. cp /archive/%f %p, or set "
                          "[archive] pgbackrest_stanza")
         row = conn.execute(
@@ -494,7 +484,7 @@ class Doctor:
                 return Check("restore_command", Status.OK, f"fetched {name} as "
                              f"{self.config.standby.os_user}")
             errors.append(f"{name}: {outcome}")
-        return Check("restore_command", Status.FAIL,
+        return Check("restore_command", Status.CRITICAL,
                      "could not fetch " + "; ".join(errors),
                      "run the restore_command by hand as the os_user with %f an archived file "
                      "name and %p a writable path")

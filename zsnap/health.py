@@ -3,15 +3,15 @@ monitoring wants them (Nagios exit codes and perfdata, a Prometheus textfile).""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum
 from pathlib import Path
 
+from zsnap import heartbeat
 from zsnap.catalog import SnapshotSet, catalog_of
+from zsnap.checks import Check, Metric, Status, overall
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import half_made
 from zsnap.config import Config
@@ -29,55 +29,9 @@ from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = "daemon.json"
 # What a verification may record as a pass; anything else is a failure.
 GOOD_OUTCOMES = {"ok", "passed", "pass", "success"}
 SCHEDULED_JOBS = ("snapshot", "prune", "verify", "replicate")
-
-
-class Status(IntEnum):
-    """Nagios plugin states; the value is the exit code."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
-
-# The worst first decides the overall state: a definite problem outranks an unknown.
-SEVERITY = [Status.OK, Status.UNKNOWN, Status.WARNING, Status.CRITICAL]
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str  # Prometheus style: newest_set_age_seconds, pool_free_percent
-    value: float
-    warn: float | None = None
-    crit: float | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: Status
-    summary: str
-    hint: str = ""
-    metrics: list[Metric] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name, "status": self.status.name, "summary": self.summary,
-            "hint": self.hint,
-            "metrics": [
-                {"name": m.name, "value": m.value, "warn": m.warn, "crit": m.crit,
-                 "labels": dict(m.labels)} for m in self.metrics
-            ],
-        }
-
-
-def overall(results: list[CheckResult]) -> Status:
-    return max((r.status for r in results), key=SEVERITY.index, default=Status.OK)
 
 
 def grade(value: float, warn: timedelta | None, crit: timedelta | None) -> Status:
@@ -96,14 +50,6 @@ def age_text(seconds: float) -> str:
     return format_duration(timedelta(seconds=round(seconds)))
 
 
-def read_heartbeat(state_dir: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads((state_dir / HEARTBEAT).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 @dataclass
 class Health:
     config: Config
@@ -117,7 +63,7 @@ class Health:
             self._sets = catalog_of(self.config, self.zfs).sets()
         return self._sets
 
-    def checks(self) -> list[tuple[str, Callable[[], CheckResult]]]:
+    def checks(self) -> list[tuple[str, Callable[[], Check]]]:
         standby = [] if self.config.receiving else [
             ("replay_lag", self.replay_lag),
             ("replay_paused", self.replay_paused),
@@ -137,30 +83,30 @@ class Health:
             ("last_runs", self.last_runs),
         ]
 
-    def run(self) -> list[CheckResult]:
+    def run(self) -> list[Check]:
         results = []
         for name, check in self.checks():
             try:
                 results.append(check())
             except ZsnapError as e:
-                results.append(CheckResult(name, Status.UNKNOWN, str(e),
+                results.append(Check(name, Status.UNKNOWN, str(e),
                                            "fix what the message names, then check again"))
         return results
 
     # --- the checks ----------------------------------------------------------------------
 
-    def newest_set(self) -> CheckResult:
+    def newest_set(self) -> Check:
         c = self.config.check
         complete = [s for s in self.sets if s.complete]
         if not complete:
-            return CheckResult("newest_set", Status.CRITICAL, "no complete snapshot set",
+            return Check("newest_set", Status.CRITICAL, "no complete snapshot set",
                                "take one with `zsnap snapshot`, or start `zsnap daemon`")
         newest = complete[-1]
         age = (self.now - newest.created).total_seconds()
         status = grade(age, c.set_age_warning, c.set_age_critical)
         hint = "" if status == Status.OK else (
             "snapshots stopped: see `zsnap history` and the daemon's journal")
-        return CheckResult(
+        return Check(
             "newest_set", status, f"newest set {newest.id} is {age_text(age)} old", hint,
             [Metric("newest_set_age_seconds", age, _seconds(c.set_age_warning),
                     _seconds(c.set_age_critical)),
@@ -171,29 +117,29 @@ class Health:
                if newest.pause_ms is not None else [])],
         )
 
-    def incomplete_sets(self) -> CheckResult:
+    def incomplete_sets(self) -> Check:
         complete = [s for s in self.sets if s.complete]
         newest = complete[-1].created if complete else None
         # One newer than every complete set may still be being taken.
         stale = [s for s in self.sets if not s.complete and newest and s.created < newest]
         metric = [Metric("incomplete_sets", float(len(stale)))]
         if not stale:
-            return CheckResult("incomplete_sets", Status.OK, "no incomplete set", "", metric)
+            return Check("incomplete_sets", Status.OK, "no incomplete set", "", metric)
         ids = ", ".join(s.id for s in stale[:5])
-        return CheckResult(
+        return Check(
             "incomplete_sets", Status.WARNING,
             f"{len(stale)} incomplete set(s), never restorable: {ids}",
             "a snapshot call failed part-way or a member was destroyed by hand; "
             "`zsnap prune` removes them", metric,
         )
 
-    def verification(self) -> CheckResult:
+    def verification(self) -> Check:
         c = self.config.check
         if c.verify_age_warning is None and c.verify_age_critical is None:
-            return CheckResult("verification", Status.OK, "not monitored (thresholds off)")
+            return Check("verification", Status.OK, "not monitored (thresholds off)")
         verified = [s for s in self.sets if s.verified_at is not None]
         if not verified:
-            return CheckResult(
+            return Check(
                 "verification", Status.WARNING, "no snapshot set has been verified",
                 "a set proves restorable only by restoring it: schedule [schedule] verify",
             )
@@ -206,19 +152,19 @@ class Health:
                    Metric("verification_passed", float(outcome in GOOD_OUTCOMES))]
         if outcome not in GOOD_OUTCOMES:
             failed = f" ({last.verify_failed_check})" if last.verify_failed_check else ""
-            return CheckResult(
+            return Check(
                 "verification", Status.CRITICAL,
                 f"set {last.id} failed verification {age_text(age)} ago: {outcome}{failed}",
                 "see `zsnap show` for the set and the verify run in `zsnap history`", metrics,
             )
         status = grade(age, c.verify_age_warning, c.verify_age_critical)
-        return CheckResult(
+        return Check(
             "verification", status, f"set {last.id} verified {outcome} {age_text(age)} ago",
             "" if status == Status.OK else "verification runs stopped: see `zsnap history`",
             metrics,
         )
 
-    def replay_lag(self) -> CheckResult:
+    def replay_lag(self) -> Check:
         c = self.config.check
         try:
             with connected(self.config.standby.conninfo) as conn:
@@ -230,19 +176,19 @@ class Health:
                     "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
                 ).fetchone()
         except ZsnapError as e:
-            return CheckResult("replay_lag", Status.CRITICAL, str(e),
+            return Check("replay_lag", Status.CRITICAL, str(e),
                                "is the standby running? see its log")
         assert row is not None
         in_recovery, caught_up, since_commit, behind = row
         if not in_recovery:
             status = Status.OK if self.config.standby.allow_primary else Status.CRITICAL
-            return CheckResult("replay_lag", status, "the server is not in recovery",
+            return Check("replay_lag", status, "the server is not in recovery",
                                "" if status == Status.OK else
                                "the standby was promoted: point [standby] conninfo at a standby")
         # An idle primary commits nothing: with nothing left to replay, the lag is zero.
         lag = 0.0 if caught_up or since_commit is None else float(since_commit)
         status = grade(lag, c.replay_lag_warning, c.replay_lag_critical)
-        return CheckResult(
+        return Check(
             "replay_lag", status,
             f"replay lag {age_text(lag)}, {int(behind or 0)} bytes received but not replayed",
             "" if status == Status.OK else "replay is slow or stuck: see the standby's log",
@@ -251,32 +197,32 @@ class Health:
              Metric("replay_lag_bytes", float(behind or 0))],
         )
 
-    def replay_paused(self) -> CheckResult:
+    def replay_paused(self) -> Check:
         state_dir = self.config.state.dir
         with connected(self.config.standby.conninfo) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
-                return CheckResult("replay_paused", Status.OK, "not in recovery")
+                return Check("replay_paused", Status.OK, "not in recovery")
             state = pause_state(conn)
         if state == "not paused":
-            return CheckResult("replay_paused", Status.OK, "replay is running")
+            return Check("replay_paused", Status.OK, "replay is running")
         try:
             with locked(state_dir, SNAPSHOT_LOCK):
                 pass
         except LockBusy as e:
-            return CheckResult("replay_paused", Status.OK,
+            return Check("replay_paused", Status.OK,
                                f"replay {state} by a running zsnap snapshot ({e})")
         if marker_path(state_dir).exists():
-            return CheckResult(
+            return Check(
                 "replay_paused", Status.CRITICAL,
                 f"replay {state}, left so by a zsnap that died",
                 "any zsnap command resumes it; so does SELECT pg_wal_replay_resume()",
             )
-        return CheckResult(
+        return Check(
             "replay_paused", Status.CRITICAL, f"replay {state}, and no zsnap paused it",
             "someone ran pg_wal_replay_pause(): SELECT pg_wal_replay_resume() on the standby",
         )
 
-    def replication(self) -> CheckResult:
+    def replication(self) -> Check:
         """How far the [replicate] target is behind: the age of its newest complete set, and
         the sets here that it does not have yet."""
         from zsnap.replicate import target_catalog, target_zfs
@@ -289,7 +235,7 @@ class Health:
         pending = [s for s in self.sets if s.complete and (newest is None or s.id > newest.id)]
         metrics = [Metric("replication_pending_sets", float(len(pending)))]
         if newest is None:
-            return CheckResult("replication", Status.CRITICAL, f"no complete set on {target}",
+            return Check("replication", Status.CRITICAL, f"no complete set on {target}",
                                "run `zsnap replicate`, or schedule [schedule] replicate",
                                metrics)
         age = (self.now - newest.created).total_seconds()
@@ -297,7 +243,7 @@ class Health:
                                  _seconds(c.replication_lag_warning),
                                  _seconds(c.replication_lag_critical)))
         status = grade(age, c.replication_lag_warning, c.replication_lag_critical)
-        return CheckResult(
+        return Check(
             "replication", status,
             f"newest set on {target} is {newest.id}, {age_text(age)} old; "
             f"{len(pending)} set(s) not sent yet",
@@ -306,14 +252,14 @@ class Health:
             metrics,
         )
 
-    def wal_archive(self) -> CheckResult:
+    def wal_archive(self) -> Check:
         if configured(self.config, self.zfs.runner) is None:
-            return CheckResult("wal_archive", Status.OK,
+            return Check("wal_archive", Status.OK,
                                "no [archive] path or pgbackrest_stanza: not checked")
         result = WalCheck(self.config, catalog_of(self.config, self.zfs)).run()
         report = result.report
         if report is None:
-            return CheckResult("wal_archive", Status.WARNING, "no complete set to check from",
+            return Check("wal_archive", Status.WARNING, "no complete set to check from",
                                "take a snapshot set first")
         metrics = [Metric("wal_missing_segments", float(report.missing)),
                    Metric("wal_checked_segments", float(report.checked)),
@@ -324,25 +270,25 @@ class Health:
         if result.unusable_sets:
             problems.append(f"sets without their own WAL: {', '.join(result.unusable_sets)}")
         if problems:
-            return CheckResult(
+            return Check(
                 "wal_archive", Status.CRITICAL, "; ".join(problems),
                 "recovery cannot pass a gap: check archive_command and pg_stat_archiver on "
                 "the primary; `zsnap wal check` lists the gaps", metrics,
             )
-        return CheckResult(
+        return Check(
             "wal_archive", Status.OK,
             f"{report.checked} segments from {report.start} to {report.newest}, no gap",
             "", metrics,
         )
 
-    def recovery_window(self) -> CheckResult:
+    def recovery_window(self) -> Check:
         """From when to when a flashback is possible here; WARNING where missing WAL splits
         it (a time inside a hole, or after it without a newer set, cannot be reached)."""
         from zsnap.wal.window import recovery_window
 
         found = recovery_window(self.config, self.sets, self.zfs.runner)
         if not found.windows:
-            return CheckResult("recovery_window", Status.WARNING, found.summary(),
+            return Check("recovery_window", Status.WARNING, found.summary(),
                                "take a set, and check the WAL archive (`zsnap wal check`)")
         oldest, newest = found.windows[0].start, found.windows[-1].end
         metrics = [
@@ -352,10 +298,10 @@ class Health:
         ]
         holes = [w for w in found.windows if w.missing]
         if holes:
-            return CheckResult(
+            return Check(
                 "recovery_window", Status.WARNING, found.summary(),
                 "missing WAL splits the window: " + "; ".join(w.ends for w in holes), metrics)
-        return CheckResult("recovery_window", Status.OK, found.summary(), "", metrics)
+        return Check("recovery_window", Status.OK, found.summary(), "", metrics)
 
     def _pools(self) -> list[str]:
         datasets: set[str] = {d for s in self.sets for d in s.datasets}
@@ -368,11 +314,11 @@ class Health:
             log.debug("layout not discovered (%s); pools from the sets only", e)
         return sorted({pool_of(d) for d in datasets if d})
 
-    def pool_free(self) -> CheckResult:
+    def pool_free(self) -> Check:
         c = self.config.check
         pools = self._pools()
         if not pools:
-            return CheckResult("pool_free", Status.UNKNOWN, "no pool known: no set, no standby")
+            return Check("pool_free", Status.UNKNOWN, "no pool known: no set, no standby")
         free = self.zfs.free_percent(pools)
         status = Status.OK
         parts = []
@@ -388,9 +334,9 @@ class Health:
                 status = Status.WARNING
         hint = "" if status == Status.OK else (
             "a full pool stops the standby: prune sets (zsnap prune) or grow the pool")
-        return CheckResult("pool_free", status, ", ".join(parts), hint, metrics)
+        return Check("pool_free", status, ", ".join(parts), hint, metrics)
 
-    def clones(self) -> CheckResult:
+    def clones(self) -> Check:
         """Flashback instances of this cluster, and those a killed zsnap left half-made (they
         hold their set against pruning until destroyed)."""
         cfg = self.config
@@ -409,43 +355,43 @@ class Health:
                               None if limit is None else limit.total_seconds()))
         if half:
             names = ", ".join(t.name for t in half)
-            return CheckResult("clones", Status.WARNING, f"{summary}; half-made: {names}",
+            return Check("clones", Status.WARNING, f"{summary}; half-made: {names}",
                                f"a zsnap was killed making them: zsnap destroy {half[0].name}",
                                metrics)
         if old:
             names = ", ".join(c.name for c in old)
-            return CheckResult(
+            return Check(
                 "clones", Status.WARNING, f"{summary}; older than "
                 f"{format_duration(limit) if limit else ''}: {names}",
                 "each pins its set and the space it writes: zsnap destroy NAME, or give clones "
                 "an expiry (--ttl, [clones] ttl)", metrics)
-        return CheckResult("clones", Status.OK, summary, "", metrics)
+        return Check("clones", Status.OK, summary, "", metrics)
 
-    def scheduler(self) -> CheckResult:
+    def scheduler(self) -> Check:
         limit = self.config.check.heartbeat_age_critical
         if limit is None:
-            return CheckResult("scheduler", Status.OK, "not monitored (threshold off)")
-        beat = read_heartbeat(self.config.state.dir)
+            return Check("scheduler", Status.OK, "not monitored (threshold off)")
+        beat = heartbeat.read(self.config.state.dir)
         if beat is None:
-            return CheckResult("scheduler", Status.CRITICAL, "no heartbeat: zsnap daemon never ran",
+            return Check("scheduler", Status.CRITICAL, "no heartbeat: zsnap daemon never ran",
                                "systemctl enable --now zsnap (see deploy/)")
         updated = datetime.fromisoformat(str(beat["updated"]))
         age = (self.now - updated).total_seconds()
         metrics = [Metric("heartbeat_age_seconds", age, None, limit.total_seconds())]
         state = beat.get("state")
         if state == "stopped":
-            return CheckResult("scheduler", Status.CRITICAL,
+            return Check("scheduler", Status.CRITICAL,
                                f"zsnap daemon stopped {age_text(age)} ago",
                                "systemctl start zsnap", metrics)
         if age > limit.total_seconds():
-            return CheckResult("scheduler", Status.CRITICAL,
+            return Check("scheduler", Status.CRITICAL,
                                f"no heartbeat for {age_text(age)} (pid {beat.get('pid')})",
                                "the daemon died or hangs: systemctl status zsnap", metrics)
-        return CheckResult("scheduler", Status.OK,
+        return Check("scheduler", Status.OK,
                            f"zsnap daemon pid {beat.get('pid')} {state}, "
                            f"heartbeat {age_text(age)} ago", "", metrics)
 
-    def last_runs(self) -> CheckResult:
+    def last_runs(self) -> Check:
         history = History(self.config.state.dir)
         bad = []
         for job in SCHEDULED_JOBS:
@@ -453,15 +399,15 @@ class Health:
             if entry is not None and entry.outcome in (FAILED, MISSED, BUSY):
                 bad.append(f"{job} {entry.outcome} at {entry.started[:19]}: {entry.detail}")
         if bad:
-            return CheckResult("last_runs", Status.WARNING, "; ".join(bad),
+            return Check("last_runs", Status.WARNING, "; ".join(bad),
                                "see `zsnap history` and the daemon's journal")
-        return CheckResult("last_runs", Status.OK, "the last run of every job succeeded")
+        return Check("last_runs", Status.OK, "the last run of every job succeeded")
 
 
 # --- renderings --------------------------------------------------------------------------------
 
 
-def nagios_line(results: list[CheckResult]) -> str:
+def nagios_line(results: list[Check]) -> str:
     state = overall(results)
     bad = [r for r in results if r.status != Status.OK]
     text = "; ".join(f"{r.name}: {r.summary}" for r in bad) or f"{len(results)} checks OK"
@@ -488,6 +434,7 @@ METRICS = {
     "replay_lag_seconds": "Standby replay lag (0 when all received WAL is replayed).",
     "replay_lag_bytes": "WAL received by the standby but not replayed yet.",
     "wal_missing_segments": "Segments missing from the WAL archive after the oldest set.",
+    "wal_damaged_files": "Files in the WAL archive that are not the segment they name.",
     "wal_checked_segments": "Segments of the WAL archive checked.",
     "recovery_window_reach_seconds": "How far back a flashback can go: the age of the "
                                      "window's start.",
@@ -506,7 +453,7 @@ METRICS = {
 }
 
 
-def prometheus_text(results: list[CheckResult], cluster: str, now: datetime) -> str:
+def prometheus_text(results: list[Check], cluster: str, now: datetime) -> str:
     base = f'cluster="{cluster}"'
     samples: dict[str, list[str]] = {
         "check_status": [f'{{{base},check="{r.name}"}} {int(r.status)}' for r in results]}

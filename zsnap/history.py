@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -15,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from zsnap.errors import LockBusy
 from zsnap.files import write_durably
 
 FILE = "history.jsonl"
@@ -82,25 +80,6 @@ class History:
             if os.fstat(fd).st_size > MAX_BYTES:
                 self._trim()
         return entry
-
-    @contextmanager
-    def run(self, what: str, origin: str = "cli") -> Iterator[dict[str, Any]]:
-        """Record one run: `ok` unless the body raises; the body may fill the yielded dict
-        ("detail" becomes the entry's detail, the rest its data)."""
-        started = datetime.now(UTC)
-        t0 = time.monotonic()
-        info: dict[str, Any] = {}
-        try:
-            yield info
-        except BaseException as e:
-            outcome = BUSY if isinstance(e, LockBusy) else FAILED
-            self.record(what, outcome, started=started, duration_s=time.monotonic() - t0,
-                        detail=str(e) or type(e).__name__, origin=origin)
-            raise
-        data = dict(info)
-        detail = str(data.pop("detail", ""))
-        self.record(what, OK, started=started, duration_s=time.monotonic() - t0, detail=detail,
-                    origin=origin, data=data)
 
     def _trim(self) -> None:
         """Keep the newer half: a new file renamed into place, then the directory fsynced."""

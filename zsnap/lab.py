@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from zsnap.errors import CommandError, UsageError, ZsnapError
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.ports import port_free
@@ -279,6 +277,8 @@ class Lab:
             f.write("\n# zsnap lab\n")
             f.writelines(f"{k} = {v}\n" for k, v in settings.items())
         self.start(info, "primary")
+        import psycopg  # loaded when a lab is used, not for its --help
+
         with psycopg.connect(info.conninfo("primary"), autocommit=True) as conn:
             for ts in ("ts1", "ts2"):
                 conn.execute(
@@ -440,6 +440,8 @@ dir = "{self.root / 'state'}"
             "archived_segments": sum(1 for p in info.archive.iterdir() if len(p.name) == 24),
         }
         if result["standby"]["running"]:
+            import psycopg  # loaded when a lab is used, not for its --help
+
             try:
                 with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
                     row = conn.execute(
@@ -471,6 +473,8 @@ class LoadWriter:
 
     def _write(self, table: str) -> None:
         try:
+            import psycopg  # loaded when a lab is used, not for its --help
+
             with psycopg.connect(self.conninfo, autocommit=True) as conn:
                 while not self._stop.is_set():
                     conn.execute(

@@ -1,4 +1,6 @@
-"""What commands print: JSON for machines (`--json`), rich tables and lines for people."""
+"""What commands print: JSON for machines (`--json`), rich tables and lines for people. rich
+(a fiftieth of a second to load) is loaded when something is printed for people, not by
+importing this module: `--json`, `--help` and `--version` never need it."""
 
 from __future__ import annotations
 
@@ -7,12 +9,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Piped output (a log, a mail from cron) has no terminal width; rich would assume 80 columns and
 # cut identifiers. Use $COLUMNS when set, else room enough for every table zsnap prints.
@@ -22,13 +22,46 @@ _COLUMNS = os.environ.get("COLUMNS")
 _USABLE = _COLUMNS is not None and _COLUMNS.isdigit() and 20 <= int(_COLUMNS) <= 10000
 _FALLBACK = None if _COLUMNS is None or _USABLE else 200
 _WIDTH = _FALLBACK if sys.stdout.isatty() else (int(_COLUMNS) if _USABLE and _COLUMNS else 200)
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_FALLBACK)
+
+
+class LazyConsole:
+    """A rich Console made on first use; `rich` is the Console itself (for a progress bar)."""
+
+    def __init__(self, **settings: Any):
+        self._settings = settings
+        self._console: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._settings)
+        return self._console
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.rich.print(*objects, **options)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.rich.is_terminal
+
+
+console = LazyConsole(width=_WIDTH)
+err_console = LazyConsole(stderr=True, width=_FALLBACK)
+
+
+def escape(text: str) -> str:
+    """Text as rich prints it literally ("[state] dir" stays as written)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _default(value: object) -> object:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    model_dump = getattr(value, "model_dump", None)  # a pydantic model
+    if callable(model_dump):
+        return model_dump(mode="json")
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
@@ -46,6 +79,8 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title, show_lines=False)
     for i, c in enumerate(columns):
         # The first column names the row (a set id, a clone, a check): never wrap or cut it.

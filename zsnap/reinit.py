@@ -56,7 +56,7 @@ from zsnap.pg.layout import Layout, Place
 from zsnap.runner import os_user_entry
 from zsnap.wal import available as segments
 from zsnap.wal.archives import configured
-from zsnap.zfs import Zfs
+from zsnap.zfs import UNSET, Zfs
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class ReinitResult:
     resumed: bool = False
     running_s: float | None = None  # until the standby accepted connections
     caught_up_s: float | None = None  # until it streamed from the primary again
+    to_discard: list[str] = field(default_factory=list)  # with --discard, said before
     discarded: list[str] = field(default_factory=list)
 
 
@@ -191,6 +192,10 @@ class ReinitStandby:
             if manager is not None:
                 self._check_datadir(plan, manager)
             result = ReinitResult(plan, dry_run, resumed)
+            if discard:
+                # Said, and refused if it cannot be done, before anything is touched.
+                self._check_discard(plan)
+                result.to_discard = [r.aside for r in plan.replacements]
             if dry_run:
                 return result
             if not resumed:
@@ -210,6 +215,11 @@ class ReinitStandby:
             self._plan_path.unlink()
             if discard:
                 result.discarded = self._discard(plan)
+                kept = [a for a in result.to_discard if a not in result.discarded]
+                if kept:
+                    raise ZsnapError(f"the standby is rebuilt from set {plan.set_id}, but "
+                                     f"{', '.join(kept)} could not be destroyed (see the "
+                                     "warnings above): they are kept")
             return result
 
     # --- before anything is touched --------------------------------------------------------
@@ -247,7 +257,9 @@ class ReinitStandby:
         # say "in production" (a former primary), which is no reason to refuse.
         self._check_instance(chosen, demoted=manager is not None)
         self._check_wal(chosen)
-        clones = registry.read(self.zfs, cfg.snapshot.cluster, sizes=False)
+        # Clones of the standby's own snapshots; not those of copies received on this host.
+        clones = [c for c in registry.read(self.zfs, cfg.snapshot.cluster, sizes=False)
+                  if any(o.split("@")[0] in chosen.datasets for o in c.origins)]
         if clones:
             raise UsageError(f"flashback instance {clones[0].name} depends on the datasets to "
                              f"be replaced: zsnap destroy {clones[0].name} first")
@@ -406,7 +418,31 @@ class ReinitStandby:
                                     "reinit-standby.log")
             time.sleep(POLL_S)
 
+    def _check_discard(self, plan: ReinitPlan) -> None:
+        """The newer sets go with the damaged datasets: none may be the origin of a clone
+        or held (the base of the next `zsnap replicate`, a user's hold)."""
+        if not plan.moved_sets:
+            return
+        # Their snapshots are on the dataset still, or on it moved aside (a resumed reinit).
+        homes = [r.aside if self.zfs.exists(r.aside) else r.dataset for r in plan.replacements]
+        present = [name for home in homes for set_id in plan.moved_sets
+                   if self.zfs.exists(name := f"{home}@{snapshot_name(set_id)}")]
+        held = self.zfs.get(present, ["userrefs"]) if present else {}
+        for name in present:
+            if held.get(name, {}).get("userrefs", "0") not in ("0", UNSET, ""):
+                raise UsageError(
+                    f"--discard would destroy {name}, which is held (by `zsnap replicate`, the "
+                    "base of its next send, or by hand): reinit without --discard, or release "
+                    "the hold first")
+        origins = {o for c in registry.read(self.zfs, self.config.snapshot.cluster, sizes=False)
+                   for o in c.origins}
+        for name in present:
+            if name in origins:
+                raise UsageError(f"--discard would destroy {name}, the origin of a flashback "
+                                 "instance: zsnap destroy it first, or reinit without --discard")
+
     def _discard(self, plan: ReinitPlan) -> list[str]:
+        self.on_progress("discarding " + ", ".join(r.aside for r in plan.replacements))
         gone = []
         for r in plan.replacements:
             try:

@@ -15,11 +15,19 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zsnap.catalog import SNAP_PREFIX, Catalog, Scope, SnapshotSet, catalog_of, snapshot_name
+from zsnap.catalog import (
+    SNAP_PREFIX,
+    Catalog,
+    Scope,
+    SnapshotSet,
+    catalog_of,
+    snapshot_name,
+    under,
+)
 from zsnap.config import Config
 from zsnap.errors import (
     DatasetExists,
@@ -32,7 +40,7 @@ from zsnap.errors import (
 from zsnap.files import write_durably
 from zsnap.lock import locked
 from zsnap.runner import Runner
-from zsnap.zfs import UNSET, Zfs, zfs_error
+from zsnap.zfs import UNSET, Zfs, pool_of, zfs_error
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,23 @@ REPLICA_HOLD = "zsnap-replica"
 def source_hold(target: str) -> str:
     """On the standby's host: the newest set sent to `target`."""
     return f"zsnap-replicate:{target}"
+
+
+def target_overlap(target: str, datasets: Iterable[str]) -> str | None:
+    """Why a target on this host cannot receive sets of `datasets` (the standby's): it is one
+    of them, holds one (its pool) or lies inside one. None when it can."""
+    for dataset in sorted(datasets):
+        if under(dataset, target) or under(target, dataset):
+            return (f"[replicate] target {target} overlaps the standby's dataset {dataset}: "
+                    "copies would be received into or over the datasets they are copies of; "
+                    "choose a dataset of its own (e.g. POOL/zsnap-replica)")
+    return None
+
+
+def standby_datasets(config: Config, zfs: Zfs) -> set[str]:
+    """The datasets the cluster's sets are taken of, as their metadata names them (copies
+    received on this host name the same ones), whatever [replicate] target excludes."""
+    return {d for s in Catalog(zfs, config.snapshot.cluster).sets() for d in s.datasets}
 
 
 def target_zfs(config: Config, dry_run: bool = False) -> Zfs:
@@ -142,6 +167,15 @@ class Replicate:
 
     def _run(self) -> ReplicateResult:
         self._release_leaked_holds()
+        if not self.config.replicate.command:
+            overlap = target_overlap(self.target, standby_datasets(self.config, self.zfs))
+            if overlap is not None:
+                raise UsageError(overlap)
+        if not self.remote.exists(pool_of(self.target)):
+            where = "on this host" if not self.remote.prefix else \
+                f"through {' '.join(self.remote.prefix)}"
+            raise ReplicationFailed(f"no pool {pool_of(self.target)} {where}: create it, or fix "
+                                    "[replicate] target")
         sets = [s for s in catalog_of(self.config, self.zfs).sets() if s.complete]
         try:
             arrived = [s for s in target_catalog(self.config, self.remote).sets() if s.complete]
@@ -203,6 +237,7 @@ class Replicate:
                         f"{target} ends at @{base}, not an older zsnap set: it is not a copy "
                         f"of {dataset} that zsnap can add set {s.id} to")
                 if f"{dataset}@{base}" not in source_names:
+                    self._moved_aside(dataset, base, present, source_names)
                     raise ReplicationFailed(
                         f"{dataset}@{base}, the newest snapshot on the target, is no longer on "
                         f"this host: set {s.id} cannot be sent incrementally (was its hold "
@@ -210,6 +245,26 @@ class Replicate:
                 base = f"{dataset}@{base}"
             members.append(Member(snap, name, base, sent=True))
         return SetTransfer(s, members)
+
+    def _moved_aside(self, dataset: str, base: str, present: list[str],
+                     source_names: set[str]) -> None:
+        """After `zsnap reinit --set OLDER`, the newer sets (the target's newest among them)
+        live on the damaged dataset moved aside, and the standby goes on from OLDER: say so,
+        and what to do (zsnap never rolls a target back by itself)."""
+        out = self.zfs.run("list", "-H", "-t", "snapshot", "-o", "name", mutates=False,
+                           timeout=300)
+        aside = next((n.split("@")[0] for n in out.split()
+                      if n.startswith(f"{dataset}_damaged_") and n.endswith(f"@{base}")), None)
+        if aside is None:
+            return
+        common = [n.split("@", 1)[1] for n in present
+                  if f"{dataset}@{n.split('@', 1)[1]}" in source_names]
+        since = f"set {common[-1].removeprefix(SNAP_PREFIX)}" if common else "an older set"
+        raise ReplicationFailed(
+            f"{dataset}@{base}, the newest snapshot on the target, is on {aside} since "
+            f"`zsnap reinit` rebuilt the standby from {since}: new sets can go to this target "
+            "only once it is rolled back to that set (docs/replication.md, \"After a "
+            "reinit\"), or to a new [replicate] target")
 
     def _target_snapshots(self) -> dict[str, list[str]]:
         """Every snapshot under the target, by dataset, oldest first."""

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sh
+if TYPE_CHECKING:
+    import sh
 
 from zsnap.errors import CommandError, CommandNotFound, CommandTimeout, UsageError
 
@@ -66,6 +67,8 @@ class Runner:
             self.skipped.append(full)
             return Result(full, 0, "", "")
         log.debug("run: %s", shlex.join(full))
+        import sh  # loaded by the first command run, not by every zsnap start
+
         try:
             command = sh.Command(full[0]).bake(_tty_out=False)
         except sh.CommandNotFound:
@@ -308,6 +311,8 @@ def _read(file: Any) -> str:
 
 
 def _kill(proc: sh.RunningCommand) -> None:
+    import sh
+
     with contextlib.suppress(OSError, sh.ErrorReturnCode):
         if proc.is_alive():
             proc.kill_group()

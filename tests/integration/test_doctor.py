@@ -60,7 +60,7 @@ def test_healthy_lab_passes(lab: LabInfo, cli: Any) -> None:
                  "synchronous standby", "restore_command"):
         assert found[name]["status"] == "OK", found[name]
     major = int(sql(lab, "standby", "SHOW server_version_num")) // 10000
-    assert found["server version"]["detail"].startswith(f"PostgreSQL {major}.")
+    assert found["server version"]["summary"].startswith(f"PostgreSQL {major}.")
     layout = report["layout"]
     assert [p["dataset"] for p in layout] == list(lab.datasets)
     assert [p["control_file"] for p in layout] == [True, False, False]
@@ -76,13 +76,13 @@ def test_sets_more_frequent_than_checkpoints_warn_without_primary_checkpoint(
     """Issue 9, item 4: a set every minute, the lab's checkpoint_timeout of 5 minutes, and no
     primary_checkpoint: the sets' redo points lag behind them, and doctor says so."""
     hourly = checks(doctor(Cli(lab.config_file))[1])["primary checkpoint"]
-    assert hourly["status"] == "OK" and "checkpoint_timeout 300 s" in hourly["detail"], hourly
+    assert hourly["status"] == "OK" and "checkpoint_timeout 300 s" in hourly["summary"], hourly
     config = tmp_path / "zsnap.toml"
     config.write_text(lab.config_file.read_text() + '\n[schedule]\nsnapshot = "* * * * *"\n')
     code, report = doctor(Cli(config))
     found = checks(report)["primary checkpoint"]
-    assert found["status"] == "WARN" and "longer than the interval between sets (60 s)" in \
-        found["detail"], found
+    assert found["status"] == "WARNING" and "longer than the interval between sets (60 s)" in \
+        found["summary"], found
     assert "primary_checkpoint" in found["hint"]
     assert code == 0  # a warning
 
@@ -93,9 +93,9 @@ def test_broken_restore_command_fails_alone(lab: LabInfo, cli: Any, tmp_path: Pa
     code, report = doctor(replace(cli, config=config))
     assert code == 1 and report["ok"] is False
     found = checks(report)
-    assert found["restore_command"]["status"] == "FAIL"
-    assert "No such file" in found["restore_command"]["detail"]
-    assert [c for c in report["checks"] if c["status"] == "FAIL"] == [found["restore_command"]]
+    assert found["restore_command"]["status"] == "CRITICAL"
+    assert "No such file" in found["restore_command"]["summary"]
+    assert [c for c in report["checks"] if c["status"] == "CRITICAL"] == [found["restore_command"]]
     assert not list(Path("/tmp").glob("zsnap-doctor-*"))  # the scratch directory is gone
 
 
@@ -117,12 +117,12 @@ def test_synchronous_standby_with_remote_apply_fails(lab: LabInfo, cli: Any) -> 
         time.sleep(0.5)
         code, report = doctor(cli)
         sync = checks(report)["synchronous standby"]
-        assert code == 1 and sync["status"] == "FAIL", sync
-        assert "remote_apply" in sync["detail"] and "walreceiver" in sync["hint"]
+        assert code == 1 and sync["status"] == "CRITICAL", sync
+        assert "remote_apply" in sync["summary"] and "walreceiver" in sync["hint"]
         on_primary(lab, "ALTER SYSTEM SET synchronous_commit = 'on'", "SELECT pg_reload_conf()")
         time.sleep(0.5)
         code, report = doctor(cli)
-        assert code == 0 and checks(report)["synchronous standby"]["status"] == "WARN"
+        assert code == 0 and checks(report)["synchronous standby"]["status"] == "WARNING"
     finally:
         on_primary(lab, "ALTER SYSTEM RESET synchronous_standby_names",
                    "ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()")
@@ -138,7 +138,7 @@ def test_unreachable_primary_is_a_warning(lab: LabInfo, cli: Any, tmp_path: Path
     try:
         code, report = doctor(cli)
         sync = checks(report)["synchronous standby"]
-        assert sync["status"] == "WARN" and "cannot ask the primary" in sync["detail"]
+        assert sync["status"] == "WARNING" and "cannot ask the primary" in sync["summary"]
         assert code == 0
     finally:
         the_lab.start(lab, "primary")
@@ -155,7 +155,7 @@ def test_stale_marker_is_reported_and_replay_resumed(lab: LabInfo, cli: Any) -> 
         ))
         code, report = doctor(cli)
         found = checks(report)["replay marker"]
-        assert found["status"] == "WARN" and "resumed" in found["detail"]
+        assert found["status"] == "WARNING" and "resumed" in found["summary"]
         assert code == 0
         row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
         assert row is not None and row[0] == "not paused"
@@ -194,7 +194,7 @@ def test_least_privilege_role_passes_and_takes_a_set(
     code, report = doctor(limited)
     privileges = checks(report)["privileges"]
     assert code == 0 and privileges["status"] == "OK", report
-    assert "superuser" not in privileges["detail"]
+    assert "superuser" not in privileges["summary"]
     assert checks(report)["primary checkpoint"]["status"] == "OK", report
     taken = limited("snapshot", "--json")
     assert json.loads(taken.stdout)["complete"] is True
@@ -211,12 +211,12 @@ def test_role_without_grants_is_named(lab: LabInfo, cli: Any, tmp_path: Path) ->
     code, report = doctor(replace(cli, config=config))
     assert code == 1
     primary = checks(report)["primary checkpoint"]
-    assert primary["status"] == "WARN" and "may not CHECKPOINT" in primary["detail"], primary
+    assert primary["status"] == "WARNING" and "may not CHECKPOINT" in primary["summary"], primary
     privileges = checks(report)["privileges"]
-    assert privileges["status"] == "FAIL"
+    assert privileges["status"] == "CRITICAL"
     for missing in ("pg_wal_replay_pause()", "pg_wal_replay_resume()", "pg_checkpoint",
                     "pg_read_all_settings"):
-        assert missing in privileges["detail"]
+        assert missing in privileges["summary"]
     assert "GRANT" in privileges["hint"]
     # The checks that could still run did.
     assert checks(report)["restore_command"]["status"] == "OK"
@@ -232,8 +232,8 @@ def test_verify_privileges_follow_the_amcheck_grants(
 ) -> None:
     limited = replace(cli, config=variant(lab, tmp_path, "user=postgres", "user=zsnap_test"))
     before = checks(doctor(limited)[1])["verify privileges"]
-    assert before["status"] == "WARN", before
-    assert "may not run amcheck" in before["detail"] and "GRANT EXECUTE" in before["hint"]
+    assert before["status"] == "WARNING", before
+    assert "may not run amcheck" in before["summary"] and "GRANT EXECUTE" in before["hint"]
     on_primary(lab, f"GRANT EXECUTE ON FUNCTION {AMCHECK_FUNCTIONS} TO zsnap_test")
     try:
         replicated(lab)

@@ -66,7 +66,7 @@ def test_a_wrong_or_unreachable_primary_only_warns(lab: LabInfo, tmp_path: Path)
     ):
         cli = with_primary_checkpoint(lab, tmp_path / f"{name}.toml", conninfo)
         check = primary_check(cli)
-        assert check["status"] == "WARN" and said in check["detail"], check
+        assert check["status"] == "WARNING" and said in check["summary"], check
         taken = cli("snapshot", "--json")
         assert json.loads(taken.stdout)["complete"] is True
         assert said in taken.stderr and "WARNING" in taken.stderr, taken.stderr

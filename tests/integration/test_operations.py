@@ -169,6 +169,7 @@ def test_check_reports_real_conditions(ops_lab: LabInfo, tmp_path: Path) -> None
     cli("snapshot")
 
     prom = tmp_path / "metrics" / "zsnap.prom"
+    prom.parent.mkdir()  # node_exporter's textfile directory: zsnap makes none
     ok = cli("check", "--nagios", "--prometheus", str(prom), check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith("ZSNAP OK - 11 checks OK | ")
@@ -360,9 +361,12 @@ def test_the_prune_job_prunes_the_wal_archive_too(ops_lab: LabInfo, tmp_path: Pa
     before = [p.name for p in ops_lab.archive.iterdir() if len(p.name) == 24]
     assert any(n < cutoff for n in before)
 
-    result = prune_job(config.load(path))
-    assert result["pruned"] == [ids[0]]
+    cfg = config.load(path)
+    outcome = prune_job(cfg).run(cfg.state.dir, origin="daemon")
+    assert [v.set.id for v in outcome.value().pruned] == [ids[0]]
     left = [p.name for p in ops_lab.archive.iterdir() if len(p.name) == 24]
     assert cutoff in left and not any(n < cutoff for n in left)
     removed = len([n for n in before if n < cutoff])
-    assert result["detail"] == f"1 set(s) pruned, {removed} WAL file(s) removed"
+    assert outcome.detail == f"1 set(s) pruned, {removed} WAL file(s) removed"
+    [entry] = Cli(path).json("history", "--job", "prune")
+    assert entry["origin"] == "daemon" and entry["data"]["pruned"] == [ids[0]]

@@ -19,8 +19,10 @@ import psycopg
 import pytest
 
 from tests.conftest import Cli, replicated, running_lab, sql
+from tests.integration.test_boundary_set import SEGMENT, clone_ends_at_the_set
 from tests.integration.test_clone import assert_gone, fails
 from zsnap.lab import OS_USER, LabInfo
+from zsnap.lsn import Lsn
 from zsnap.runner import Runner
 
 
@@ -172,6 +174,32 @@ def test_flashback_verify_and_checks_read_the_repository(
     pruned = cli.json("wal", "prune")
     assert pruned["removed"] == [] and "pgbackrest expire" in pruned["note"]
     assert repo.archived() == before
+
+
+def test_a_set_at_a_segment_boundary_verifies_and_clones(
+        repo_lab: tuple[LabInfo, Repo, Cli]) -> None:
+    """As with a directory and with a restore_command alone (test_boundary_set.py): a set of
+    an idle standby, consistent exactly at a segment boundary, verifies and clones to its
+    consistency point (issue 19: the same WAL tests for each kind of archive)."""
+    info, repo, _ = repo_lab
+    plain = info.root / "zsnap-pgbackrest-plain.toml"  # no CHECKPOINT of the primary per set
+    plain.write_text(repo.config().read_text().replace("primary_checkpoint =",
+                                                        "# primary_checkpoint ="))
+    cli = Cli(plain)
+    sql(info, "primary", "CHECKPOINT")  # a redo point whose WAL is in the repository
+    for _ in range(10):
+        sql(info, "primary", "INSERT INTO lab_a (payload) VALUES ('before the switch')")
+        repo.switch()
+        replicated(info)
+        s: dict[str, Any] = cli.json("snapshot")
+        if Lsn.parse(s["consistent_lsn"]).value % SEGMENT == 0:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("no set at a segment boundary")
+    [result] = cli.json("verify", s["id"])
+    assert result["outcome"] == "passed", result
+    clone_ends_at_the_set(info, cli, s, "before the switch")
 
 
 def test_a_gap_in_the_repository_is_found_and_named(repo_lab: tuple[LabInfo, Repo, Cli]) -> None:

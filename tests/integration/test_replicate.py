@@ -113,7 +113,7 @@ def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair:
         time.sleep(0.5)
         a = cli.json("snapshot")["id"]
         assert doctor_check(cli, "replication target")["status"] == "OK"
-        assert doctor_check(dr, "received sets")["status"] == "FAIL", "nothing received yet"
+        assert doctor_check(dr, "received sets")["status"] == "CRITICAL", "nothing received yet"
         dry = cli.json("replicate", "--dry-run")
         assert dry["dry_run"] is True and [s["id"] for s in dry["sets"]] == [a]
         assert snapshots(pair.target) == set(), "a dry run sends nothing"
@@ -218,6 +218,60 @@ def test_sets_replicate_whole_and_flash_back_exactly_on_the_receiving_side(pair:
     assert dropped == {a, b, c}
     assert ids(dr) == {d: True} and set(ids(cli)) == {c, d}
     assert userrefs(f"{pair.target}/{control}@zsnap_{d}") == 1
+
+
+def replaced(source: Path, dest: Path, old: str, new: str) -> Path:
+    text = source.read_text()
+    assert old in text
+    dest.write_text(text.replace(old, new))
+    return dest
+
+
+def test_targets_roots_and_reinit_at_the_edges(pair: Pair, tmp_path: Path) -> None:
+    """Issue 19, item 4: a target that overlaps the standby, one whose pool does not exist, a
+    receiving root set to the standby's own pool, a clone on the receiving side during a
+    reinit, a reinit --discard that cannot discard, and replication after a reinit from an
+    older set."""
+    info, cli, dr = pair.info, pair.source, pair.receiving
+    control = next(d for d in info.datasets if d.endswith("/pgdata"))
+    a = cli.json("snapshot")["id"]
+    for target in (control.split("/")[0], control, f"{control}/copies"):
+        bad = Cli(replaced(info.config_file, tmp_path / "overlap.toml",
+                           f'target = "{pair.target}"', f'target = "{target}"'))
+        code, message = fails(bad, "replicate")
+        assert code == 2 and f"overlaps the standby's dataset {control}" in message, message
+        assert doctor_check(bad, "replication target")["status"] == "CRITICAL"
+    nowhere = Cli(replaced(info.config_file, tmp_path / "nowhere.toml",
+                           f'target = "{pair.target}"', 'target = "nosuchpool_zz/zsnap"'))
+    code, message = fails(nowhere, "replicate", "--dry-run")
+    assert code == 1 and "no pool nosuchpool_zz on this host" in message
+    wrong_root = Cli(replaced(pair.receiving_config, tmp_path / "root.toml",
+                              f'root = "{pair.target}"', f'root = "{control.split("/")[0]}"'))
+    for args in (["list"], ["list", "--all-members"]):
+        code, message = fails(wrong_root, *args)
+        assert code == 2 and "not a copy received under it" in message, message
+    checked = json.loads(wrong_root("check", "--json", check=False).stdout)
+    assert checked["status"] != "OK" and "not a copy received under it" in json.dumps(checked)
+
+    assert cli.json("replicate")["replicated"] == [a]
+    time.sleep(1)
+    b = cli.json("snapshot")["id"]
+    assert cli.json("replicate")["replicated"] == [b]
+    dr.json("clone", "--set", a, "--immediate", "--name", "dr-a")
+    # Set b is held as the base of the next send: discarding it is refused before anything.
+    code, message = fails(cli, "reinit", "--set", a, "--discard", "--dry-run")
+    assert code == 2 and "which is held" in message and f"@zsnap_{b}" in message, message
+    # A clone of a received copy does not depend on the standby's datasets.
+    plan = cli.json("reinit", "--set", a, "--dry-run")
+    assert plan["newer_sets_kept_with_the_damaged"] == [b] and plan["discarded"] == []
+    cli.json("reinit", "--set", a)
+    time.sleep(1)
+    cli.json("snapshot")
+    code, message = fails(cli, "replicate")
+    assert code == 1 and f"is on {control}_damaged_" in message, message
+    assert f"rebuilt the standby from set {a}" in message and "After a reinit" in message
+    dr("destroy", "dr-a")
+    assert_gone(info, "dr-a")
 
 
 def test_recovery_window_runs_to_the_last_archived_commit_and_splits_at_missing_wal(

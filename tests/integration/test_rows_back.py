@@ -7,6 +7,7 @@ line. Then a timeline switch, and clones that expire."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -316,6 +317,8 @@ def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Pat
     assert name != gz_name
     saved = (copy / name).read_bytes()
     (copy / name).write_bytes(saved[:100000])
+    hour_ago = time.time() - 3600  # not a copy still being written
+    os.utime(copy / name, (hour_ago, hour_ago))
     (copy / gz_name).unlink()
     (copy / f"{gz_name}.gz").write_text("not gzip at all")
     damaged = find(cli, "--table", "dmg")

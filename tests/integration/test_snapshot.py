@@ -332,8 +332,8 @@ def test_tablespace_off_zfs_is_one_clear_error(fresh_lab: LabInfo, cli: Any) -> 
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
     checks = {c["name"]: c for c in report["checks"]}
-    assert checks["layout on ZFS"]["status"] == "FAIL"
-    assert f"tablespace {oid}" in checks["layout on ZFS"]["detail"]
+    assert checks["layout on ZFS"]["status"] == "CRITICAL"
+    assert f"tablespace {oid}" in checks["layout on ZFS"]["summary"]
     assert checks["recordsize"]["status"] == "OK"
     assert checks["restore_command"]["status"] == "OK"
     places = {p["path"]: p for p in report["layout"]}

@@ -152,6 +152,8 @@ def test_other_zsnap_variables_are_left_alone(config: Path) -> None:
         ('[state]\ndir = ""\n', "state.dir: must not be empty"),
         ('[clones]\nmount_root = "clones"\n', "clones.mount_root: must be an absolute path"),
         ('[standby]\npause_timeout_s = false\n', "standby.pause_timeout_s: must be a number"),
+        ('[replicate]\ntarget = "pool/../x"\n', "has no . or .. component"),
+        ('[catalog]\nroot = "pool/./x"\n', "has no . or .. component"),
     ],
 )
 def test_bad_values_in_the_file(tmp_path: Path, text: str, words: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from zsnap.config import DEFAULT_PATH, ENV_VAR, config_path, load
+from zsnap import CONFIG_ENV_VAR, DEFAULT_CONFIG
+from zsnap.config import config_path, load
 from zsnap.errors import ConfigError, UsageError
 
 ISSUE_EXAMPLE = """
@@ -88,8 +90,27 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_where_the_config_comes_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     explicit = tmp_path / "a.toml"
-    monkeypatch.setenv(ENV_VAR, str(tmp_path / "b.toml"))
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(tmp_path / "b.toml"))
     assert config_path(explicit) == explicit
     assert config_path(None) == tmp_path / "b.toml"
-    monkeypatch.delenv(ENV_VAR)
-    assert config_path(None) == DEFAULT_PATH
+    monkeypatch.delenv(CONFIG_ENV_VAR)
+    assert config_path(None) == Path(DEFAULT_CONFIG)
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "z.toml"
+    path.write_text('[standby]\nconninfo = "host=file"\n[retention]\nhourly = 10\n'
+                    '[clones]\nsettings = { work_mem = "4MB" }\n')
+    for name, value in {
+        "ZSNAP_STANDBY__CONNINFO": "host=env", "ZSNAP_RETENTION__HOURLY": "5",
+        "ZSNAP_CLONES__PORT_RANGE": "[60000, 60010]", "ZSNAP_CLONES__SETTINGS__maintenance_io_"
+        "concurrency": "64", "ZSNAP_CHECK": '{"set_age_warning": "1h"}',
+        "zsnap_schedule__snapshot": "off", "ZSNAP_TEST_PG_BIN": "/not/the/config's",
+    }.items():
+        monkeypatch.setenv(name, value)
+    cfg = load(path)
+    assert cfg.standby.conninfo == "host=env" and cfg.retention.hourly == 5
+    assert cfg.clones.port_range == (60000, 60010)
+    assert cfg.clones.settings == {"work_mem": "4MB", "maintenance_io_concurrency": "64"}
+    assert cfg.check.set_age_warning == timedelta(hours=1) and cfg.schedule.snapshot == "off"

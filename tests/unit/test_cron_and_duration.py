@@ -80,3 +80,31 @@ def test_the_longest_interval_between_runs() -> None:
     # Week days only: the weekend is the longest gap.
     assert longest_interval("0 3 * * mon-fri", start) == timedelta(days=3)
     assert longest_interval("off", start) is None
+
+
+_FIELD = st.one_of(
+    st.just("*"), st.just("?"), st.integers(-1, 70).map(str),
+    st.tuples(st.integers(0, 65), st.integers(0, 65)).map(lambda r: f"{r[0]}-{r[1]}"),
+    st.tuples(st.sampled_from(["*", "0", "5", "1-20", "0-0", "12", "31", "jan", "feb-may"]),
+              st.integers(0, 70)).map(lambda r: f"{r[0]}/{r[1]}"),
+    st.sampled_from(["jan", "dec", "mar-jun", "x", "", "1-", "*/", "1,2,3", "0,60", "last",
+                     "last/2", "jan-3", "1-mar", "janx", "dec-jan", "?", "sat,sun"]),
+)
+
+
+@given(st.lists(_FIELD, min_size=5, max_size=6).map(" ".join))
+def test_the_light_check_agrees_with_apscheduler(expr: str) -> None:
+    """`check` (every config load, without APScheduler) refuses exactly what CronTrigger does,
+    for crontab(5) syntax."""
+    from zsnap.cron import check
+
+    try:
+        cron_trigger(expr)
+        valid = True
+    except ValueError:
+        valid = False
+    if valid:
+        check(expr)
+    else:
+        with pytest.raises(ValueError, match="bad cron"):
+            check(expr)

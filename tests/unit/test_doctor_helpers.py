@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zsnap.doctor import Check, Report, Status, application_name
+from zsnap.checks import Check, Status
+from zsnap.doctor import Report, application_name
 from zsnap.wal.archives import expand_restore_command
 
 
@@ -40,12 +41,12 @@ def test_application_name() -> None:
     assert application_name("not a conninfo '", "c") == "c"
 
 
-def test_report_fails_only_on_fail() -> None:
-    report = Report(checks=[Check("a", Status.OK, ""), Check("b", Status.WARN, "")])
+def test_report_fails_only_on_critical() -> None:
+    report = Report(checks=[Check("a", Status.OK, ""), Check("b", Status.WARNING, "")])
     assert not report.failed and report.to_dict()["ok"] is True
-    report.checks.append(Check("c", Status.SKIP, ""))
+    report.checks.append(Check("c", Status.UNKNOWN, ""))
     assert not report.failed
-    report.checks.append(Check("d", Status.FAIL, "x", "hint"))
+    report.checks.append(Check("d", Status.CRITICAL, "x", "hint"))
     assert report.failed
-    assert report.to_dict()["checks"][-1] == {"name": "d", "status": "FAIL", "detail": "x",
+    assert report.to_dict()["checks"][-1] == {"name": "d", "status": "CRITICAL", "summary": "x",
                                               "hint": "hint"}

@@ -8,25 +8,44 @@ from pathlib import Path
 import pytest
 
 from zsnap import history as history_module
+from zsnap.checks import Check, Metric, Status, overall
 from zsnap.errors import LockBusy, ZsnapError
-from zsnap.health import CheckResult, Metric, Status, nagios_line, overall, prometheus_text
+from zsnap.health import nagios_line, prometheus_text
 from zsnap.history import History
+from zsnap.jobs import Job
 
 
 def test_runs_are_recorded_with_outcome_and_duration(tmp_path: Path) -> None:
-    h = History(tmp_path / "state")
-    with h.run("snapshot", origin="daemon") as info:
-        info.update(detail="set X", set="X")
-    with pytest.raises(ZsnapError), h.run("prune"):
-        raise ZsnapError("zfs: cannot destroy")
-    with pytest.raises(LockBusy), h.run("snapshot"):
-        raise LockBusy("another zsnap snapshot is running (pid 1)")
+    """One job runner for the command line and the daemon: ok, failed (raised, or a result
+    that says it failed: shown first, then its error), busy."""
+    state = tmp_path / "state"
+
+    def raises(error: ZsnapError) -> str:
+        raise error
+
+    def partly(result: str) -> dict[str, str]:
+        raise ZsnapError(f"1 set pruned, 1 could not be: {result}")
+
+    done = Job("snapshot", lambda: "X", lambda s: {"detail": f"set {s}", "set": s}).run(
+        state, origin="daemon")
+    assert done.value() == "X" and done.detail == "set X"
+    with pytest.raises(ZsnapError):
+        Job("prune", lambda: raises(ZsnapError("zfs: cannot destroy")), dict).run(state)
+    kept = Job("prune", lambda: "b kept", partly).run(state)
+    assert kept.result == "b kept" and isinstance(kept.error, ZsnapError)
+    with pytest.raises(ZsnapError, match="could not be"):
+        kept.value()
+    with pytest.raises(LockBusy):
+        Job("snapshot", lambda: raises(LockBusy("another zsnap snapshot is running (pid 1)")),
+            dict).run(state)
+    h = History(state)
     entries = h.entries()
     assert [(e.what, e.outcome) for e in entries] == [
-        ("snapshot", "ok"), ("prune", "failed"), ("snapshot", "busy")]
+        ("snapshot", "ok"), ("prune", "failed"), ("prune", "failed"), ("snapshot", "busy")]
     assert entries[0].detail == "set X" and entries[0].data == {"set": "X"}
     assert entries[0].origin == "daemon" and entries[0].duration_s >= 0
-    assert entries[1].detail == "zfs: cannot destroy"
+    assert entries[1].detail == "zfs: cannot destroy" and entries[1].origin == "cli"
+    assert entries[2].detail == "1 set pruned, 1 could not be: b kept"
     last = h.last("snapshot")
     assert last is not None and last.outcome == "busy"
 
@@ -52,13 +71,13 @@ def test_the_file_is_trimmed_to_its_newer_half(
     assert details == [str(i) for i in range(40 - len(details), 40)]
 
 
-def results() -> list[CheckResult]:
+def results() -> list[Check]:
     return [
-        CheckResult("newest_set", Status.OK, "newest set X is 1h old", "",
+        Check("newest_set", Status.OK, "newest set X is 1h old", "",
                     [Metric("newest_set_age_seconds", 3600.0, 93600.0, 180000.0)]),
-        CheckResult("pool_free", Status.WARNING, "a 15.0% free", "grow | prune",
+        Check("pool_free", Status.WARNING, "a 15.0% free", "grow | prune",
                     [Metric("pool_free_percent", 15.0, 20.0, 10.0, (("pool", "a"),))]),
-        CheckResult("scheduler", Status.UNKNOWN, "cannot read"),
+        Check("scheduler", Status.UNKNOWN, "cannot read"),
     ]
 
 
@@ -66,7 +85,7 @@ def test_overall_state_prefers_a_definite_problem() -> None:
     r = results()
     assert overall(r) == Status.WARNING
     assert overall(r[:1]) == Status.OK
-    assert overall([*r, CheckResult("x", Status.CRITICAL, "bad")]) == Status.CRITICAL
+    assert overall([*r, Check("x", Status.CRITICAL, "bad")]) == Status.CRITICAL
     assert overall([r[0], r[2]]) == Status.UNKNOWN
 
 
@@ -85,3 +104,14 @@ def test_prometheus_textfile() -> None:
     assert 'zsnap_pool_free_percent{cluster="main",pool="a"} 15' in text
     assert "# TYPE zsnap_newest_set_age_seconds gauge" in text
     assert text.endswith("zsnap_check_timestamp_seconds{cluster=\"main\"} 1767225600\n")
+
+
+def test_every_metric_the_checks_emit_has_its_help_text() -> None:
+    """A metric without a line in METRICS would stop `zsnap check --prometheus` (UNKNOWN)."""
+    import re
+
+    from zsnap import health
+
+    source = Path(health.__file__).read_text()
+    emitted = set(re.findall(r'Metric\(\s*"(\w+)"', source))
+    assert emitted and emitted <= set(health.METRICS), emitted - set(health.METRICS)

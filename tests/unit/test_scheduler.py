@@ -16,6 +16,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from zsnap import daemon as daemon_module
 from zsnap.daemon import Daemon, plan
 from zsnap.history import History
+from zsnap.jobs import Job
 
 
 def write_config(path: Path, schedule: str) -> Path:
@@ -27,16 +28,17 @@ def write_config(path: Path, schedule: str) -> Path:
 def fired(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[datetime]]:
     times: list[datetime] = []
     monkeypatch.setattr(daemon_module, "JOBS", {"snapshot": recorder(times, 0),
-                                                "prune": recorder([], 0)})
+                                                "prune": recorder([], 0, "prune")})
     yield times
 
 
-def recorder(times: list[datetime], seconds: float) -> Callable[[Any], dict[str, Any]]:
-    def job(cfg: Any) -> dict[str, Any]:
+def recorder(times: list[datetime], seconds: float,
+             what: str = "snapshot") -> Callable[[Any], Job[None]]:
+    def work() -> None:
         times.append(datetime.now(UTC))
         time.sleep(seconds)
-        return {"detail": "ran"}
-    return job
+
+    return lambda cfg: Job(what, work, lambda _: {"detail": "ran"})
 
 
 def run_for(d: Daemon, seconds: float) -> None:
@@ -72,11 +74,13 @@ def test_one_instance_at_a_time_and_stop_waits(tmp_path: Path,
     times: list[datetime] = []
     done = threading.Event()
 
-    def slow(cfg: Any) -> dict[str, Any]:
+    def work() -> None:
         times.append(datetime.now(UTC))
         time.sleep(2.5)
         done.set()
-        return {}
+
+    def slow(cfg: Any) -> Job[None]:
+        return Job("snapshot", work, lambda _: {})
 
     monkeypatch.setattr(daemon_module, "JOBS", {"snapshot": slow})
     cfg = write_config(tmp_path / "z.toml", 'snapshot = "* * * * * *"\nprune = "off"')

@@ -8,6 +8,7 @@ import gzip
 import json
 import lzma
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -57,13 +58,15 @@ def test_what_makes_a_file_damaged(tmp_path: Path) -> None:
         "text.zst": (NAME + ".zst", b"plain", "not zst data"),
         "elsewhere": ("000000010000000000000006", whole, "not the start of segment"),
     }
+    partial = {"short", "cut.gz", "cut.xz"}  # what a copy still being written looks like
     for label, (name, content, words) in cases.items():
         path = tmp_path / label / name
         path.parent.mkdir()
         path.write_bytes(content)
-        why = inspect(path, Segment.parse(name[:24], SIZE) if label == "elsewhere" else seg,
-                      split_suffix(name)[1])
-        assert why is not None and words in why, (label, why)
+        found = inspect(path, Segment.parse(name[:24], SIZE) if label == "elsewhere" else seg,
+                        split_suffix(name)[1])
+        assert found is not None and words in found.why, (label, found)
+        assert found.partial == (label in partial), label
     # zstd and lz4 have no codec here: their magic bytes are all that is checked.
     ok = tmp_path / "ok" / (NAME + ".zst")
     ok.parent.mkdir()
@@ -79,6 +82,11 @@ def test_the_listing_names_damage_and_forgets_a_replaced_file(tmp_path: Path) ->
     (archive_dir / NAME).write_bytes(good[:8192])
     cache = tmp_path / "wal-files.json"
     archive = DirectoryArchive(archive_dir, cache)
+    # Just written: a copy still under way (archive_command = cp), not archived yet.
+    arriving = archive.listing(SIZE)
+    assert arriving.segments == {1: {4}} and arriving.damaged == {}
+    hour_ago = time.time() - 3600
+    os.utime(archive_dir / NAME, (hour_ago, hour_ago))
     listed = archive.listing(SIZE)
     assert listed.segments == {1: {4}} and "truncated" in listed.damaged[NAME]
     assert json.loads(cache.read_text())[NAME][2] == listed.damaged[NAME]

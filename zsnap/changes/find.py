@@ -33,6 +33,7 @@ from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import conninfo_for
 from zsnap.wal import archives
 from zsnap.wal.archives import read_archive
+from zsnap.wal.names import split_suffix
 from zsnap.wal.timelines import parse_history, timeline_path
 from zsnap.zfs import Zfs
 
@@ -272,7 +273,12 @@ class FindChanges:
 
         if found is None:
             return first, None, at
-        newest = max((n for span in path for n in found.segments.get(span.timeline, set())
+        # Damaged files too: read, they are named as unreadable, and what follows is read.
+        present = {tli: set(numbers) for tli, numbers in found.segments.items()}
+        for name in found.damaged:
+            seg = Segment.parse(split_suffix(name)[0], size)
+            present.setdefault(seg.timeline, set()).add(seg.number)
+        newest = max((n for span in path for n in present.get(span.timeline, set())
                       if n >= span.first and (span.end is None or n < span.end)),
                      default=first - 1)
         return first, newest, at

@@ -4,37 +4,50 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from zsnap import config
-from zsnap.catalog import Catalog, catalog_of
-from zsnap.runner import Runner
-from zsnap.zfs import Zfs
+from zsnap.pg.replay import MARKER
+
+if TYPE_CHECKING:
+    from zsnap.catalog import Catalog
+    from zsnap.config import Config
+    from zsnap.zfs import Zfs
 
 
 class Context:
+    """What every command may need, each loaded only when it does (zsnap's start-up time is
+    every command's: `zsnap --help` loads neither pydantic nor psycopg)."""
+
     def __init__(self, config_path: Path | None, debug: bool):
         self.config_path = config_path
         self.debug = debug
-        self._config: config.Config | None = None
+        self._config: Config | None = None
 
     @property
-    def config(self) -> config.Config:
+    def config(self) -> Config:
         if self._config is None:
-            self._config = config.load(self.config_path)
+            from zsnap.config import load
+
+            self._config = load(self.config_path)
             # Whatever command runs, replay left paused by a zsnap that died is resumed first
             # (psycopg is loaded only when there is a marker to look at).
-            from zsnap.pg.replay import MARKER, resume_abandoned
-
             if (self._config.state.dir / MARKER).exists():
+                from zsnap.pg.replay import resume_abandoned
+
                 resume_abandoned(self._config.state.dir)
         return self._config
 
     def zfs(self, dry_run: bool = False) -> Zfs:
+        from zsnap.runner import Runner
+        from zsnap.zfs import Zfs
+
         return Zfs(Runner(dry_run=dry_run))
 
     def catalog(self) -> Catalog:
+        from zsnap.catalog import catalog_of
+
         return catalog_of(self.config, self.zfs())
 
 

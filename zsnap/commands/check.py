@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from zsnap.commands import Context, json_option, pass_ctx
 from zsnap.errors import described
 from zsnap.history import History
-from zsnap.output import console, emit, error_line, table, to_json
+from zsnap.output import console, emit, error_line, escape, table, to_json
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,11 @@ def check(obj: Context, as_json: bool, nagios: bool, prometheus: Path | None) ->
     """Check the newest set, verification, replay, WAL archive, pools and the daemon.
 
     Exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the Nagios plugin codes)."""
+    from zsnap.checks import Status, overall
     from zsnap.health import (
         Health,
-        Status,
         check_textfile,
         nagios_line,
-        overall,
         prometheus_text,
         write_textfile,
     )

@@ -10,13 +10,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from zsnap.clone import durability, registry
-from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
-from zsnap.clone.destroy import DestroyClone, half_made
-from zsnap.clone.durability import Durability
-from zsnap.clone.instance import ReplayState, owns_pid_file
 from zsnap.commands import (
     Context,
     dry_run_option,
@@ -28,10 +22,14 @@ from zsnap.commands.targets import duration_option, target_from, target_options
 from zsnap.errors import EXIT_FAILURE, UsageError
 from zsnap.lsn import Lsn
 from zsnap.output import console, emit, err_console, error_line, fmt_time, table
-from zsnap.pg.binaries import PgTools
 
+# What runs a command is loaded by it (psycopg, pydantic, rich): `--help` needs none of it.
 if TYPE_CHECKING:
+    from zsnap.clone import durability, registry
+    from zsnap.clone.create import CloneResult
     from zsnap.clone.expire import ExpiredResult
+    from zsnap.clone.instance import ReplayState
+    from zsnap.pg.binaries import PgTools
 
 
 @contextmanager
@@ -41,9 +39,11 @@ def _progress_bar(show: bool) -> Iterator[Callable[[ReplayState], None] | None]:
     if not show:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("replaying"), BarColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task: TaskID = bar.add_task("", total=None)
+                  TimeElapsedColumn(), console=err_console.rich, transient=True) as bar:
+        task = bar.add_task("", total=None)
         start: list[Lsn] = []
 
         def update(state: ReplayState) -> None:
@@ -89,6 +89,7 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
           as_json: bool) -> None:
     """Start a flashback instance: the database as it was at a target."""
     from zsnap.changes.find import commit_lsn
+    from zsnap.clone.create import CloneRequest, CreateClone, Wait
 
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
     lifetime = duration_option(ttl, "--ttl")
@@ -148,12 +149,16 @@ def _replay_summary(r: CloneResult) -> str:
 
 
 def _durability_line(r: CloneResult) -> str:
+    from zsnap.clone.durability import Durability
+
     if r.durability == Durability.IN_PROGRESS:
         return f"in progress in the background (zsnap durable {r.name} waits for it)"
     return r.durability
 
 
 def _state(pg: PgTools, c: registry.Clone) -> str:
+    from zsnap.clone.instance import owns_pid_file
+
     if not (c.pgdata / "postmaster.pid").exists():
         return "stopped"
     if not owns_pid_file(c.pgdata):
@@ -168,6 +173,10 @@ def _state(pg: PgTools, c: registry.Clone) -> str:
 @pass_ctx
 def clones(obj: Context, as_json: bool) -> None:
     """List the flashback instances."""
+    from zsnap.clone import durability, registry
+    from zsnap.clone.destroy import half_made
+    from zsnap.pg.binaries import PgTools
+
     cfg = obj.config
     zfs = obj.zfs()
     pg = PgTools.of(cfg, zfs.runner)
@@ -208,6 +217,8 @@ def _clone_json(c: registry.Clone, d: durability.Status) -> dict[str, Any]:
 def durable(obj: Context, name: str, worker: bool, as_json: bool) -> None:
     """Make a flashback instance durable, or wait until its background worker has: fsync back
     on, a checkpoint, its datasets flushed. Resumes the work of a worker that died."""
+    from zsnap.clone import durability
+
     if worker:
         signal.signal(signal.SIGTERM, _interrupt)  # stopped by `zsnap destroy`
     status = durability.MakeDurable(obj.config, obj.zfs()).run(name)
@@ -238,12 +249,20 @@ def _size(n: int | None) -> str:
 def destroy(obj: Context, name: str | None, expired: bool, dry_run: bool, as_json: bool) -> None:
     """Stop a flashback instance and destroy its datasets, leaving nothing behind. With
     --expired, every instance whose expiry has passed (never one without an expiry)."""
+    from zsnap.clone.destroy import DestroyClone
+
     if expired:
         if name is not None:
             raise UsageError("give a NAME or --expired, not both")
         from zsnap.clone.expire import DestroyExpired
 
-        done = DestroyExpired(obj.config, obj.zfs(dry_run=dry_run)).run(dry_run=dry_run)
+        op = DestroyExpired(obj.config, obj.zfs(dry_run=dry_run))
+        if dry_run:
+            done = op.run(dry_run=True)
+        else:
+            from zsnap.jobs import Job, expire_summary
+
+            done = Job("expire", op.run, expire_summary).run(obj.config.state.dir).result
         verb = "would destroy" if dry_run else "destroyed"
         emit(done.to_json(), as_json, lambda: _print_expired(done, verb))
         if done.failed:

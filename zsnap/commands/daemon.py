@@ -30,12 +30,12 @@ def daemon(obj: Context, as_json: bool) -> None:
 @pass_ctx
 def schedule(obj: Context, count: int, as_json: bool) -> None:
     """Print the next run times of each job, and what the daemon reports."""
+    from zsnap import heartbeat
     from zsnap.daemon import plan
-    from zsnap.health import read_heartbeat
 
     cfg = obj.config
     planned = plan(cfg, datetime.now(UTC), count)
-    beat = read_heartbeat(cfg.state.dir)
+    beat = heartbeat.read(cfg.state.dir)
     data = {
         "jobs": [
             {"job": p.job, "cron": p.cron,

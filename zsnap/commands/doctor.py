@@ -4,20 +4,20 @@ place."""
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from zsnap import config
+from zsnap.checks import Status
 from zsnap.commands import Context, json_option, pass_ctx
-from zsnap.doctor import Doctor, Report, Status
 from zsnap.errors import EXIT_FAILURE
 from zsnap.output import console, emit
-from zsnap.runner import Runner
-from zsnap.zfs import Zfs
 
-STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
+if TYPE_CHECKING:
+    from zsnap.doctor import Report
+
+STYLE = {Status.OK: "green", Status.WARNING: "yellow", Status.CRITICAL: "bold red",
+         Status.UNKNOWN: "dim"}
 
 
 @click.command()
@@ -27,7 +27,12 @@ def doctor(obj: Context, as_json: bool) -> None:
     """Check the standby, its datasets, privileges and archive; exit 1 if any check fails."""
     # Loaded without Context.config's automatic resume: the replay-marker check reports a
     # replay left paused by a dead zsnap (and resumes it) instead of hiding it.
-    cfg = config.load(obj.config_path)
+    from zsnap.config import load
+    from zsnap.doctor import Doctor
+    from zsnap.runner import Runner
+    from zsnap.zfs import Zfs
+
+    cfg = load(obj.config_path)
     runner = Runner()
     report = Doctor(cfg, Zfs(runner), runner).run()
     emit(report.to_dict(), as_json, lambda: _human(report))
@@ -36,6 +41,9 @@ def doctor(obj: Context, as_json: bool) -> None:
 
 
 def _human(report: Report) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     places = Table(title="layout")
     for column in ("role", "path", "dataset", "control file"):
         places.add_column(column)
@@ -46,10 +54,10 @@ def _human(report: Report) -> None:
         )
     console.print(places)
     checks = Table(title="checks")
-    for column in ("check", "status", "detail", "hint"):
+    for column in ("check", "status", "summary", "hint"):
         checks.add_column(column)
     for c in report.checks:
-        checks.add_row(c.name, Text(str(c.status), style=STYLE[c.status]), c.detail, c.hint)
+        checks.add_row(c.name, Text(c.status.name, style=STYLE[c.status]), c.summary, c.hint)
     console.print(checks)
     verdict = "some checks FAILED" if report.failed else "all checks passed"
     console.print(verdict, style="bold red" if report.failed else "bold green")

@@ -9,20 +9,24 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from zsnap.clone.create import CloneRequest
 from zsnap.commands import Context, json_option, pass_ctx
 from zsnap.commands.targets import duration_option, target_from, target_options
 from zsnap.errors import UsageError
 from zsnap.output import console, emit, err_console, table, to_json
 
+if TYPE_CHECKING:
+    from zsnap.clone.create import CloneRequest
+
 
 def _request(at: str | None, before_xid: str | None, xid: str | None, lsn: str | None,
              restore_point: str | None, immediate: bool, set_id: str | None) -> CloneRequest:
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
+    from zsnap.clone.create import CloneRequest
+
     return CloneRequest(target, set_id=set_id)
 
 

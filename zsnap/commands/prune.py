@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.markup import escape
 
 from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import EXIT_FAILURE
-from zsnap.history import History
-from zsnap.output import console, emit, fmt_time, table
+from zsnap.jobs import Job, prune_summary
+from zsnap.output import console, emit, escape, fmt_time, table
 
 
 @click.command()
@@ -23,13 +22,9 @@ def prune(obj: Context, dry_run: bool, as_json: bool) -> None:
 
     cfg = obj.config
     op = Prune(cfg, obj.zfs(dry_run=dry_run), dry_run=dry_run)
-    if dry_run:
-        result = op.run()
-    else:
-        with History(cfg.state.dir).run("prune") as info:
-            result = op.run()
-            info.update(detail=f"{len(result.pruned)} set(s) pruned",
-                        pruned=[v.set.id for v in result.pruned])
+    # Shown whatever it says; a set that could not be pruned exits 1 after (below).
+    job = Job("prune", op.run, prune_summary)
+    result = op.run() if dry_run else job.run(cfg.state.dir).result
     data = {
         "dry_run": dry_run,
         "policy": result.policy,

@@ -13,7 +13,7 @@ from zsnap.commands import (
     pass_ctx,
     seconds_above_zero,
 )
-from zsnap.history import History
+from zsnap.jobs import Job
 from zsnap.output import console, emit
 
 
@@ -53,11 +53,11 @@ def reinit(obj: Context, set_id: str | None, discard: bool, force: bool, timeout
     if dry_run:
         result = op.run(set_id, dry_run=True, discard=discard, force=force, manager=manager)
     else:
-        with History(cfg.state.dir).run("reinit") as info:
-            result = op.run(set_id, discard=discard, force=force, timeout_s=timeout,
-                            manager=manager)
-            by = f" for {scope or 'a cluster manager'}" if manager else ""
-            info.update(detail=f"rebuilt from set {result.plan.set_id}{by}")
+        by = f" for {scope or 'a cluster manager'}" if manager else ""
+        result = Job("reinit", lambda: op.run(set_id, discard=discard, force=force,
+                                              timeout_s=timeout, manager=manager),
+                     lambda r: {"detail": f"rebuilt from set {r.plan.set_id}{by}"}).run(
+            cfg.state.dir).value()
     plan = result.plan
     data: dict[str, Any] = {
         "set": plan.set_id, "dry_run": dry_run, "resumed": result.resumed,
@@ -65,7 +65,7 @@ def reinit(obj: Context, set_id: str | None, discard: bool, force: bool, timeout
                       "mountpoint": r.mountpoint} for r in plan.replacements],
         "newer_sets_kept_with_the_damaged": plan.moved_sets,
         "running_s": result.running_s, "caught_up_s": result.caught_up_s,
-        "discarded": result.discarded,
+        "discarded": result.to_discard if dry_run else result.discarded,
     }
 
     def human() -> None:
@@ -82,7 +82,9 @@ def reinit(obj: Context, set_id: str | None, discard: bool, force: bool, timeout
         if result.running_s is not None and result.caught_up_s is not None:
             console.print(f"  running after {result.running_s:.1f} s, streaming after "
                           f"{result.caught_up_s:.1f} s", highlight=False)
-        if result.discarded:
+        if dry_run and result.to_discard:
+            console.print(f"  would destroy: {', '.join(result.to_discard)}", highlight=False)
+        elif result.discarded:
             console.print(f"  destroyed: {', '.join(result.discarded)}", highlight=False)
         elif not dry_run:
             asides = " ".join(r.aside for r in plan.replacements)

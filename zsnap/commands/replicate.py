@@ -3,46 +3,54 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from rich.progress import (
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
 from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
-from zsnap.history import History
+from zsnap.jobs import Job, replicate_summary
 from zsnap.output import console, emit, err_console, table
-from zsnap.replicate import Member, Replicate, ReplicateResult, SetTransfer
-from zsnap.replicate import Progress as Watcher
+
+if TYPE_CHECKING:
+    from zsnap.replicate import Progress, ReplicateResult
 
 
-class Bar(Watcher):
+def _bar() -> Progress:
     """Bytes and rate of each member's send, on the terminal (none when piped)."""
+    from rich.progress import (
+        DownloadColumn,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import Progress as RichProgress
 
-    def __init__(self) -> None:
-        self.bar = Progress(TextColumn("{task.description}"), DownloadColumn(),
-                            TransferSpeedColumn(), TimeElapsedColumn(), console=err_console,
-                            transient=True)
-        self.task: TaskID | None = None
+    from zsnap.replicate import Member, SetTransfer
+    from zsnap.replicate import Progress as Watcher
 
-    def member(self, transfer: SetTransfer, member: Member) -> None:
-        kind = "resuming" if member.resume else "incremental" if member.base else "full"
-        self.task = self.bar.add_task(f"set {transfer.set.id} {member.snapshot} ({kind})",
-                                      total=None)
-        self.bar.start()
+    class Bar(Watcher):
+        def __init__(self) -> None:
+            self.bar = RichProgress(TextColumn("{task.description}"), DownloadColumn(),
+                                    TransferSpeedColumn(), TimeElapsedColumn(),
+                                    console=err_console.rich, transient=True)
+            self.task: TaskID | None = None
 
-    def bytes(self, passed: int) -> None:
-        if self.task is not None:
-            self.bar.update(self.task, completed=passed)
+        def member(self, transfer: SetTransfer, member: Member) -> None:
+            kind = "resuming" if member.resume else "incremental" if member.base else "full"
+            self.task = self.bar.add_task(f"set {transfer.set.id} {member.snapshot} ({kind})",
+                                          total=None)
+            self.bar.start()
 
-    def done(self, member: Member) -> None:
-        self.bar.stop()
-        self.task = None
+        def bytes(self, passed: int) -> None:
+            if self.task is not None:
+                self.bar.update(self.task, completed=passed)
+
+        def done(self, member: Member) -> None:
+            self.bar.stop()
+            self.task = None
+
+    return Bar()
 
 
 @click.command()
@@ -51,15 +59,15 @@ class Bar(Watcher):
 @pass_ctx
 def replicate(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Send every complete set not yet on [replicate] target, oldest first, each set whole."""
+    from zsnap.replicate import Progress, Replicate
+
     cfg = obj.config
-    watch = Bar() if not as_json and err_console.is_terminal else Watcher()
+    watch = _bar() if not as_json and err_console.is_terminal else Progress()
     op = Replicate(cfg, obj.zfs(dry_run=dry_run), dry_run=dry_run, progress=watch)
     if dry_run:
         result = op.run()
     else:
-        with History(cfg.state.dir).run("replicate") as info:
-            result = op.run()
-            info.update(detail=f"{len(result.done)} set(s) replicated", sets=result.done)
+        result = Job("replicate", op.run, replicate_summary).run(cfg.state.dir).value()
     emit(result.to_json(), as_json, lambda: _human(result))
 
 

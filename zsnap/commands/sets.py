@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
 
-from zsnap.catalog import SnapshotSet
 from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
-from zsnap.output import console, emit, fmt_time, table
+from zsnap.output import console, emit, escape, fmt_time, table
+
+if TYPE_CHECKING:
+    from zsnap.catalog import SnapshotSet
 
 
 def set_summary(s: SnapshotSet) -> dict[str, Any]:
@@ -65,7 +66,11 @@ def snapshot(obj: Context, as_json: bool, dry_run: bool) -> None:
             ),
         )
         return
-    s = TakeSnapshot(obj.config, obj.zfs()).run()
+    from zsnap.jobs import Job, snapshot_summary
+
+    cfg = obj.config
+    s = Job("snapshot", TakeSnapshot(cfg, obj.zfs()).run, snapshot_summary).run(
+        cfg.state.dir).value()
     emit(set_summary(s), as_json, lambda: table("snapshot set taken", SET_COLUMNS, set_rows([s])))
 
 

@@ -6,12 +6,11 @@ import signal
 from types import FrameType
 
 import click
-from rich.markup import escape
 
 from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
-from zsnap.errors import UsageError, VerificationFailed
-from zsnap.history import History
-from zsnap.output import console, emit, table
+from zsnap.errors import UsageError
+from zsnap.jobs import Job, verify_summary
+from zsnap.output import console, emit, escape, table
 
 STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
 
@@ -29,7 +28,7 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
     the set's consistency point, check it, record the outcome on the set, remove it.
 
     Exits 0 when every set passed, 1 when a check failed."""
-    from zsnap.verify import Selection, VerifySet, failure_line, instance_name
+    from zsnap.verify import Selection, VerifySet, instance_name
 
     if sum([set_id is not None, latest, unverified]) > 1:
         raise UsageError("give a set ID, --latest or --unverified, not several")
@@ -45,27 +44,21 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
         return
     # Stopped by a service manager, `timeout` or `kill`: remove the instance as on Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    with History(cfg.state.dir).run("verify") as info:
-        results = VerifySet(cfg, obj.zfs()).run(selection)
-        info.update(
-            detail=f"{len(results)} set(s) verified",
-            sets=[{"set": v.set_id, "outcome": v.outcome.value,
-                   "failed_check": v.failed_check, "rto_s": v.rto_s} for v in results],
-        )
+    outcome = Job("verify", lambda: VerifySet(cfg, obj.zfs()).run(selection),
+                  verify_summary).run(cfg.state.dir)
+    results = outcome.result
 
-        def human() -> None:
-            if not results:
-                console.print("nothing to verify: every complete set has been verified",
-                              highlight=False)
-            for v in results:
-                rows = [[c.name, f"[{STYLE[c.outcome.value]}]{c.outcome.value}[/]",
-                         escape(c.detail)] for c in v.checks]
-                table(escape(v.summary()), ["check", "outcome", "detail"], rows)
+    def human() -> None:
+        if not results:
+            console.print("nothing to verify: every complete set has been verified",
+                          highlight=False)
+        for v in results:
+            rows = [[c.name, f"[{STYLE[c.outcome.value]}]{c.outcome.value}[/]",
+                     escape(c.detail)] for c in v.checks]
+            table(escape(v.summary()), ["check", "outcome", "detail"], rows)
 
-        emit([v.to_json() for v in results], as_json, human)
-        line = failure_line(results)
-        if line is not None:
-            raise VerificationFailed(line)
+    emit([v.to_json() for v in results], as_json, human)
+    outcome.value()  # a set that failed: its line, and the exit code, after the results
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

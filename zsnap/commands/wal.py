@@ -12,7 +12,7 @@ import click
 
 from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import EXIT_FAILURE, EXIT_NOT_FOUND
-from zsnap.history import History
+from zsnap.jobs import Job
 from zsnap.lsn import Lsn
 from zsnap.output import console, emit, err_console, error_line, table
 
@@ -95,9 +95,9 @@ def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
     if dry_run:
         result = op.run()
     else:
-        with History(cfg.state.dir).run("wal-prune") as info:
-            result = op.run()
-            info.update(detail=f"{len(result.removed)} file(s) removed before {result.cutoff}")
+        result = Job("wal-prune", op.run, lambda r: {
+            "detail": f"{len(r.removed)} file(s) removed before {r.cutoff}"}).run(
+            cfg.state.dir).value()
     data = vars(result)
 
     def human() -> None:
@@ -162,7 +162,7 @@ def _segment_progress(show: bool) -> Iterator[Callable[[int, int, int], None] | 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("reading WAL"), BarColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+                  TimeElapsedColumn(), console=err_console.rich, transient=True) as bar:
         task = bar.add_task("", total=None)
 
         def update(done: int, total: int, read: int) -> None:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from zsnap.errors import PostgresError, first_line
 from zsnap.pg.connection import Connection
 
@@ -112,6 +110,8 @@ class BackupMode:
         logged, not raised over the failure being handled."""
         if not self.active:
             return
+        import psycopg
+
         try:
             self.conn.execute("SELECT pg_backup_stop(wait_for_archive => false)")
             self.active = False
@@ -120,6 +120,8 @@ class BackupMode:
                         first_line(e))
 
     def _row(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...]:
+        import psycopg
+
         try:
             row = self.conn.execute(sql, params).fetchone()
         except psycopg.Error as e:

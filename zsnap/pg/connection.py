@@ -1,20 +1,26 @@
-"""Connections to PostgreSQL, with errors turned into one line."""
+"""Connections to PostgreSQL, with errors turned into one line. psycopg (a twentieth of a
+second to load) is loaded by the first function that needs it, not by importing this module:
+`zsnap list` and `zsnap --help` never need it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from zsnap.errors import PostgresError, first_line
 
-Connection = psycopg.Connection[tuple[Any, ...]]
+if TYPE_CHECKING:
+    import psycopg
+
+    Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
+else:
+    Connection = Any  # for annotations only
 
 
 def conninfo_for(base: str, **overrides: Any) -> str:
+    from psycopg.conninfo import make_conninfo
+
     # client_encoding: a SQL_ASCII cluster would otherwise hand us bytes for text.
     defaults: dict[str, Any] = {
         "application_name": "zsnap", "connect_timeout": 5, "client_encoding": "UTF8",
@@ -29,6 +35,8 @@ def instance_conninfo(
     """The standby's connection parameters (user, password...) aimed at an instance's socket
     (a clone's, a verification's). `public`: only what psql needs, for output that people see,
     so that no password from the config is printed."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     base = {k: v for k, v in conninfo_to_dict(standby).items() if v is not None}
     for key in ("host", "hostaddr", "port"):
         base.pop(key, None)
@@ -41,6 +49,9 @@ def instance_conninfo(
 
 def shown(conninfo: str) -> str:
     """A conninfo as it may be printed or logged: without its password."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     try:
         params = {k: v for k, v in conninfo_to_dict(conninfo).items()
                   if v is not None and k != "password"}
@@ -50,6 +61,8 @@ def shown(conninfo: str) -> str:
 
 
 def connect(conninfo: str, what: str = "standby") -> Connection:
+    import psycopg
+
     try:
         return psycopg.connect(conninfo_for(conninfo), autocommit=True)
     except psycopg.Error as e:
@@ -68,6 +81,8 @@ def connected(conninfo: str, what: str = "standby") -> Iterator[Connection]:
 
 
 def scalar(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    import psycopg
+
     try:
         row = conn.execute(sql, params).fetchone()
     except psycopg.Error as e:
@@ -77,6 +92,8 @@ def scalar(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
 
 def execute(conn: Connection, sql: str) -> None:
     """A statement that returns no rows (CHECKPOINT, SET)."""
+    import psycopg
+
     try:
         conn.execute(sql)
     except psycopg.Error as e:

@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from zsnap.wal.names import COMPRESSIONS, Archive, split_suffix
 TIMEOUT_S = 120.0
 # In the state directory: what zsnap.wal.integrity found of each file of a directory archive.
 CHECKED = "wal-files.json"
+# A file written this recently that is not whole yet is taken as being archived.
+ARRIVING_S = 60.0
 # pgBackRest stores segment 000000010000000000000008 as
 # 0000000100000000/000000010000000000000008-<sha1 of its content>[.gz|.lz4|.zst|.bz2].
 _STORED = re.compile(r"^([0-9A-F]{24}(?:\.partial)?)-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
@@ -117,15 +120,20 @@ class DirectoryArchive:
         names = self.names()
         found = Archive.from_names(names, segment_size)
         inspector = Inspector(self.checked)
+        now = time.time()
         for name in list(found.files.values()):
             plain, compression = split_suffix(name)
             try:
-                why = inspector.problem(self.path / name, Segment.parse(plain, segment_size),
-                                        compression)
+                problem = inspector.problem(self.path / name,
+                                            Segment.parse(plain, segment_size), compression)
+                recent = now - (self.path / name).stat().st_mtime < ARRIVING_S
             except OSError:
                 continue  # removed meanwhile (wal prune, say): as if never listed
-            if why is not None:
-                found.set_damaged(name, why, segment_size)
+            if problem is not None:
+                # An archive_command that copies in place (`cp`, as PostgreSQL's documentation
+                # shows) makes a file that grows for a moment: not archived yet, not damaged.
+                arriving = problem.partial and recent
+                found.set_damaged(name, None if arriving else problem.why, segment_size)
         inspector.save(set(names))
         return found
 

@@ -28,15 +28,24 @@ _XLP_LONG_HEADER = 0x0002
 _CHUNK = 1 << 20
 
 
-def inspect(path: Path, segment: Segment, compression: Compression | None) -> str | None:
+@dataclass(frozen=True)
+class Problem:
+    why: str
+    # What a copy still being written also looks like: too short, or its stream cut off.
+    partial: bool = False
+
+
+def inspect(path: Path, segment: Segment, compression: Compression | None) -> Problem | None:
     """What is wrong with `path` as the archived copy of `segment`, or None. A compression
     zsnap has no codec for (zstd, lz4) is checked by its magic bytes alone."""
     size = segment.segment_size
     try:
         if compression is not None:
             with path.open("rb") as raw:
-                if raw.read(len(compression.magic)) != compression.magic:
-                    return f"not {compression.suffix[1:]} data"
+                magic = raw.read(len(compression.magic))
+            if magic != compression.magic:
+                return Problem(f"not {compression.suffix[1:]} data",
+                               partial=compression.magic.startswith(magic))
             if compression.opener is None:
                 return None
         with (compression.opener(path) if compression and compression.opener
@@ -45,15 +54,17 @@ def inspect(path: Path, segment: Segment, compression: Compression | None) -> st
             length = len(head)
             while length <= size and (chunk := f.read(_CHUNK)):
                 length += len(chunk)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-        return f"cannot be read ({e})"
+    except EOFError as e:
+        return Problem(f"cannot be read ({e})", partial=True)
+    except (OSError, lzma.LZMAError, zlib.error) as e:
+        return Problem(f"cannot be read ({e})")
     if length > size:
-        return f"longer than a segment ({size} bytes)"
+        return Problem(f"longer than a segment ({size} bytes)")
     if length < size:
-        return f"{length} bytes where a segment has {size} (truncated?)"
+        return Problem(f"{length} bytes where a segment has {size} (truncated?)", partial=True)
     _, info, _, pageaddr, _, _, seg_size, _ = _LONG_HEADER.unpack(head)
     if not info & _XLP_LONG_HEADER or pageaddr != segment.start().value or seg_size != size:
-        return f"its first page is not the start of segment {segment.name}"
+        return Problem(f"its first page is not the start of segment {segment.name}")
     return None
 
 
@@ -66,18 +77,20 @@ class Inspector:
     _loaded: bool = False
     _changed: bool = False
 
-    def problem(self, path: Path, segment: Segment, compression: Compression | None) -> str | None:
+    def problem(self, path: Path, segment: Segment,
+                compression: Compression | None) -> Problem | None:
         self._load()
         stat = path.stat()
         key = [stat.st_size, stat.st_mtime_ns]
         kept = self._found.get(path.name)
         if kept is not None and kept[:2] == key:
-            why = kept[2]
-            return why if isinstance(why, str) else None
-        why = inspect(path, segment, compression)
-        self._found[path.name] = [*key, why]
+            why, partial = kept[2], kept[3]
+            return Problem(why, bool(partial)) if isinstance(why, str) else None
+        found = inspect(path, segment, compression)
+        self._found[path.name] = [*key, found.why if found else None,
+                                  found.partial if found else False]
         self._changed = True
-        return why
+        return found
 
     def _load(self) -> None:
         if self._loaded or self.cache is None:
@@ -89,7 +102,7 @@ class Inspector:
             return
         if isinstance(data, dict):  # anything else is not ours: start again
             self._found = {k: v for k, v in data.items()
-                           if isinstance(v, list) and len(v) == 3}
+                           if isinstance(v, list) and len(v) == 4}
 
     def save(self, present: set[str]) -> None:
         """Keep what was found of the files still there (a cache: failing costs only time)."""

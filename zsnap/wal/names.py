@@ -88,9 +88,11 @@ class Archive:
     def has(self, segment: Segment) -> bool:
         return segment.number in self.segments.get(segment.timeline, set())
 
-    def set_damaged(self, name: str, why: str, segment_size: int) -> None:
-        """`name` is there but unreadable: named, and no longer counted as there."""
-        self.damaged[name] = why
+    def set_damaged(self, name: str, why: str | None, segment_size: int) -> None:
+        """`name` is there but unreadable: no longer counted as there, and named as damaged
+        unless `why` is None (a file still being written)."""
+        if why is not None:
+            self.damaged[name] = why
         seg = Segment.parse(split_suffix(name)[0], segment_size)
         self.segments.get(seg.timeline, set()).discard(seg.number)
         self.files.pop((seg.timeline, seg.number), None)

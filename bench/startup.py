@@ -1,0 +1,95 @@
+"""zsnap's own start (issue 21): the wall time of command lines that do nothing else, against
+`python -c pass`, interleaved, medians; and where an import's time goes (python -X
+importtime, by top-level package). The commands need no lab: a configuration with a state
+directory of its own, and `zsnap list` on whatever pools the host has."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.machine import describe
+from zsnap.pg.binaries import find_bindir
+from zsnap.runner import Runner
+
+# What each case runs after `python -m zsnap --config CONFIG` (None: `python -c pass`).
+CASES: dict[str, list[str] | None] = {
+    "python -c pass": None,
+    "zsnap --version": ["--version"],
+    "zsnap clone --help": ["clone", "--help"],
+    "zsnap history --json": ["history", "--json"],
+    "zsnap history": ["history"],
+    "zsnap list --json": ["list", "--json"],
+    "zsnap list": ["list"],
+}
+_IMPORT = re.compile(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)")
+
+
+@dataclass
+class Startup:
+    runs: int = 15
+
+    def run(self) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="zsnap-startup-") as tmp:
+            config = Path(tmp) / "zsnap.toml"
+            config.write_text(f'[state]\ndir = "{Path(tmp) / "state"}"\n')
+            argv = {name: self._argv(config, args) for name, args in CASES.items()}
+            times: dict[str, list[float]] = {name: [] for name in CASES}
+            for _ in range(self.runs):
+                for name, command in argv.items():  # interleaved: drift hits all alike
+                    started = time.perf_counter()
+                    subprocess.run(command, capture_output=True, check=False)
+                    times[name].append(time.perf_counter() - started)
+            imports = {name: self._imports(command) for name, command in argv.items()}
+        base = statistics.median(times["python -c pass"])
+        return {
+            "machine": describe(Runner(), find_bindir(None)),
+            "runs": self.runs,
+            "cases": {name: {"median_ms": round(statistics.median(t) * 1000, 1),
+                             "above_python_ms": round((statistics.median(t) - base) * 1000, 1),
+                             "imports_ms": imports[name]}
+                      for name, t in times.items()},
+        }
+
+    @staticmethod
+    def _argv(config: Path, args: list[str] | None) -> list[str]:
+        if args is None:
+            return [sys.executable, "-c", "pass"]
+        return [sys.executable, "-m", "zsnap", "--config", str(config), *args]
+
+    @staticmethod
+    def _imports(command: list[str]) -> dict[str, float]:
+        """Import time by top-level package (self times), the ten largest and the total."""
+        proc = subprocess.run([command[0], "-X", "importtime", *command[1:]],
+                              capture_output=True, text=True, check=False)
+        by_package: Counter[str] = Counter()
+        for m in _IMPORT.finditer(proc.stderr):
+            by_package[m.group(2).split(".")[0]] += int(m.group(1))
+        top = {k: round(v / 1000, 1) for k, v in by_package.most_common(10)}
+        return {**top, "total": round(sum(by_package.values()) / 1000, 1)}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["| command | median ms | above python ms | imports ms (largest) |",
+             "|---|---|---|---|"]
+    for name, case in results["cases"].items():
+        imports = case["imports_ms"]
+        largest = ", ".join(f"{k} {v}" for k, v in imports.items() if k != "total")
+        lines.append(f"| `{name}` | {case['median_ms']} | {case['above_python_ms']} | "
+                     f"{imports['total']}: {largest} |")
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(render(results) + "\n")
