@@ -28,8 +28,8 @@ PG18_TESTS = tests/integration/test_snapshot.py tests/integration/test_clone.py 
 	tests/integration/test_rows_back.py
 
 test: lint
-	.venv/bin/pytest -q -ra tests
+	.venv/bin/pytest -q -ra --durations=25 tests
 	$(MAKE) --no-print-directory test-pg18
 
 test-pg18: bootstrap
-	ZSNAP_TEST_PG_BIN="$$(bash scripts/pg18.sh)" .venv/bin/pytest -q -ra $(PG18_TESTS)
+	ZSNAP_TEST_PG_BIN="$$(bash scripts/pg18.sh)" .venv/bin/pytest -q -ra --durations=10 $(PG18_TESTS)

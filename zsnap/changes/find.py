@@ -535,6 +535,6 @@ def commit_lsn(config: Config, zfs: Zfs, target: Target) -> Lsn | None:
     from the newest set back, rather than zsnap reading the whole archive first)."""
     if target.xid is None:
         return None
-    if not (config.archive.path or config.archive.pgbackrest_stanza):
+    if archives.configured(config, zfs.runner) is None:
         return None
     return FindChanges(config, zfs).locate(target.xid)
