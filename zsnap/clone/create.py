@@ -411,22 +411,25 @@ class CreateClone:
         }
         if request.ttl is not None:
             props[registry.EXPIRES] = (self.now() + request.ttl).isoformat(timespec="seconds")
+        parents = set(plan.existing)  # and those made here: asked about once per pool
         for member, (origin, snapshot, clone) in enumerate(
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
         ):
-            self._clones_parent(origin, plan.existing)
+            parents.add(self._clones_parent(origin, parents))
             self.zfs.clone(snapshot, clone, {
                 "mountpoint": str(paths.mountpoint(member)),
                 **props,
                 registry.MEMBER: str(member),
             })
 
-    def _clones_parent(self, origin: str, existing: frozenset[str]) -> None:
-        """`<pool>/zsnap-clones`, never mounted itself, so its children mount only where told."""
+    def _clones_parent(self, origin: str, existing: set[str]) -> str:
+        """`<pool>/zsnap-clones`, never mounted itself, so its children mount only where told;
+        made when it is not in `existing`. Returns its name."""
         parent = f"{pool_of(origin)}/{CLONES_DATASET}"
         if parent not in existing and not self.zfs.exists(parent):
             with contextlib.suppress(DatasetExists):  # made meanwhile by another clone
                 self.zfs.create(parent, {"mountpoint": "none"})
+        return parent
 
     def _data_dir(self, plan: ClonePlan) -> DataDir:
         mountpoints = [plan.paths.mountpoint(i) for i in range(len(plan.datasets))]
