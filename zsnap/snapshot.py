@@ -270,6 +270,9 @@ class TakeSnapshot:
                         replay.resume()
                     if backup is not None:
                         backup.abort()
+                    # Replay runs again from here: what comes after (marking the set
+                    # complete) is not part of the pause.
+                    ended = time.monotonic()
             except BaseException as e:
                 # Still under the lock: no other run can see the unproven set. A proven set
                 # stays whole even if resuming failed (the marker stays, and the next zsnap
@@ -280,7 +283,7 @@ class TakeSnapshot:
                     self._remove_partial(set_id, created, e)
                 raise
             self._mark_complete(created[0])
-            pause_ms = round((time.monotonic() - started) * 1000)
+            pause_ms = round((ended - started) * 1000)
         self._write_pause(created, pause_ms)
         log.info("snapshot set %s taken, %s for %d ms", set_id,
                  "replay paused" if in_recovery else "in backup mode", pause_ms)
