@@ -108,8 +108,15 @@ class DirectoryArchive:
     def listable(self) -> bool:
         return True
 
+    def _stored(self, name: str) -> Path | None:
+        """The file archived file NAME is in: as named, else with a compression suffix."""
+        for suffix in ("", *COMPRESSIONS):
+            if (self.path / (name + suffix)).is_file():
+                return self.path / (name + suffix)
+        return None
+
     def has(self, name: str) -> bool:
-        return any((self.path / (name + suffix)).is_file() for suffix in ("", *COMPRESSIONS))
+        return self._stored(name) is not None
 
     def names(self) -> list[str]:
         if not self.path.is_dir():
@@ -126,25 +133,26 @@ class DirectoryArchive:
             try:
                 problem = inspector.problem(self.path / name,
                                             Segment.parse(plain, segment_size), compression)
-                recent = now - (self.path / name).stat().st_mtime < ARRIVING_S
+                # An archive_command that copies in place (`cp`, as PostgreSQL's documentation
+                # shows) makes a file that grows for a moment: not archived yet, not damaged.
+                arriving = problem is not None and problem.partial and \
+                    now - (self.path / name).stat().st_mtime < ARRIVING_S
             except OSError:
                 continue  # removed meanwhile (wal prune, say): as if never listed
             if problem is not None:
-                # An archive_command that copies in place (`cp`, as PostgreSQL's documentation
-                # shows) makes a file that grows for a moment: not archived yet, not damaged.
-                arriving = problem.partial and recent
                 found.set_damaged(name, None if arriving else problem.why, segment_size)
         inspector.save(set(names))
         return found
 
     def identity(self, name: str) -> str:
-        for candidate in (name, *(name + suffix for suffix in COMPRESSIONS)):
-            try:
-                stat = (self.path / candidate).stat()
-            except OSError:
-                continue
-            return f"{candidate}:{stat.st_size}:{stat.st_mtime_ns}"
-        return ""
+        path = self._stored(name)
+        if path is None:
+            return ""
+        try:
+            stat = path.stat()
+        except OSError:  # removed meanwhile
+            return ""
+        return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
     def history(self, timeline: int) -> str | None:
         path = self.path / f"{timeline:08X}.history"
@@ -154,12 +162,8 @@ class DirectoryArchive:
         return {}
 
     def fetch(self, name: str, directory: Path) -> Path | None:
-        if (self.path / name).is_file():
-            return self.path / name
-        for suffix in COMPRESSIONS:
-            if (self.path / (name + suffix)).is_file():
-                return decompressed(self.path / (name + suffix), directory / name)
-        return None
+        path = self._stored(name)
+        return None if path is None else decompressed(path, directory / name)
 
 
 @dataclass(frozen=True)
