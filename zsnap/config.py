@@ -346,9 +346,9 @@ def load(explicit: Path | None = None) -> Config:
         raise ConfigError(f"config {path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"config {path}: {e.strerror}") from None
-    _check_environment()
+    merged = _with_environment(data)
     try:
-        return Config.model_validate(_with_environment(data))
+        return Config.model_validate(merged)
     except ValidationError as e:
         loc = [str(part) for part in e.errors()[0]["loc"]]
         names = _environment(*loc) if loc else []
@@ -358,16 +358,24 @@ def load(explicit: Path | None = None) -> Config:
 
 def _with_environment(data: dict[str, Any]) -> dict[str, Any]:
     """`data` (the file) with the ZSNAP_ variables over it: `ZSNAP_<SECTION>__<KEY>` one key
-    (a list or table written as JSON), `ZSNAP_<SECTION>` a whole section as a JSON table."""
+    (a list or table written as JSON), `ZSNAP_<SECTION>` a whole section as a JSON table. A
+    typo would be ignored silently (a section misspelt, or one underscore where two separate
+    it from its key): refused, naming the variable. Variables that name no section at all
+    (ZSNAP_TEST_PG_BIN, say) are left alone."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for name, value in sorted(os.environ.items()):
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV_VAR:
-            continue
-        section, sep, key = upper.removeprefix(ENV_PREFIX).lower().partition("__")
+    for name, rest, value in _variables():
+        section, sep, key = rest.partition("__")
         model = _SECTIONS.get(section)
         if model is None:
-            continue  # not the config's (ZSNAP_TEST_PG_BIN); typos are refused before
+            head, _, tail = section.partition("_")
+            if sep:
+                raise ConfigError(f"environment: {name}: no section [{section}] (sections: "
+                                  f"{', '.join(sorted(_SECTIONS))})")
+            if head in _SECTIONS and tail:
+                raise ConfigError(f"environment: {name}: a key is separated from its section "
+                                  f"by two underscores: {ENV_PREFIX}{head.upper()}__"
+                                  f"{tail.upper()}")
+            continue
         target = merged.setdefault(section, {})
         if not isinstance(target, dict):
             continue  # the file's own mistake, which validation names
@@ -389,6 +397,14 @@ def _with_environment(data: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _variables() -> list[tuple[str, str, str]]:
+    """The ZSNAP_ variables but ZSNAP_CONFIG, sorted: each name, the rest of it after ZSNAP_
+    in lower case (names are not case-sensitive), and its value."""
+    return sorted((name, name.upper().removeprefix(ENV_PREFIX).lower(), value)
+                  for name, value in os.environ.items()
+                  if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV_VAR)
+
+
 def _json(name: str, value: str) -> Any:
     try:
         return json.loads(value)
@@ -399,35 +415,9 @@ def _json(name: str, value: str) -> Any:
 
 def _environment(*loc: str) -> list[str]:
     """The ZSNAP_ variables that set the key at `loc` (or a part of it, or a whole section)."""
-    wanted = "__".join(loc).upper()
-    found = []
-    for name in os.environ:
-        key = name.upper().removeprefix(ENV_PREFIX)
-        if name.upper().startswith(ENV_PREFIX) and key and (
-                wanted.startswith(key) or key.startswith(wanted + "__")):
-            found.append(name)
-    return sorted(found)
-
-
-def _check_environment() -> None:
-    """A typo in a ZSNAP_ variable would be ignored silently (a section misspelt, or one
-    underscore where two separate it from its key): refused, naming it. Variables of other
-    sections than the config's (ZSNAP_TEST_PG_BIN, say) are left alone."""
-    sections = {name.upper() for name in _SECTIONS}
-    for name in os.environ:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV_VAR:
-            continue
-        rest = upper.removeprefix(ENV_PREFIX)
-        section, sep, _ = rest.partition("__")
-        if sep and section not in sections:
-            raise ConfigError(f"environment: {name}: no section [{section.lower()}] (sections: "
-                              f"{', '.join(sorted(s.lower() for s in sections))})")
-        if not sep:
-            head, _, tail = rest.partition("_")
-            if head in sections and tail:
-                raise ConfigError(f"environment: {name}: a key is separated from its section "
-                                  f"by two underscores: {ENV_PREFIX}{head}__{tail}")
+    wanted = "__".join(loc).lower()
+    return [name for name, rest, _ in _variables()
+            if rest and (wanted.startswith(rest) or rest.startswith(wanted + "__"))]
 
 
 def describe(error: ValidationError) -> str:
