@@ -425,11 +425,13 @@ class ReinitStandby:
             return
         # Their snapshots are on the dataset still, or on it moved aside (a resumed reinit).
         homes = [r.aside if self.zfs.exists(r.aside) else r.dataset for r in plan.replacements]
-        present = [name for home in homes for set_id in plan.moved_sets
-                   if self.zfs.exists(name := f"{home}@{snapshot_name(set_id)}")]
-        held = self.zfs.get(present, ["userrefs"]) if present else {}
-        for name in present:
-            if held.get(name, {}).get("userrefs", "0") not in ("0", UNSET, ""):
+        moved = {snapshot_name(set_id) for set_id in plan.moved_sets}
+        # One listing of those datasets' snapshots, with their holds counted.
+        present = {row["name"]: row["userrefs"]
+                   for row in self.zfs.list_snapshots(["userrefs"], homes)
+                   if row["name"].split("@", 1)[1] in moved}
+        for name, userrefs in present.items():
+            if userrefs not in ("0", UNSET, ""):
                 raise UsageError(
                     f"--discard would destroy {name}, which is held (by `zsnap replicate`, the "
                     "base of its next send, or by hand): reinit without --discard, or release "
