@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -152,3 +153,21 @@ def archive_all(primary: str, archive: Path) -> None:
     while not ((archive / row[0]).exists() and (archive / row[0]).stat().st_size == 16 << 20):
         assert time.monotonic() < deadline, f"{row[0]} was not archived"
         time.sleep(0.2)
+
+
+def archive_copy(info: LabInfo, name: str, state: Path) -> tuple[Path, Path]:
+    """The lab's archive copied to `info.root/name` (where the restore_command's user may read
+    it, owned by it), and a config that reads it, fetches from it and keeps its state in
+    `state`: a test may damage the copy and never the lab's own archive."""
+    copy = info.root / name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(info.archive, copy)
+    for path in [copy, *copy.iterdir()]:
+        shutil.chown(path, "postgres", "postgres")
+    config = state.parent / f"{name}.toml"
+    config.write_text(info.config_file.read_text().replace(
+        f'path = "{info.archive}"', f'path = "{copy}"').replace(
+        f"cp {info.archive}/%f %p", f"cp {copy}/%f %p").replace(
+        f'dir = "{info.root / "state"}"', f'dir = "{state}"'))
+    return copy, config
+

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Cli, archive_all, replicated, sql
+from tests.conftest import Cli, archive_all, archive_copy, replicated, sql
 from zsnap.lab import LabInfo
 
 
@@ -35,16 +35,7 @@ def test_damaged_archive_files_are_gaps_and_never_a_traceback(
         replicated(info)
         segments.append(sql(info, "primary",
                             "SELECT pg_walfile_name(pg_current_wal_lsn() - 1)"))
-    copy = info.root / "archive-edges"  # where the restore_command's user may read it
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(info.archive, copy)
-    for path in [copy, *copy.iterdir()]:
-        shutil.chown(path, "postgres", "postgres")
-    config = tmp_path / "zsnap.toml"
-    config.write_text(info.config_file.read_text().replace(
-        f'path = "{info.archive}"', f'path = "{copy}"').replace(
-        f"cp {info.archive}/%f %p", f"cp {copy}/%f %p").replace(
-        f'dir = "{info.root / "state"}"', f'dir = "{tmp_path / "state"}"'))
+    copy, config = archive_copy(info, "archive-edges", tmp_path / "state")
     cli = Cli(config)
     assert cli.json("wal", "check")["ok"]
     whole = cli.json("list")

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Cli, archive_all, replicated, running_lab, with_setting
+from tests.conftest import Cli, archive_all, archive_copy, replicated, running_lab, with_setting
 from tests.integration.failover import fail_over
 from zsnap.lab import LabInfo
 
@@ -300,14 +300,7 @@ def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Pat
     archive_all(primary, info.archive)
     third = run(primary, "DELETE FROM dmg")
     archive_all(primary, info.archive)
-    copy = info.root / "archive-copy"  # where the restore_command's user may read it
-    shutil.copytree(info.archive, copy)
-    for path in [copy, *copy.iterdir()]:
-        shutil.chown(path, "postgres", "postgres")
-    config = tmp_path / "zsnap.toml"
-    config.write_text(info.config_file.read_text().replace(
-        f'path = "{info.archive}"', f'path = "{copy}"').replace(
-        f'dir = "{info.root / "state"}"', f'dir = "{tmp_path / "state"}"'))
+    copy, config = archive_copy(info, "archive-copy", tmp_path / "state")
     cli = Cli(config)
     whole = by_xid(find(cli, "--table", "dmg"))
     assert {first, second, third} <= whole.keys()
@@ -336,9 +329,9 @@ def test_damaged_segments_are_named_and_never_cached(lab: LabInfo, tmp_path: Pat
         shutil.chown(path, "postgres", "postgres")
     only = tmp_path / "restore-command.toml"
     only.write_text(config.read_text().replace(f'path = "{copy}"\n', "").replace(
-        f"cp {info.archive}/%f %p", f"cp {copy}/%f %p").replace(
         f'dir = "{tmp_path / "state"}"', f'dir = "{tmp_path / "state2"}"'))
     assert "path =" not in only.read_text().split("[archive]")[1].split("[")[0]
+    assert f"cp {copy}/%f %p" in only.read_text()
     by_command = find(Cli(only), "--table", "dmg")
     assert {first, second, third} <= by_xid(by_command).keys()
     assert by_command["scanned"]["unreadable"] == []
