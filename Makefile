@@ -25,7 +25,7 @@ PG18_TESTS = tests/integration/test_snapshot.py tests/integration/test_clone.py 
 	tests/integration/test_boundary_set.py \
 	tests/integration/test_doctor.py::test_least_privilege_role_passes_and_takes_a_set \
 	tests/integration/test_replicate.py::test_recovery_window_runs_to_the_last_archived_commit_and_splits_at_missing_wal \
-	tests/integration/test_rows_back.py
+	tests/integration/test_rows_back.py tests/integration/test_barman_archive.py
 
 test: lint
 	.venv/bin/pytest -q -ra --durations=25 tests

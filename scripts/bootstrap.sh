@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything zsnap's lab, tests and benchmarks need on a fresh Debian 12 machine, as root:
-# zfs-fuse (when the kernel has no ZFS), PostgreSQL 15 with contrib, pgBackRest (benchmarks),
+# zfs-fuse (when the kernel has no ZFS), PostgreSQL 15 with contrib, pgBackRest and Barman,
 # Patroni with etcd and sudo (the Patroni test), sshd (a second host for replication),
 # and a virtualenv in .venv with zsnap and its development tools. Safe to run again.
 set -euo pipefail
@@ -10,6 +10,8 @@ need_apt=()
 command -v zpool >/dev/null || need_apt+=(zfs-fuse)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
 command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)
+# A Barman server beside the lab (tests/integration/test_barman_archive.py).
+command -v barman >/dev/null || need_apt+=(barman)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 # A real Patroni replica rebuilt by zsnap reinit (tests/integration/test_patroni.py).
 command -v patroni >/dev/null || need_apt+=(patroni)

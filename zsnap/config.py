@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -90,15 +91,32 @@ class StandbyConfig(Section):
 class ArchiveConfig(Section):
     restore_command: str = ""
     # Where zsnap looks for gaps before recovery, in `wal check` and `check`: a directory of
-    # WAL files, or a pgBackRest stanza (read with pgBackRest's own commands, as os_user).
+    # WAL files, a pgBackRest stanza or a Barman server (each read with its tool's own
+    # commands, as os_user).
     path: FilePath | None = None
     pgbackrest_stanza: str = ""
     pgbackrest_config: FilePath | None = None
+    barman_server: str = ""
+    # How Barman is reached: `barman`, `barman -c FILE`, `ssh barman@backup-host barman`.
+    barman_command: str = "barman"
+
+    @field_validator("barman_command")
+    @classmethod
+    def _a_command(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as e:
+            raise ValueError(f"not a command line: {e}") from None
+        if not words:
+            raise ValueError("must name the barman command")
+        return value
 
     @model_validator(mode="after")
     def _one_archive(self) -> ArchiveConfig:
-        if self.path is not None and self.pgbackrest_stanza:
-            raise ValueError("set path or pgbackrest_stanza, not both: zsnap reads one archive")
+        named = [k for k, v in (("path", self.path), ("pgbackrest_stanza", self.pgbackrest_stanza),
+                                ("barman_server", self.barman_server)) if v]
+        if len(named) > 1:
+            raise ValueError(f"set {' or '.join(named)}, not both: zsnap reads one archive")
         return self
 
 

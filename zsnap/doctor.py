@@ -40,7 +40,12 @@ from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
 from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, server_version
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
-from zsnap.wal.archives import configured, expand_restore_command, restore_command
+from zsnap.wal.archives import (
+    configured,
+    expand_restore_command,
+    not_listed,
+    restore_command,
+)
 from zsnap.zfs import UNSET, Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -124,6 +129,7 @@ class Doctor:
             report.checks.append(guarded("received sets", self._received))
             return report
         report.checks.append(self._marker())
+        report.checks.append(guarded("wal archive", self._archive))
         if self.config.replicate.target:
             report.checks.append(guarded("replication target", self._target))
         try:
@@ -168,6 +174,22 @@ class Doctor:
                          "zsnap keeps its lock and replay marker there: create it, writable "
                          "by the user running zsnap, or set state.dir")
         return Check("state dir writable", Status.OK, str(state))
+
+    def _archive(self) -> Check:
+        """The archive zsnap looks into answers, through its own tool's commands (where the
+        restore_command check below only fetches one file)."""
+        name = "wal archive"
+        archive = configured(self.config, self.runner)
+        if archive is None:
+            return Check(name, Status.OK, not_listed(self.config))
+        try:
+            segments = [n for n in archive.names() if is_segment_name(n)]
+        except ZsnapError as e:
+            return Check(name, Status.CRITICAL, str(e),
+                         f"zsnap runs the archive's commands as {self.config.standby.os_user} "
+                         "([standby] os_user): run them by hand as that user")
+        newest = f", the newest {segments[-1]}" if segments else ""
+        return Check(name, Status.OK, f"{archive.where} lists {len(segments)} segment(s){newest}")
 
     def _received(self) -> Check:
         root = self.config.catalog.root
@@ -468,7 +490,7 @@ class Doctor:
         if not command:
             return Check("restore_command", Status.CRITICAL, "archive.restore_command is not set",
                          "clones fetch WAL with it: set it, e.g. cp /archive/%f %p, or set "
-                         "[archive] pgbackrest_stanza")
+                         "[archive] pgbackrest_stanza or barman_server")
         row = conn.execute(
             "SELECT c.redo_lsn::text, c.timeline_id, current_setting('wal_segment_size') "
             "FROM pg_control_checkpoint() c"

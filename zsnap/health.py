@@ -23,7 +23,7 @@ from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.pg.connection import connected, scalar
 from zsnap.pg.layout import discover
 from zsnap.pg.replay import marker_path, pause_state
-from zsnap.wal.archives import configured
+from zsnap.wal.archives import configured, not_listed
 from zsnap.wal.check import WalCheck
 from zsnap.zfs import Zfs, pool_of
 
@@ -254,8 +254,7 @@ class Health:
 
     def wal_archive(self) -> Check:
         if configured(self.config, self.zfs.runner) is None:
-            return Check("wal_archive", Status.OK,
-                               "no [archive] path or pgbackrest_stanza: not checked")
+            return Check("wal_archive", Status.OK, f"not checked: {not_listed(self.config)}")
         result = WalCheck(self.config, catalog_of(self.config, self.zfs)).run()
         report = result.report
         if report is None:

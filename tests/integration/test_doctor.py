@@ -57,7 +57,7 @@ def test_healthy_lab_passes(lab: LabInfo, cli: Any) -> None:
     found = checks(report)
     for name in ("state dir writable", "replay marker", "standby connection", "server version",
                  "in recovery", "layout on ZFS", "recordsize", "privileges",
-                 "synchronous standby", "restore_command"):
+                 "synchronous standby", "restore_command", "wal archive"):
         assert found[name]["status"] == "OK", found[name]
     major = int(sql(lab, "standby", "SHOW server_version_num")) // 10000
     assert found["server version"]["summary"].startswith(f"PostgreSQL {major}.")

@@ -243,8 +243,7 @@ class FindChanges:
         cannot be listed does not return), and which timeline's copy of each to read."""
         size = sets[0].wal_segment_size
         set_timelines = {s.timeline for s in sets}
-        listable = not isinstance(archive, archives.RestoreCommandArchive)
-        if listable:
+        if archive.listable:
             found, histories = read_archive(archive, size)
             latest = max(found.timelines | set_timelines)
         else:

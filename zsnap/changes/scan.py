@@ -28,7 +28,7 @@ from zsnap.errors import ZsnapError
 from zsnap.files import write_durably
 from zsnap.lsn import Lsn, Segment
 from zsnap.runner import Runner, os_user_entry
-from zsnap.wal.archives import RestoreCommandArchive, WalArchive
+from zsnap.wal.archives import WalArchive
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class WalScan:
     def _archived(self) -> set[str] | None:
         """The segment names the archive holds, whatever their compression suffix; None for
         an archive that cannot be listed (read up to the first segment it does not return)."""
-        if isinstance(self.archive, RestoreCommandArchive):
+        if not self.archive.listable:
             return None
         names = set()
         for name in self.archive.names():
@@ -200,9 +200,10 @@ class WalScan:
             dest.unlink(missing_ok=True)
             return f"cannot be read from the archive ({_reason(e)})"
         if path is None:
-            if isinstance(self.archive, RestoreCommandArchive):
+            if not self.archive.listable:
                 return NOT_ARCHIVED
-            return "compressed in a way zsnap cannot undo (lz4, zstd)"
+            return "listed but not fetched: removed meanwhile, or compressed in a way zsnap " \
+                   "cannot undo (lz4, zstd)"
         size = path.stat().st_size
         if size != seg.segment_size:
             if path.parent == work:

@@ -1,5 +1,5 @@
-"""`zsnap wal check` and `zsnap wal prune`: the WAL archive (a directory or a pgBackRest
-stanza)."""
+"""`zsnap wal check` and `zsnap wal prune`: the WAL archive (a directory, a pgBackRest
+stanza or a Barman server)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 @click.group()
 def wal() -> None:
-    """The WAL archive ([archive] path or pgbackrest_stanza): gaps, cleanup, and what
-    changed when."""
+    """The WAL archive ([archive] path, pgbackrest_stanza or barman_server): gaps, cleanup,
+    and what changed when."""
 
 
 @wal.command("check")
@@ -87,7 +87,7 @@ def wal_check(obj: Context, as_json: bool) -> None:
 def wal_prune(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Remove archived WAL older than the oldest set's redo segment (pg_archivecleanup
     semantics: .history and .backup files stay). A pgBackRest repository is left to
-    `pgbackrest expire`."""
+    `pgbackrest expire`, a Barman server to its retention policy."""
     from zsnap.wal.prune import WalPrune
 
     cfg = obj.config

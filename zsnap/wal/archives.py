@@ -1,7 +1,8 @@
 """Where the WAL archive is and what it holds: a directory of WAL files (`[archive] path`), a
 pgBackRest repository (`[archive] pgbackrest_stanza`, read only through pgBackRest's own
-commands `info`, `repo-ls`, `repo-get`, never by opening its files), or only a
-`restore_command` (files fetched one by one, never listed). `listing` is the one answer to
+commands `info`, `repo-ls`, `repo-get`, never by opening its files), a Barman server
+(`[archive] barman_server`, read only through `barman sync-info` and `barman get-wal`), or
+only a `restore_command` (files fetched one by one, never listed). `listing` is the one answer to
 "which segment is where" that `zsnap wal check`, the WAL part of `zsnap check`, the recovery
 window and a clone's check before it starts read: a directory's damaged files (zsnap.wal.
 integrity) are named there and not counted as archived; pgBackRest checksums what it stores
@@ -24,8 +25,8 @@ from typing import Protocol
 
 from zsnap.config import Config
 from zsnap.errors import CommandError, UsageError, ZsnapError
-from zsnap.lsn import Segment
-from zsnap.runner import Runner, os_user_entry
+from zsnap.lsn import Segment, is_segment_name
+from zsnap.runner import Result, Runner, os_user_entry
 from zsnap.wal.integrity import Inspector
 from zsnap.wal.names import COMPRESSIONS, Archive, split_suffix
 
@@ -34,6 +35,8 @@ TIMEOUT_S = 120.0
 CHECKED = "wal-files.json"
 # A file written this recently that is not whole yet is taken as being archived.
 ARRIVING_S = 60.0
+# A Barman archive's presence check stops after this many get-wal --peek calls.
+BARMAN_PEEKS = 64
 # pgBackRest stores segment 000000010000000000000008 as
 # 0000000100000000/000000010000000000000008-<sha1 of its content>[.gz|.lz4|.zst|.bz2].
 _STORED = re.compile(r"^([0-9A-F]{24}(?:\.partial)?)-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
@@ -270,6 +273,118 @@ class PgBackRestArchive:
         return decompressed(raw, directory / name)
 
 
+@dataclass(frozen=True)
+class BarmanArchive:
+    """A Barman server's WAL archive, through Barman's own commands run as the OS user:
+    `sync-info` for its catalogue of archived files (xlog.db, as JSON), `get-wal --peek` for
+    which of the catalogued segments are really there (a file removed behind Barman's back
+    stays catalogued), `get-wal` for one file, uncompressed, on standard output. `command`
+    is how Barman is reached: `barman`, `barman -c FILE`, `ssh barman@backup-host barman`."""
+
+    runner: Runner
+    server: str
+    command: str
+    os_user: str
+
+    @property
+    def where(self) -> str:
+        return f"Barman server {self.server}"
+
+    @property
+    def managed_by(self) -> str | None:
+        return "Barman's retention policy (barman cron)"
+
+    @property
+    def listable(self) -> bool:
+        return True
+
+    def _argv(self, *args: str) -> list[str]:
+        return [*shlex.split(self.command), *args]
+
+    def _run(self, *args: str, check: bool = True) -> Result:
+        try:
+            return self.runner.run(self._argv(*args), user=self.os_user, mutates=False,
+                                   check=check, timeout=TIMEOUT_S, cwd="/")
+        except CommandError as e:
+            raise ArchiveUnreadable(f"{self.where}: barman {args[0]} failed: {e}") from None
+
+    def _catalogue(self) -> list[str]:
+        """What Barman has archived, by its own record. Not the rest of sync-info's output:
+        it holds Barman's configuration, conninfo passwords included."""
+        try:
+            found = json.loads(self._run("sync-info", self.server).stdout)["wals"]
+            return sorted(str(wal["name"]) for wal in found)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArchiveUnreadable(f"{self.where}: unexpected barman sync-info output "
+                                    f"({type(e).__name__})") from None
+
+    def _peek(self, name: str, count: int) -> list[str]:
+        """The segments from NAME on that are there, in order, up to COUNT: get-wal --peek
+        stops at the first one missing."""
+        found = self._run("get-wal", "--peek", str(count), self.server, name).stdout
+        return [word for word in found.split() if is_segment_name(word)]
+
+    def has(self, name: str) -> bool:
+        return self._peek(name, 1) == [name]
+
+    def names(self) -> list[str]:
+        """The catalogue, less the segments get-wal cannot find: one peek per run of
+        consecutive catalogued segments, and one more after each one missing. Past
+        BARMAN_PEEKS peeks (an archive with that many holes) the rest counts as missing."""
+        catalogue = self._catalogue()
+        segments = [n for n in catalogue if is_segment_name(n)]
+        there = {n for n in catalogue if not is_segment_name(n)}
+        i = 0
+        for _ in range(BARMAN_PEEKS):
+            if i >= len(segments):
+                break
+            peeked = self._peek(segments[i], len(segments) - i)
+            run = 0
+            while run < len(peeked) and peeked[run] == segments[i + run]:
+                run += 1
+            there.update(segments[i:i + run])
+            i += max(run, 1)  # segments[i + run] is missing, or the catalogue skips ahead
+        return sorted(there)
+
+    def listing(self, segment_size: int) -> Archive:
+        return Archive.from_names(self.names(), segment_size)
+
+    def identity(self, name: str) -> str:
+        # Barman refuses a different file under a name it has (it goes to its errors
+        # directory): the first stays.
+        return "archived"
+
+    def _absent(self, result: Result) -> bool:
+        """Whether a get-wal that failed did so because the file is not archived (exit 1 and
+        "not found", as Barman says it), rather than for any other reason."""
+        if result.returncode == 0:
+            return False
+        if result.returncode == 1 and "not found" in result.stderr:
+            return True
+        raise ArchiveUnreadable(f"{self.where}: barman get-wal failed: "
+                                f"{result.stderr.strip() or f'exit {result.returncode}'}")
+
+    def history(self, timeline: int) -> str | None:
+        result = self._run("get-wal", self.server, f"{timeline:08X}.history", check=False)
+        return None if self._absent(result) else result.stdout
+
+    def recovery_env(self, pgdata: Path) -> dict[str, str]:
+        return {}
+
+    def restore_command(self) -> str:
+        return f'{shlex.join(self._argv("get-wal", self.server))} %f > "%p"'
+
+    def fetch(self, name: str, directory: Path) -> Path | None:
+        dest = directory / name
+        shell = f"{shlex.join(self._argv('get-wal', self.server, name))} > " \
+                f"{shlex.quote(str(dest))}"
+        result = self.runner.run(["sh", "-c", shell], user=self.os_user, mutates=False,
+                                 check=False, timeout=TIMEOUT_S, cwd="/")
+        if result.returncode != 0:
+            dest.unlink(missing_ok=True)
+        return None if self._absent(result) else dest
+
+
 def expand_restore_command(command: str, file_name: str, path: str, restart_file: str) -> str:
     """What PostgreSQL runs for one file: %f the file name, %p the destination, %r the
     restartpoint's segment, %% a percent sign (one left-to-right pass, as in the server)."""
@@ -367,17 +482,21 @@ def read_archive(archive: WalArchive, segment_size: int) -> tuple[Archive, dict[
 
 def restore_command(config: Config, runner: Runner) -> str:
     """What a flashback instance fetches WAL with: `[archive] restore_command`, else, with a
-    pgBackRest stanza, its archive-get."""
+    pgBackRest stanza, its archive-get, with a Barman server, its get-wal."""
     if config.archive.restore_command:
         return config.archive.restore_command
     archive = configured(config, runner)
-    return archive.restore_command() if isinstance(archive, PgBackRestArchive) else ""
+    if isinstance(archive, PgBackRestArchive | BarmanArchive):
+        return archive.restore_command()
+    return ""
 
 
 def configured(config: Config, runner: Runner) -> WalArchive | None:
     """The archive the config names; None when it names none (recovery alone then finds a
     missing segment)."""
     a = config.archive
+    if a.barman_server:
+        return BarmanArchive(runner, a.barman_server, a.barman_command, config.standby.os_user)
     if a.pgbackrest_stanza:
         return PgBackRestArchive(runner, a.pgbackrest_stanza, a.pgbackrest_config,
                                  config.standby.os_user)
@@ -408,8 +527,18 @@ def required(config: Config, runner: Runner) -> WalArchive:
     """The archive a WAL command works on, or one line saying how to name it."""
     archive = configured(config, runner)
     if archive is None:
-        raise UsageError("no WAL archive to look into: set [archive] path (a directory) or "
-                         "[archive] pgbackrest_stanza in the config")
+        raise UsageError(not_listed(config))
     if isinstance(archive, DirectoryArchive) and not archive.path.is_dir():
         raise UsageError(f"[archive] path {archive.path} is not a directory")
     return archive
+
+
+def not_listed(config: Config) -> str:
+    """Why zsnap cannot look into the archive (`configured` found none), in one line."""
+    named = "set [archive] path (a directory), pgbackrest_stanza or barman_server"
+    if config.archive.restore_command:
+        return ("the WAL archive is known only by its restore_command, which fetches a file "
+                "but cannot list the archive: zsnap cannot check it for gaps or damaged files "
+                "(before a clone, in `wal check`, in `check`) nor tell the recovery window; "
+                f"clones and verification still fetch with it. For those checks, {named}")
+    return f"no WAL archive to look into: {named}"

@@ -1,7 +1,7 @@
 """`zsnap wal prune`: archived WAL no complete set needs, removed from a directory archive as
 pg_archivecleanup would: WAL segments (and `.partial` ones) before the cutoff segment go,
 whatever their timeline; `.history` and `.backup` files stay. An archive another tool keeps
-(pgBackRest, the tool behind a restore_command) is left to it."""
+(pgBackRest, Barman, the tool behind a restore_command) is left to it."""
 
 from __future__ import annotations
 

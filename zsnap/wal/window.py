@@ -29,7 +29,7 @@ from zsnap.files import write_durably
 from zsnap.lsn import DEFAULT_SEGMENT_SIZE, Lsn, Segment
 from zsnap.pg.binaries import PgTools
 from zsnap.runner import Runner, os_user_entry
-from zsnap.wal.archives import WalArchive, configured, read_archive
+from zsnap.wal.archives import WalArchive, configured, not_listed, read_archive
 from zsnap.wal.names import Archive, split_suffix
 from zsnap.wal.timelines import Span, parse_history, timeline_path
 
@@ -318,8 +318,7 @@ def recovery_window(config: Config, sets: Sequence[SnapshotSet], runner: Runner)
     """This host's window; a note instead when the archive cannot be read."""
     archive = configured(config, runner)
     if archive is None:
-        return RecoveryWindow(notes=["no [archive] path or pgbackrest_stanza to read the WAL "
-                                     "from"])
+        return RecoveryWindow(notes=[not_listed(config)])
     complete = [s for s in sets if s.complete]
     size = complete[0].wal_segment_size if complete else DEFAULT_SEGMENT_SIZE
     reader = SegmentReader(config, runner, archive)
