@@ -1,4 +1,4 @@
-"""`python -m bench run|knobs|scale|report`."""
+"""`python -m bench run|knobs|cold|scale|report`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from bench.cold import Cold
 from bench.knobs import Knobs
 from bench.report import render
 from bench.rowsback import RowsBack
@@ -96,6 +97,39 @@ def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, pg_bin: Path | N
         click.echo(f"{v['replay_s_median']:8.2f} s  {name}")
     copy = results["segment_copy"]
     click.echo(f"copying {copy['segments']} segments into pg_wal: {copy['seconds']} s")
+
+
+@cli.command()
+@click.option("--size-gb", default=1.5, show_default=True, help="pgbench database size.")
+@click.option("--load-s", default=60.0, show_default=True,
+              help="Unthrottled pgbench after the set.")
+@click.option("--clones", default=3, show_default=True, help="Clones of the set, in a row.")
+@click.option("--recordsize", default=None, help="The lab pools' recordsize [default: ZFS's].")
+@click.option("--drop-caches", is_flag=True,
+              help="Drop the host's page cache before every other clone.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The lab's PostgreSQL bin directory [default: as zsnap lab up].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/cold.json"),
+              show_default=True)
+def cold(size_gb: float, load_s: float, clones: int, recordsize: str | None, drop_caches: bool,
+         keep: bool, pg_bin: Path | None, out: Path) -> None:
+    """The first clone of a set, right after a write load, against the repeated ones."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    try:
+        results = Cold(size_gb=size_gb, load_s=load_s, clones=clones, recordsize=recordsize,
+                       drop_caches=drop_caches, keep=keep, pg_bin=pg_bin).run()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    for c in results["clones"]:
+        cached = "page cache dropped" if c["page_cache_dropped"] else ""
+        click.echo(f"clone {c['order']}: replay {c['replay_s']:.2f} s, zfs-fuse wrote "
+                   f"{c['zfs_fuse_written_mib']} MiB, {c['zfs_fuse_cpu_s']:.1f} s CPU {cached}")
+    click.echo(f"first / warm: {results['first_over_warm']}")
 
 
 @cli.command()

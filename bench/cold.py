@@ -1,0 +1,156 @@
+"""The first flashback of a set against the repeated ones (issue 21, item 2), on a lab shaped
+like a user's: a pgbench database, a set, then unthrottled pgbench for a while, and clones of
+that set to the same target one after another, the first right when the load stops. Each
+clone is profiled from outside: what zfs-fuse read, wrote and spent in CPU meanwhile
+(/proc/<pid>/io and stat), and what the host read and wrote (/proc/vmstat). With
+`--drop-caches` the host's page cache is dropped before every other clone, to tell a cold
+cache from the standby's own work after the load (how far its replay is behind the primary
+is recorded as each clone starts)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.lab import bench_lab
+from bench.machine import describe, filesystem
+from bench.workload import Database, PgbenchLoad, scale_for
+from bench.zsnapcli import ZsnapCli
+from zsnap.lab import LabInfo
+from zsnap.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def _vmstat() -> dict[str, int]:
+    found = {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            key, value = line.split()
+            if key in ("pgpgin", "pgpgout"):
+                found[key] = int(value)  # KiB
+    return found
+
+
+def _zfs_fuse() -> dict[str, int]:
+    """zfs-fuse's bytes read and written on disk and CPU ticks so far (zeros without it)."""
+    pids = subprocess.run(["pgrep", "-x", "zfs-fuse"], capture_output=True, text=True).stdout
+    if not pids.split():
+        return {"read_bytes": 0, "write_bytes": 0, "cpu_ticks": 0}
+    pid = pids.split()[0]
+    found = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            key, value = line.split(": ")
+            if key in ("read_bytes", "write_bytes"):
+                found[key] = int(value)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    found["cpu_ticks"] = int(stat[11]) + int(stat[12])  # utime + stime
+    return found
+
+
+def _standby_behind(info: LabInfo) -> int:
+    """How far the standby's replay is behind the primary's WAL, in bytes, now. Asked again
+    when replay cancels the query (a recovery conflict, likely while it catches up)."""
+    with psycopg.connect(info.conninfo("primary"), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    attempts = 0
+    while True:
+        try:
+            with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
+                behind = conn.execute(
+                    "SELECT pg_wal_lsn_diff(%s, pg_last_wal_replay_lsn())::bigint", (row[0],)
+                ).fetchone()
+            assert behind is not None
+            return max(int(behind[0]), 0)
+        except psycopg.errors.OperationalError:
+            attempts += 1
+            if attempts == 10:
+                raise
+            time.sleep(0.1)
+
+
+def _drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+@dataclass
+class Cold:
+    size_gb: float = 1.5
+    load_s: float = 60.0
+    clones: int = 3
+    recordsize: str | None = None
+    drop_caches: bool = False
+    name: str = "zcold"
+    port: int = 49320
+    keep: bool = False
+    pg_bin: Path | None = None
+
+    def run(self) -> dict[str, Any]:
+        runner = Runner()
+        with bench_lab(self.name, self.port, self.size_gb, self.pg_bin, self.keep,
+                       runner) as info:
+            return self._run(info, runner)
+
+    def _run(self, info: LabInfo, runner: Runner) -> dict[str, Any]:
+        if self.recordsize:
+            for pool in {d.split("/")[0] for d in info.datasets}:
+                runner.run(["zfs", "set", f"recordsize={self.recordsize}", pool])
+        db = Database(info, runner)
+        db.init(scale_for(self.size_gb))
+        db.archive_all()
+        db.wait_standby()
+        cli = ZsnapCli(info.config_file, runner)
+        first = cli.snapshot()
+        lsn0 = db.lsn()
+        load = PgbenchLoad(db).start()
+        time.sleep(self.load_s)
+        transactions = load.stop()
+        target = db.mark()
+        db.archive_all()
+        clones = []
+        for i in range(self.clones):
+            cold = self.drop_caches and i % 2 == 1
+            if cold:
+                _drop_caches()
+            behind = _standby_behind(info)
+            vm0, z0 = _vmstat(), _zfs_fuse()
+            timed = cli.clone(target, str(first["id"]))
+            vm1, z1 = _vmstat(), _zfs_fuse()
+            data = timed.data
+            clones.append({
+                "order": i + 1, "page_cache_dropped": cold,
+                "standby_replay_behind_mib": behind >> 20,
+                "total_s": round(timed.seconds, 3), "replay_s": data["replay_s"],
+                "limit_s": data["limit_s"], "wal_bytes": data["wal_replayed_bytes"],
+                "steps_s": data["steps_s"],
+                "host_read_mib": round((vm1["pgpgin"] - vm0["pgpgin"]) / 1024),
+                "host_written_mib": round((vm1["pgpgout"] - vm0["pgpgout"]) / 1024),
+                "zfs_fuse_read_mib": (z1["read_bytes"] - z0["read_bytes"]) >> 20,
+                "zfs_fuse_written_mib": (z1["write_bytes"] - z0["write_bytes"]) >> 20,
+                "zfs_fuse_cpu_s": (z1["cpu_ticks"] - z0["cpu_ticks"]) / 100,
+            })
+            log.info("clone %d: replay %.2f s", i + 1, data["replay_s"])
+            cli.timed("durable", str(data["name"]), timeout=3600)
+            cli.destroy(str(data["name"]))
+        warm = [c["replay_s"] for c in clones[1:] if not c["page_cache_dropped"]]
+        return {
+            "machine": describe(runner, info.pg_bin),
+            "filesystem": filesystem(info.standby_data),
+            "recordsize": self.recordsize or "default",
+            "size_gb": self.size_gb, "load_s": self.load_s, "transactions": transactions,
+            "wal_since_set_bytes": db.wal_since(lsn0),
+            "set": first["id"], "target": target.isoformat(),
+            "clones": clones,
+            "first_over_warm": round(clones[0]["replay_s"] / statistics.median(warm), 2)
+            if warm else None,
+        }
