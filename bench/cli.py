@@ -1,4 +1,4 @@
-"""`python -m bench run|knobs|cold|scale|report`."""
+"""`python -m bench run|knobs|cold|pause|scale|report`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from bench.cold import Cold
 from bench.knobs import Knobs
+from bench.pause import Pause
 from bench.report import render
 from bench.rowsback import RowsBack
 from bench.run import BenchRun, Options
@@ -130,6 +131,32 @@ def cold(size_gb: float, load_s: float, clones: int, recordsize: str | None, dro
         click.echo(f"clone {c['order']}: replay {c['replay_s']:.2f} s, zfs-fuse wrote "
                    f"{c['zfs_fuse_written_mib']} MiB, {c['zfs_fuse_cpu_s']:.1f} s CPU {cached}")
     click.echo(f"first / warm: {results['first_over_warm']}")
+
+
+@cli.command()
+@click.option("--size-gb", default=0.6, show_default=True, help="pgbench database size.")
+@click.option("--sets", default=12, show_default=True, help="Sets taken under the load.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The lab's PostgreSQL bin directory [default: as zsnap lab up].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/pause.json"),
+              show_default=True)
+def pause(size_gb: float, sets: int, keep: bool, pg_bin: Path | None, out: Path) -> None:
+    """Replay paused per set under unthrottled pgbench, the standby's shared_buffers at a
+    quarter of memory."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    try:
+        results = Pause(size_gb=size_gb, sets=sets, keep=keep, pg_bin=pg_bin).run()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    cost = results["snapshot_cost"]
+    click.echo(f"pause_ms median {results['pause_ms_median']:.0f}, p95 "
+               f"{results['pause_ms_p95']:.0f} over {cost['sets']} sets "
+               f"({cost['transactions']} transactions)")
 
 
 @cli.command()
