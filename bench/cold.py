@@ -10,8 +10,8 @@ is recorded as each clone starts)."""
 from __future__ import annotations
 
 import logging
+import os
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,24 +35,25 @@ def _vmstat() -> dict[str, int]:
         for line in f:
             key, value = line.split()
             if key in ("pgpgin", "pgpgout"):
-                found[key] = int(value)  # KiB
+                found[key] = int(value)  # KiB read from and written to disk
     return found
 
 
-def _zfs_fuse() -> dict[str, int]:
-    """zfs-fuse's bytes read and written on disk and CPU ticks so far (zeros without it)."""
-    pids = subprocess.run(["pgrep", "-x", "zfs-fuse"], capture_output=True, text=True).stdout
-    if not pids.split():
-        return {"read_bytes": 0, "write_bytes": 0, "cpu_ticks": 0}
-    pid = pids.split()[0]
-    found = {}
+def _zfs_fuse(runner: Runner) -> dict[str, float]:
+    """zfs-fuse's bytes read and written on disk and CPU seconds so far (zeros without it)."""
+    pids = runner.run(["pgrep", "-x", "zfs-fuse"], mutates=False, check=False).stdout.split()
+    if not pids:
+        return {"read_bytes": 0, "write_bytes": 0, "cpu_s": 0.0}
+    pid = pids[0]
+    found: dict[str, float] = {}
     with open(f"/proc/{pid}/io") as f:
         for line in f:
             key, value = line.split(": ")
             if key in ("read_bytes", "write_bytes"):
                 found[key] = int(value)
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    found["cpu_ticks"] = int(stat[11]) + int(stat[12])  # utime + stime
+    # utime + stime, in clock ticks
+    found["cpu_s"] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
     return found
 
 
@@ -79,7 +80,7 @@ def _standby_behind(info: LabInfo) -> int:
 
 
 def _drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
+    os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
@@ -123,9 +124,9 @@ class Cold:
             if cold:
                 _drop_caches()
             behind = _standby_behind(info)
-            vm0, z0 = _vmstat(), _zfs_fuse()
+            vm0, z0 = _vmstat(), _zfs_fuse(runner)
             timed = cli.clone(target, str(first["id"]))
-            vm1, z1 = _vmstat(), _zfs_fuse()
+            vm1, z1 = _vmstat(), _zfs_fuse(runner)
             data = timed.data
             clones.append({
                 "order": i + 1, "page_cache_dropped": cold,
@@ -135,9 +136,9 @@ class Cold:
                 "steps_s": data["steps_s"],
                 "host_read_mib": round((vm1["pgpgin"] - vm0["pgpgin"]) / 1024),
                 "host_written_mib": round((vm1["pgpgout"] - vm0["pgpgout"]) / 1024),
-                "zfs_fuse_read_mib": (z1["read_bytes"] - z0["read_bytes"]) >> 20,
-                "zfs_fuse_written_mib": (z1["write_bytes"] - z0["write_bytes"]) >> 20,
-                "zfs_fuse_cpu_s": (z1["cpu_ticks"] - z0["cpu_ticks"]) / 100,
+                "zfs_fuse_read_mib": round((z1["read_bytes"] - z0["read_bytes"]) / 2**20),
+                "zfs_fuse_written_mib": round((z1["write_bytes"] - z0["write_bytes"]) / 2**20),
+                "zfs_fuse_cpu_s": round(z1["cpu_s"] - z0["cpu_s"], 2),
             })
             log.info("clone %d: replay %.2f s", i + 1, data["replay_s"])
             cli.timed("durable", str(data["name"]), timeout=3600)
