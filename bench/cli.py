@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,6 +27,22 @@ from zsnap.errors import ZsnapError
 @click.group()
 def cli() -> None:
     """Benchmarks of zsnap flashbacks against pgBackRest and pg_basebackup."""
+
+
+def _measured(measure: Callable[[], dict[str, Any]], out: Path | None = None) -> dict[str, Any]:
+    """One benchmark with its progress logged: one line and its exit code when it cannot go
+    on, else its results, written as JSON to OUT when given."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    try:
+        results = measure()
+    except ZsnapError as e:
+        click.echo(f"bench: {e}", err=True)
+        sys.exit(e.exit_code)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=str))
+    return results
 
 
 @cli.command()
@@ -55,19 +73,13 @@ def run(size_gb: float, runs: int, wal_gb: float | None, sets: int,
         double: bool, basebackup: bool, zfs_restore: bool, scale_sets: int, name: str,
         port: int, pg_bin: Path | None, keep: bool, out: Path | None) -> None:
     """Build a lab, run every scenario, write results (JSON and Markdown)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("sh").setLevel(logging.WARNING)
     out = out or Path(f"bench/results/{size_gb:g}gb.json")
     options = Options(size_gb=size_gb, runs=runs, wal_gb=wal_gb, sets=sets,
                       primary_checkpoint=primary_checkpoint, targets=targets,
                       double=double, basebackup=basebackup, zfs_restore=zfs_restore,
                       scale_sets=scale_sets, name=name, port=port, keep=keep, out=out,
                       pg_bin=pg_bin)
-    try:
-        results = BenchRun(options).run()
-    except ZsnapError as e:
-        click.echo(f"bench: {e}", err=True)
-        sys.exit(e.exit_code)
+    results = _measured(BenchRun(options).run)
     out.with_suffix(".md").write_text(render(results))
     click.echo(render(results))
 
@@ -84,16 +96,8 @@ def run(size_gb: float, runs: int, wal_gb: float | None, sets: int,
 def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, pg_bin: Path | None,
           out: Path) -> None:
     """Replay settings of a clone, one at a time, on the same WAL and target."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("sh").setLevel(logging.WARNING)
-    try:
-        results = Knobs(size_gb=size_gb, wal_gb=wal_gb, runs=runs, keep=keep,
-                        pg_bin=pg_bin).run()
-    except ZsnapError as e:
-        click.echo(f"bench: {e}", err=True)
-        sys.exit(e.exit_code)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    measure = Knobs(size_gb=size_gb, wal_gb=wal_gb, runs=runs, keep=keep, pg_bin=pg_bin)
+    results = _measured(measure.run, out)
     for name, v in results["variants"].items():
         click.echo(f"{v['replay_s_median']:8.2f} s  {name}")
     copy = results["segment_copy"]
@@ -116,16 +120,9 @@ def knobs(size_gb: float, wal_gb: float, runs: int, keep: bool, pg_bin: Path | N
 def cold(size_gb: float, load_s: float, clones: int, recordsize: str | None, drop_caches: bool,
          keep: bool, pg_bin: Path | None, out: Path) -> None:
     """The first clone of a set, right after a write load, against the repeated ones."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("sh").setLevel(logging.WARNING)
-    try:
-        results = Cold(size_gb=size_gb, load_s=load_s, clones=clones, recordsize=recordsize,
-                       drop_caches=drop_caches, keep=keep, pg_bin=pg_bin).run()
-    except ZsnapError as e:
-        click.echo(f"bench: {e}", err=True)
-        sys.exit(e.exit_code)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    measure = Cold(size_gb=size_gb, load_s=load_s, clones=clones, recordsize=recordsize,
+                   drop_caches=drop_caches, keep=keep, pg_bin=pg_bin)
+    results = _measured(measure.run, out)
     for c in results["clones"]:
         cached = "page cache dropped" if c["page_cache_dropped"] else ""
         click.echo(f"clone {c['order']}: replay {c['replay_s']:.2f} s, zfs-fuse wrote "
@@ -144,15 +141,7 @@ def cold(size_gb: float, load_s: float, clones: int, recordsize: str | None, dro
 def pause(size_gb: float, sets: int, keep: bool, pg_bin: Path | None, out: Path) -> None:
     """Replay paused per set under unthrottled pgbench, the standby's shared_buffers at a
     quarter of memory."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("sh").setLevel(logging.WARNING)
-    try:
-        results = Pause(size_gb=size_gb, sets=sets, keep=keep, pg_bin=pg_bin).run()
-    except ZsnapError as e:
-        click.echo(f"bench: {e}", err=True)
-        sys.exit(e.exit_code)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    results = _measured(Pause(size_gb=size_gb, sets=sets, keep=keep, pg_bin=pg_bin).run, out)
     cost = results["snapshot_cost"]
     click.echo(f"pause_ms median {results['pause_ms_median']:.0f}, p95 "
                f"{results['pause_ms_p95']:.0f} over {cost['sets']} sets "
@@ -168,15 +157,7 @@ def pause(size_gb: float, sets: int, keep: bool, pg_bin: Path | None, out: Path)
               show_default=True)
 def scale(sets: int, runs: int, pg_bin: Path | None, out: Path) -> None:
     """`zsnap list`, `show` and set selection with many sets, on a small lab of their own."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("sh").setLevel(logging.WARNING)
-    try:
-        results = Scale(sets=sets, runs=runs, pg_bin=pg_bin).run()
-    except ZsnapError as e:
-        click.echo(f"bench: {e}", err=True)
-        sys.exit(e.exit_code)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    results = _measured(Scale(sets=sets, runs=runs, pg_bin=pg_bin).run, out)
     for command, timed in results["scale"]["after"].items():
         click.echo(f"{timed['seconds']['median']:6.2f} s  {timed['zfs_calls']:3d} zfs calls  "
                    f"{command}")
@@ -198,16 +179,9 @@ def rowsback(size_gb: float, wal_gb: float, after_set_s: float, runs: int, keep:
              pg_bin: Path | None, out: Path) -> None:
     """wal find against pg_waldump, query --before-xid (and --keep) against a pgBackRest
     restore to the same xid."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("sh").setLevel(logging.WARNING)
-    try:
-        results = RowsBack(size_gb=size_gb, wal_gb=wal_gb, after_set_s=after_set_s, runs=runs,
-                           keep=keep, pg_bin=pg_bin).run()
-    except ZsnapError as e:
-        click.echo(f"bench: {e}", err=True)
-        sys.exit(e.exit_code)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    measure = RowsBack(size_gb=size_gb, wal_gb=wal_gb, after_set_s=after_set_s, runs=runs,
+                       keep=keep, pg_bin=pg_bin)
+    results = _measured(measure.run, out)
     f, q, b = results["find"], results["query"], results["pgbackrest"]
     click.echo(f"wal find: {f['wal_bytes'] / 2**20:.0f} MB, first {f['first_mb_s']} MB/s "
                f"(pg_waldump {f['pg_waldump_mb_s']} MB/s, x{f['first_vs_pg_waldump']}), "
