@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench.lab import bench_lab
 from bench.machine import describe, filesystem
 from bench.workload import Database, PgbenchLoad, scale_for
@@ -55,28 +53,6 @@ def _zfs_fuse(runner: Runner) -> dict[str, float]:
     # utime + stime, in clock ticks
     found["cpu_s"] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
     return found
-
-
-def _standby_behind(info: LabInfo) -> int:
-    """How far the standby's replay is behind the primary's WAL, in bytes, now. Asked again
-    when replay cancels the query (a recovery conflict, likely while it catches up)."""
-    with psycopg.connect(info.conninfo("primary"), autocommit=True) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    assert row is not None
-    attempts = 0
-    while True:
-        try:
-            with psycopg.connect(info.conninfo("standby"), autocommit=True) as conn:
-                behind = conn.execute(
-                    "SELECT pg_wal_lsn_diff(%s, pg_last_wal_replay_lsn())::bigint", (row[0],)
-                ).fetchone()
-            assert behind is not None
-            return max(int(behind[0]), 0)
-        except psycopg.errors.OperationalError:
-            attempts += 1
-            if attempts == 10:
-                raise
-            time.sleep(0.1)
 
 
 def _drop_caches() -> None:
@@ -123,7 +99,7 @@ class Cold:
             cold = self.drop_caches and i % 2 == 1
             if cold:
                 _drop_caches()
-            behind = _standby_behind(info)
+            behind = max(db.replay_behind(db.lsn()) or 0, 0)
             vm0, z0 = _vmstat(), _zfs_fuse(runner)
             timed = cli.clone(target, str(first["id"]))
             vm1, z1 = _vmstat(), _zfs_fuse(runner)

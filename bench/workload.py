@@ -109,17 +109,33 @@ class Database:
             time.sleep(0.2)
         raise ZsnapError(f"WAL segment {segment} was not archived within 600 s")
 
+    def replay_behind(self, lsn: str) -> int | None:
+        """Bytes of WAL up to LSN the standby has not replayed yet (negative once past it;
+        None before it has replayed anything). Asked again when replay cancels the query (a
+        recovery conflict, likely while the standby catches up)."""
+        standby = self.info.conninfo("standby")
+        attempts = 0
+        while True:
+            try:
+                with psycopg.connect(standby, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint",
+                        (lsn,),
+                    ).fetchone()
+                return None if row is None or row[0] is None else int(row[0])
+            except psycopg.errors.OperationalError:
+                attempts += 1
+                if attempts == 10:
+                    raise
+                time.sleep(0.1)
+
     def wait_standby(self, timeout_s: float = 7200) -> None:
         """Until the standby has replayed everything the primary has written so far."""
         target = self.lsn()
-        standby = self.info.conninfo("standby")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with psycopg.connect(standby, autocommit=True) as conn:
-                row = conn.execute(
-                    "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn)", (target,)
-                ).fetchone()
-            if row is not None and row[0] is not None and row[0] >= 0:
+            behind = self.replay_behind(target)
+            if behind is not None and behind <= 0:
                 return
             time.sleep(0.5)
         raise ZsnapError(f"the standby did not replay up to {target} within {timeout_s:.0f} s")
