@@ -22,8 +22,15 @@ import psycopg
 import pytest
 
 from tests.conftest import Cli, replicated, running_lab, sql
-from tests.integration.test_clone import assert_gone, fails
-from tests.integration.test_pgbackrest_archive import committed, json_of
+from tests.integration.test_pgbackrest_archive import (
+    archive_with,
+    committed,
+    config_with,
+    flashback_verify_and_check,
+    gap_is_named,
+    json_of,
+    switched,
+)
 from zsnap.lab import OS_USER, LabInfo
 from zsnap.runner import Runner
 
@@ -75,36 +82,21 @@ archiver = on
 """)
         self.run("check", self.server, check=False)  # creates the server's directories
         incoming = self.shown("incoming_wals_directory")
-        push = f"test ! -f {incoming}/%f && cp %p {incoming}/%f"
-        with psycopg.connect(primary, autocommit=True) as conn:
-            conn.execute(f"ALTER SYSTEM SET archive_command = '{push}'")
-            conn.execute("SELECT pg_reload_conf()")
-        get = f'{shlex.join(self.argv("get-wal", self.server))} %f > "%p"'
-        with psycopg.connect(self.info.conninfo("standby"), autocommit=True) as conn:
-            conn.execute(f"ALTER SYSTEM SET restore_command = '{get}'")
-            conn.execute("SELECT pg_reload_conf()")
+        archive_with(self.info, f"test ! -f {incoming}/%f && cp %p {incoming}/%f",
+                     f'{shlex.join(self.argv("get-wal", self.server))} %f > "%p"')
         self.switch()
         self.info.archive.rename(self.info.archive.with_name("archive.unused"))
 
     def config(self, name: str = "zsnap-barman.toml", restore_only: bool = False) -> Path:
         """The lab's zsnap config with the Barman server in place of the directory (or, with
         `restore_only`, only Barman's get-wal as restore_command, as a Barman user who never
-        told zsnap more would have), and a CHECKPOINT of the primary before each set, so that
-        every set's WAL is in Barman (the lab's first segments went to the old directory)."""
-        text = self.info.config_file.read_text()
-        start, end = text.index("[archive]"), text.index("[clones]")
+        told zsnap more would have)."""
         command = shlex.join(["barman", "-c", str(self.conf)])
         if restore_only:
             get = f'{command} get-wal {self.server} %f > "%p"'
-            archive = f"[archive]\nrestore_command = '{get}'\n\n"
-        else:
-            archive = (f'[archive]\nbarman_server = "{self.server}"\n'
-                       f"barman_command = '{command}'\n\n")
-        text = text[:start] + archive + text[end:]
-        text = text.replace("# primary_checkpoint =", "primary_checkpoint =")
-        path = self.info.root / name
-        path.write_text(text)
-        return path
+            return config_with(self.info, name, f"restore_command = '{get}'\n")
+        return config_with(self.info, name, f'barman_server = "{self.server}"\n'
+                                            f"barman_command = '{command}'\n")
 
     def archived(self) -> set[str]:
         """What Barman catalogues (the test's own look, through `barman sync-info`)."""
@@ -112,15 +104,7 @@ archiver = on
 
     def switch(self) -> str:
         """Finish the current segment and wait until Barman has archived it."""
-        with psycopg.connect(self.info.conninfo("primary"), autocommit=True) as conn:
-            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        assert row is not None
-        deadline = time.monotonic() + 120
-        while row[0] not in self.archived():
-            assert time.monotonic() < deadline, f"{row[0]} was not archived"
-            time.sleep(0.2)
-            self.run("archive-wal", self.server)
-        return str(row[0])
+        return switched(self.info, self.archived, lambda: self.run("archive-wal", self.server))
 
 
 @pytest.fixture(scope="module")
@@ -165,22 +149,8 @@ def test_flashback_verify_find_and_checks_read_barman(
     [deleted] = found["transactions"]
     assert deleted["tables"]["public.barman_t"]["deleted"] == 30, deleted
 
-    r = cli.json("clone", "--at", target.isoformat(), "--name", "frombarman")
-    assert r["set"] == s["id"]
-    with psycopg.connect(r["dsn"], autocommit=True) as conn:
-        rows = {p for (p,) in conn.execute(
-            "SELECT payload FROM lab_a WHERE payload LIKE '%the target'")}
-    assert rows == {"before the target", "at the target"}
     assert after > target
-    log = (info.clone_root / "frombarman" / "postgresql.log").read_text()
-    assert "restored log file" in log and "from archive" in log
-    cli("destroy", "frombarman")
-    assert_gone(info, "frombarman")
-
-    [verified] = cli.json("verify", s["id"])
-    assert verified["outcome"] == "passed", verified
-    health = {c["name"]: c for c in json_of(cli, "check")["checks"]}
-    assert health["wal_archive"]["status"] == "OK", health["wal_archive"]
+    flashback_verify_and_check(info, cli, s, target, "frombarman")
 
     # zsnap removes nothing from an archive Barman manages, and says what the sets need.
     before = barman.archived()
@@ -241,17 +211,6 @@ def test_a_segment_lost_from_barman_is_found_and_named(
     stored.unlink()
     assert lost in barman.archived()
 
-    proc = cli("wal", "check", "--json", check=False)
-    assert proc.returncode == 1
-    gaps = json.loads(proc.stdout)["gaps"]
-    assert [g["first"] for g in gaps] == [lost], gaps
-    health = {c["name"]: c for c in json_of(cli, "check")["checks"]}
-    assert health["wal_archive"]["status"] == "CRITICAL"
-    assert lost in health["wal_archive"]["summary"]
+    gap_is_named(info, cli, s, target, lost, f"Barman server {barman.server}")
     windows = cli.json("list")["recovery_window"]["windows"]
     assert [w["missing_segment"] for w in windows] == [lost], windows
-
-    code, message = fails(cli, "clone", "--at", target.isoformat(), "--set", s["id"],
-                          "--name", "pastgap")
-    assert code == 4 and lost in message and f"Barman server {barman.server}" in message
-    assert_gone(info, "pastgap")

@@ -10,7 +10,7 @@ import json
 import os
 import pwd
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,14 +62,8 @@ pg1-port={self.info.primary_port}
 pg1-socket-path={self.info.socket_dir}
 """)
         self.run("stanza-create")
-        get = self.command("archive-get", "%f", '"%p"')
-        with psycopg.connect(self.info.conninfo("primary"), autocommit=True) as conn:
-            push = self.command("archive-push", "%p")
-            conn.execute(f"ALTER SYSTEM SET archive_command = '{push}'")
-            conn.execute("SELECT pg_reload_conf()")
-        with psycopg.connect(self.info.conninfo("standby"), autocommit=True) as conn:
-            conn.execute(f"ALTER SYSTEM SET restore_command = '{get}'")
-            conn.execute("SELECT pg_reload_conf()")
+        archive_with(self.info, self.command("archive-push", "%p"),
+                     self.command("archive-get", "%f", '"%p"'))
         self.run("check")
         self.info.archive.rename(self.info.archive.with_name("archive.unused"))
 
@@ -77,16 +71,10 @@ pg1-socket-path={self.info.socket_dir}
         """The lab's zsnap config with the pgBackRest archive in place of the directory, and
         a CHECKPOINT of the primary before each set, so that every set's WAL is in the
         repository (the lab's first segments went to the old directory)."""
-        text = self.info.config_file.read_text()
-        start, end = text.index("[archive]"), text.index("[clones]")
         get = self.command("archive-get", "%f", '"%p"')
-        archive = (f"[archive]\nrestore_command = '{get}'\n"
-                   f'pgbackrest_stanza = "{self.stanza}"\npgbackrest_config = "{self.conf}"\n\n')
-        text = text[:start] + archive + text[end:]
-        text = text.replace("# primary_checkpoint =", "primary_checkpoint =")
-        path = self.info.root / "zsnap-pgbackrest.toml"
-        path.write_text(text)
-        return path
+        return config_with(self.info, "zsnap-pgbackrest.toml",
+                           f"restore_command = '{get}'\npgbackrest_stanza = \"{self.stanza}\"\n"
+                           f'pgbackrest_config = "{self.conf}"\n')
 
     def archived(self) -> set[str]:
         """Segment names in the repository, through pgBackRest (the test's own check)."""
@@ -99,13 +87,45 @@ pg1-socket-path={self.info.socket_dir}
 
     def switch(self) -> None:
         """Finish the current segment and wait until pgBackRest has it."""
-        with psycopg.connect(self.info.conninfo("primary"), autocommit=True) as conn:
-            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        assert row is not None
-        deadline = time.monotonic() + 120
-        while row[0] not in self.archived():
-            assert time.monotonic() < deadline, f"{row[0]} was not archived"
-            time.sleep(0.2)
+        switched(self.info, self.archived)
+
+
+def archive_with(info: LabInfo, push: str, get: str) -> None:
+    """The lab's primary archiving with PUSH (its archive_command), its standby fetching with
+    GET (its restore_command)."""
+    for which, setting, command in (("primary", "archive_command", push),
+                                    ("standby", "restore_command", get)):
+        with psycopg.connect(info.conninfo(which), autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET {setting} = '{command}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def config_with(info: LabInfo, name: str, archive: str) -> Path:
+    """The lab's zsnap config, as NAME beside it, with ARCHIVE (its keys) as its [archive]
+    section, and a CHECKPOINT of the primary before each set, so that every set's WAL is in
+    that archive (the lab's first segments went to the lab's own directory)."""
+    text = info.config_file.read_text()
+    start, end = text.index("[archive]"), text.index("[clones]")
+    text = text[:start] + f"[archive]\n{archive}\n" + text[end:]
+    text = text.replace("# primary_checkpoint =", "primary_checkpoint =")
+    path = info.root / name
+    path.write_text(text)
+    return path
+
+
+def switched(info: LabInfo, archived: Callable[[], set[str]],
+             nudge: Callable[[], object] = lambda: None) -> str:
+    """The segment the primary finished, once ARCHIVED() names it; NUDGE() runs between
+    looks (what moves a received file into the archive)."""
+    with psycopg.connect(info.conninfo("primary"), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+    assert row is not None
+    deadline = time.monotonic() + 120
+    while row[0] not in archived():
+        assert time.monotonic() < deadline, f"{row[0]} was not archived"
+        time.sleep(0.2)
+        nudge()
+    return str(row[0])
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +147,47 @@ def committed(info: LabInfo, payload: str) -> datetime:
         row = conn.execute("SELECT clock_timestamp()").fetchone()
     assert row is not None
     return row[0]  # type: ignore[no-any-return]
+
+
+def flashback_verify_and_check(info: LabInfo, cli: Cli, s: dict[str, Any], target: datetime,
+                               name: str) -> None:
+    """The same for every kind of archive: a clone of set S at TARGET holds exactly the rows
+    committed by then, having fetched WAL from the archive; the set verifies; the WAL part of
+    `zsnap check` is OK."""
+    r = cli.json("clone", "--at", target.isoformat(), "--name", name)
+    assert r["set"] == s["id"]
+    with psycopg.connect(r["dsn"], autocommit=True) as conn:
+        rows = {p for (p,) in conn.execute(
+            "SELECT payload FROM lab_a WHERE payload LIKE '%the target'")}
+    assert rows == {"before the target", "at the target"}
+    log = (info.clone_root / name / "postgresql.log").read_text()
+    assert "restored log file" in log and "from archive" in log
+    cli("destroy", name)
+    assert_gone(info, name)
+
+    [verified] = cli.json("verify", s["id"])
+    assert verified["outcome"] == "passed", verified
+    health = {c["name"]: c for c in json_of(cli, "check")["checks"]}
+    assert health["wal_archive"]["status"] == "OK", health["wal_archive"]
+
+
+def gap_is_named(info: LabInfo, cli: Cli, s: dict[str, Any], target: datetime, lost: str,
+                 where: str) -> None:
+    """The same for every kind of archive: segment LOST, gone from the archive WHERE after
+    set S, is the gap `wal check` and `check` name, and a clone of S to TARGET past it is
+    refused before it starts, naming both."""
+    proc = cli("wal", "check", "--json", check=False)
+    assert proc.returncode == 1
+    gaps = json.loads(proc.stdout)["gaps"]
+    assert [g["first"] for g in gaps] == [lost], gaps
+    health = {c["name"]: c for c in json_of(cli, "check")["checks"]}
+    assert health["wal_archive"]["status"] == "CRITICAL"
+    assert lost in health["wal_archive"]["summary"]
+
+    code, message = fails(cli, "clone", "--at", target.isoformat(), "--set", s["id"],
+                          "--name", "pastgap")
+    assert code == 4 and lost in message and where in message
+    assert_gone(info, "pastgap")
 
 
 def test_flashback_verify_and_checks_read_the_repository(
@@ -153,21 +214,7 @@ def test_flashback_verify_and_checks_read_the_repository(
     assert check["ok"] and check["archive"] == f"pgBackRest stanza {repo.stanza}", check
     assert check["newest"] in repo.archived()
 
-    r = cli.json("clone", "--at", target.isoformat(), "--name", "fromrepo")
-    assert r["set"] == s["id"]
-    with psycopg.connect(r["dsn"], autocommit=True) as conn:
-        rows = {p for (p,) in conn.execute(
-            "SELECT payload FROM lab_a WHERE payload LIKE '%the target'")}
-    assert rows == {"before the target", "at the target"}
-    log = (info.clone_root / "fromrepo" / "postgresql.log").read_text()
-    assert "restored log file" in log and "from archive" in log
-    cli("destroy", "fromrepo")
-    assert_gone(info, "fromrepo")
-
-    [verified] = cli.json("verify", s["id"])
-    assert verified["outcome"] == "passed", verified
-    health = {c["name"]: c for c in json_of(cli, "check")["checks"]}
-    assert health["wal_archive"]["status"] == "OK", health["wal_archive"]
+    flashback_verify_and_check(info, cli, s, target, "fromrepo")
 
     # zsnap removes nothing from a repository pgBackRest manages.
     before = repo.archived()
@@ -217,15 +264,4 @@ def test_a_gap_in_the_repository_is_found_and_named(repo_lab: tuple[LabInfo, Rep
     [stored] = (info.root / "pgbackrest" / "repo").rglob(f"{lost}-*")
     stored.unlink()
 
-    proc = cli("wal", "check", "--json", check=False)
-    assert proc.returncode == 1
-    gaps = json.loads(proc.stdout)["gaps"]
-    assert [g["first"] for g in gaps] == [lost], gaps
-    health = {c["name"]: c for c in json_of(cli, "check")["checks"]}
-    assert health["wal_archive"]["status"] == "CRITICAL"
-    assert lost in health["wal_archive"]["summary"]
-
-    code, message = fails(cli, "clone", "--at", target.isoformat(), "--set", s["id"],
-                          "--name", "pastgap")
-    assert code == 4 and lost in message and f"pgBackRest stanza {repo.stanza}" in message
-    assert_gone(info, "pastgap")
+    gap_is_named(info, cli, s, target, lost, f"pgBackRest stanza {repo.stanza}")
