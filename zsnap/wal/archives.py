@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -264,10 +265,8 @@ class PgBackRestArchive:
         if stored is None:
             return None
         raw = directory / stored.rsplit("/", 1)[-1]
-        shell = f"{shlex.join(self._argv('repo-get', stored))} > {shlex.quote(str(raw))}"
         try:
-            self.runner.run(["sh", "-c", shell], user=self.os_user, mutates=False,
-                            timeout=TIMEOUT_S, cwd="/")
+            _output_into(self.runner, self._argv("repo-get", stored), raw, self.os_user)
         except CommandError as e:
             raise ArchiveUnreadable(f"{self.where}: pgbackrest repo-get failed: {e}") from None
         return decompressed(raw, directory / name)
@@ -376,13 +375,20 @@ class BarmanArchive:
 
     def fetch(self, name: str, directory: Path) -> Path | None:
         dest = directory / name
-        shell = f"{shlex.join(self._argv('get-wal', self.server, name))} > " \
-                f"{shlex.quote(str(dest))}"
-        result = self.runner.run(["sh", "-c", shell], user=self.os_user, mutates=False,
-                                 check=False, timeout=TIMEOUT_S, cwd="/")
+        result = _output_into(self.runner, self._argv("get-wal", self.server, name), dest,
+                              self.os_user, check=False)
         if result.returncode != 0:
             dest.unlink(missing_ok=True)
         return None if self._absent(result) else dest
+
+
+def _output_into(runner: Runner, argv: Sequence[str], dest: Path, user: str, *,
+                 check: bool = True) -> Result:
+    """ARGV run as USER, its standard output written into DEST by USER's shell: the file is
+    theirs, like the directory fetch() was given for it."""
+    shell = f"{shlex.join(argv)} > {shlex.quote(str(dest))}"
+    return runner.run(["sh", "-c", shell], user=user, mutates=False, check=check,
+                      timeout=TIMEOUT_S, cwd="/")
 
 
 def expand_restore_command(command: str, file_name: str, path: str, restart_file: str) -> str:
