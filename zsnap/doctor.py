@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,14 @@ class Doctor:
                          "by the user running zsnap, or set state.dir")
         return Check("state dir writable", Status.OK, str(state))
 
+    @cached_property
+    def _archive_names(self) -> list[str]:
+        """What the archive zsnap looks into holds, listed once for the checks that read it
+        (for pgBackRest or Barman a listing is several of the tool's commands); [] without
+        one. Raises what listing it raised (not kept: each check then says so itself)."""
+        archive = configured(self.config, self.runner)
+        return [] if archive is None else archive.names()
+
     def _archive(self) -> Check:
         """The archive zsnap looks into answers, through its own tool's commands (where the
         restore_command check below only fetches one file)."""
@@ -183,7 +192,7 @@ class Doctor:
         if archive is None:
             return Check(name, Status.OK, not_listed(self.config))
         try:
-            segments = [n for n in archive.names() if is_segment_name(n)]
+            segments = [n for n in self._archive_names if is_segment_name(n)]
         except ZsnapError as e:
             return Check(name, Status.CRITICAL, str(e),
                          f"zsnap runs the archive's commands as {self.config.standby.os_user} "
@@ -518,7 +527,7 @@ class Doctor:
         archive = configured(self.config, self.runner)
         if archive is not None:
             try:
-                names = archive.names()
+                names = self._archive_names
             except ZsnapError as e:  # the fetch below tells whether the archive works
                 log.debug("archive not listed: %s", e)
                 names = []
