@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -221,16 +221,16 @@ class Catalog:
         """Every set of this cluster, oldest first; one `zfs list` call however many sets."""
         return self._sets(self.zfs.list_snapshots(self._props()))
 
-    def heads(self) -> list[SnapshotSet] | None:
+    def heads(self, listed: Sequence[Mapping[str, str]] | None = None) -> list[SnapshotSet] | None:
         """Every set as its control-file member alone tells it (members on other datasets not
         looked at: on zfs-fuse every snapshot listed costs about half a millisecond, whatever
         is asked of it), for choosing a set: what is chosen is then `read` whole. None when no
-        dataset is marked as this cluster's (sets of an older zsnap): use `sets`."""
-        out = self.zfs.run("list", "-H", "-t", "filesystem", "-o", f"name,{SETS_OF}",
-                           mutates=False)
-        marked = [line.split("\t")[0] for line in out.splitlines()
-                  if line.split("\t")[1:] == [self.cluster]
-                  and self.scope.owns(line.split("\t")[0])]
+        dataset is marked as this cluster's (sets of an older zsnap): use `sets`. `listed`:
+        the host's filesystems with SETS_OF, when the caller has listed them already."""
+        if listed is None:
+            listed = self.zfs.list_filesystems([SETS_OF])
+        marked = [row["name"] for row in listed
+                  if row[SETS_OF] == self.cluster and self.scope.owns(row["name"])]
         if not marked:
             return None
         return self._sets(self.zfs.list_snapshots(self._props(), marked), listed=set(marked))

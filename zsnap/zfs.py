@@ -139,8 +139,17 @@ class Zfs:
 
     def filesystems(self) -> dict[str, str]:
         """Every filesystem dataset and its mountpoint property."""
-        out = self.run("list", "-H", "-t", "filesystem", "-o", "name,mountpoint", mutates=False)
-        return dict(line.split("\t", 1) for line in out.splitlines() if line)
+        return {row["name"]: row["mountpoint"] for row in self.list_filesystems(["mountpoint"])}
+
+    def list_filesystems(
+        self, props: Sequence[str], *, parsable: bool = False
+    ) -> list[dict[str, str]]:
+        """One call for every filesystem on the host with the given properties; `parsable`:
+        numbers in bytes (`-p`, only where `zfs list` has it: capabilities.list_parsable)."""
+        out = self.run("list", "-H", *(["-p"] if parsable else []), "-t", "filesystem",
+                       "-o", ",".join(["name", *props]), mutates=False, timeout=300)
+        return [dict(zip(["name", *props], line.split("\t"), strict=True))
+                for line in out.splitlines() if line]
 
     def exists(self, name: str) -> bool:
         try:
@@ -179,20 +188,30 @@ class Zfs:
             rows.append(dict(zip(["name", *props], fields, strict=True)))
         return rows
 
-    def free_percent(self, pools: Sequence[str]) -> dict[str, float]:
-        """Each pool's free space, in percent of its used plus available space."""
-        values = self.get(list(pools), ["used", "available"])
+    def free_percent(
+        self, pools: Sequence[str], listed: Sequence[Mapping[str, str]] = ()
+    ) -> dict[str, float]:
+        """Each pool's free space, in percent of its used plus available space; from `listed`
+        (list_filesystems rows with parsable `used` and `available`) when it has every pool."""
+        values: Mapping[str, Mapping[str, str]] = {
+            row["name"]: row for row in listed if row["name"] in pools
+            and row.get("used", "").isdigit() and row.get("available", "").isdigit()}
+        if len(values) < len(set(pools)):
+            values = self.get(list(pools), ["used", "available"])
         free = {}
         for pool in pools:
             used, avail = float(values[pool]["used"]), float(values[pool]["available"])
             free[pool] = 100.0 * avail / (used + avail) if used + avail else 0.0
         return free
 
-    def refuse_full(self, datasets: Sequence[str], critical_pct: float, doing: str) -> None:
+    def refuse_full(
+        self, datasets: Sequence[str], critical_pct: float, doing: str,
+        listed: Sequence[Mapping[str, str]] = (),
+    ) -> None:
         """One line instead of writing into a pool below `critical_pct` free: zfs-fuse dies
         when a pool fills, and takes every mount on the machine with it."""
         pools = list(dict.fromkeys(pool_of(d) for d in datasets))
-        for pool, pct in self.free_percent(pools).items():
+        for pool, pct in self.free_percent(pools, listed).items():
             if pct < critical_pct:
                 raise PoolFull(
                     f"pool {pool} has {pct:.1f}% free, below [check] "

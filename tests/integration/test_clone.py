@@ -20,6 +20,7 @@ import psycopg
 
 from tests.conftest import Cli, archive_all
 from tests.integration.failover import fail_over
+from tests.integration.faults import wrapped_zfs
 from zsnap.lab import LabInfo, LoadWriter
 from zsnap.lsn import Lsn, Segment
 from zsnap.runner import Runner
@@ -147,7 +148,9 @@ def fails(cli: Cli, *args: str) -> tuple[int, str]:
 # --- the main job: exact to the commit ----------------------------------------------------
 
 
-def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: LabInfo) -> None:
+def test_flashback_targets_hold_exactly_the_rows_committed_by_then(
+    fresh_lab: LabInfo, tmp_path: Path
+) -> None:
     info = fresh_lab
     cli = Cli(info.config_file)
     primary = info.conninfo("primary")
@@ -191,8 +194,17 @@ def test_flashback_targets_hold_exactly_the_rows_committed_by_then(fresh_lab: La
     with connect(r["dsn"]) as conn:
         assert one(conn, "SHOW fsync") == "on"
 
-    # Exactly at one commit's timestamp: that commit is in, the next one is not.
-    r = cli.json("clone", "--at", exact.isoformat(), "--name", "exact")
+    # Exactly at one commit's timestamp: that commit is in, the next one is not. The host's
+    # filesystems are listed once (set, name, port and free space all read from it), each
+    # listing being a wait for a transaction group on a busy pool; the calls of the
+    # background durability worker (`--worker`) are not the clone's.
+    calls = tmp_path / "zfs-calls"
+    wrapped = wrapped_zfs(
+        tmp_path, f'grep -qa -- --worker /proc/$PPID/cmdline || echo "$*" >> {calls}')
+    r = cli.json("clone", "--at", exact.isoformat(), "--name", "exact", env=wrapped)
+    listings = [c for c in calls.read_text().splitlines()
+                if c.startswith("list ") and " filesystem " in c]
+    assert len(listings) == 1, listings
     assert r["set"] == s2["id"]
     assert datetime.fromisoformat(r["recovered_to"]) == exact
     check_clone(r, primary, exact)

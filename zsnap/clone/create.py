@@ -10,14 +10,14 @@ import os
 import pwd
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from zsnap.catalog import SnapshotSet, catalog_of
+from zsnap.catalog import SETS_OF, SnapshotSet, catalog_of
 from zsnap.clone import durability, registry
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
@@ -190,15 +190,21 @@ class CreateClone:
 
     # --- planning (read-only) ------------------------------------------------------------
 
-    def plan(self, request: CloneRequest, chosen: SnapshotSet | None = None) -> ClonePlan:
-        """What `run` would make: the set, the name, the port, the datasets. Changes nothing."""
+    def plan(
+        self, request: CloneRequest, chosen: SnapshotSet | None = None,
+        listed: Sequence[Mapping[str, str]] | None = None,
+    ) -> ClonePlan:
+        """What `run` would make: the set, the name, the port, the datasets. Changes nothing.
+        `listed`: the host's filesystems as `_filesystems` reads them, when already read."""
         if not archives.restore_command(self.config, self.zfs.runner):
             raise ConfigError("archive.restore_command is empty: a flashback instance fetches "
                               "the WAL after its set with it")
+        if listed is None:
+            listed = self._filesystems()
         if chosen is None:
-            chosen = self._first(self.candidates(request))
-        # Every cluster's clones (ports are shared), and what datasets exist, in one call.
-        clones, existing = registry.listing(self.zfs, sizes=False)
+            chosen = self._next_whole(self.candidates(request, listed), [])
+        # Every cluster's clones (ports are shared), and what datasets exist.
+        clones, existing = registry.listing(self.zfs, sizes=False, listed=listed)
         if request.name is not None:
             name = check_name(request.name)
             paths = ClonePaths(name, self.config.clones.mount_root)
@@ -210,12 +216,24 @@ class CreateClone:
         datasets = [paths.dataset(i, d) for i, d in enumerate(chosen.datasets)]
         return ClonePlan(name, chosen, port, paths, datasets, request.target, frozenset(existing))
 
-    def candidates(self, request: CloneRequest) -> list[SnapshotSet]:
+    def _filesystems(self) -> list[dict[str, str]]:
+        """The host's filesystems with what choosing a set (the catalog's marks), a name and a
+        port (the clone registry) and the pools' free space need to know: one `zfs list`
+        (each costs a transaction group's wait on a busy pool). Free space only where `zfs
+        list` prints bytes (OpenZFS); elsewhere `refuse_full` asks for it."""
+        parsable = self.zfs.capabilities.list_parsable
+        return self.zfs.list_filesystems(
+            [SETS_OF, *registry.COLUMNS, *(("used", "available") if parsable else ())],
+            parsable=parsable)
+
+    def candidates(
+        self, request: CloneRequest, listed: Sequence[Mapping[str, str]] | None = None
+    ) -> list[SnapshotSet]:
         """The sets to try, best first, each read whole before it is used (`confirmed`).
         Chosen from one snapshot a set where the catalog can (Catalog.heads), else, and
         whenever that finds no set for the target, from every member of every set."""
         catalog = catalog_of(self.config, self.zfs)
-        heads = catalog.heads()
+        heads = catalog.heads(listed)
         if heads is not None:
             with contextlib.suppress(ZsnapError):
                 return self._before_commit(
@@ -290,30 +308,27 @@ class CreateClone:
 
     # --- making --------------------------------------------------------------------------
 
-    def _first(self, sets: list[SnapshotSet]) -> SnapshotSet:
-        for s in sets:
-            whole = self.confirmed(s)
-            if whole is not None:
-                return whole
-        raise NotFoundError("every snapshot set that could serve the target is incomplete "
-                            "(a member is gone)")
-
     def run(self, request: CloneRequest) -> CloneResult:
         started = time.monotonic()
-        sets = self.candidates(request)
+        sets: list[SnapshotSet] | None = None
         tried: list[str] = []
-        for index, head in enumerate(sets):
-            s = self.confirmed(head)
-            if s is None:
-                tried.append(head.id)
-                continue
+        while True:
+            with self._allocation_lock():
+                # Read under the lock, as the names and ports claimed must be; the first
+                # attempt also chooses its sets from this listing.
+                listed = self._filesystems()
+                if sets is None:
+                    sets = self.candidates(request, listed)
+                s = self._next_whole(sets, tried)
+                plan, teardown = self._claim(request, s, listed)
             try:
-                result = self._attempt(request, s, started)
+                result = self._recover(request, plan, teardown, self.pg, started)
             except (_BeforeConsistent, _NotAfterSet) as e:
+                self._undo(teardown, self.pg)
                 tried.append(s.id)
-                if index + 1 < len(sets):
-                    log.warning("target %s is not after set %s; trying set %s",
-                                request.target, s.id, sets[index + 1].id)
+                if s.id != sets[-1].id:
+                    log.warning("target %s is not after set %s; trying an older set",
+                                request.target, s.id)
                     continue
                 if isinstance(e, _NotAfterSet):
                     raise NotFoundError(
@@ -325,28 +340,40 @@ class CreateClone:
                     f"target {request.target} is before the consistency point of set {s.id}"
                     + (", and there is no older set" if request.set_id is None else "")
                 ) from None
+            except BaseException:
+                self._undo(teardown, self.pg)
+                raise
             return replace(result, fell_back_from=tried)
+
+    def _next_whole(self, sets: list[SnapshotSet], tried: list[str]) -> SnapshotSet:
+        """The first of `sets` after those tried that is whole; those found incomplete are
+        added to `tried`."""
+        done = set(tried)
+        for head in sets:
+            if head.id in done:
+                continue
+            s = self.confirmed(head)
+            if s is not None:
+                return s
+            tried.append(head.id)
         raise NotFoundError("every snapshot set that could serve the target is incomplete "
                             f"(a member is gone: {', '.join(tried)})")
 
-    def _attempt(self, request: CloneRequest, s: SnapshotSet, started: float) -> CloneResult:
-        cfg = self.config
-        pg = self.pg
-        owner = os_user_entry(cfg.standby.os_user)
-        self.zfs.refuse_full(s.datasets, cfg.check.pool_free_critical_pct, "a clone")
-        with self._allocation_lock():
-            plan = self.plan(request, s)
-            teardown = Teardown(plan.name)
-            try:
-                self._make(plan, teardown, owner, request)
-            except BaseException:
-                self._undo(teardown, pg)
-                raise
+    def _claim(
+        self, request: CloneRequest, s: SnapshotSet, listed: Sequence[Mapping[str, str]]
+    ) -> tuple[ClonePlan, Teardown]:
+        """The clone's name, port and datasets, made (under the allocation lock); undone if
+        making them fails."""
+        self.zfs.refuse_full(s.datasets, self.config.check.pool_free_critical_pct, "a clone",
+                             listed)
+        plan = self.plan(request, s, listed)
+        teardown = Teardown(plan.name)
         try:
-            return self._recover(request, plan, teardown, pg, started)
+            self._make(plan, teardown, os_user_entry(self.config.standby.os_user), request)
         except BaseException:
-            self._undo(teardown, pg)
+            self._undo(teardown, self.pg)
             raise
+        return plan, teardown
 
     @contextlib.contextmanager
     def _allocation_lock(self) -> Iterator[None]:

@@ -5,7 +5,7 @@ the zsnap that made it."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,17 +64,18 @@ def read(zfs: Zfs, cluster: str | None = None, *, sizes: bool = True) -> list[Cl
 
 
 def listing(
-    zfs: Zfs, cluster: str | None = None, *, sizes: bool = True
+    zfs: Zfs, cluster: str | None = None, *, sizes: bool = True,
+    listed: Sequence[Mapping[str, str]] | None = None,
 ) -> tuple[list[Clone], set[str]]:
-    """`read`, and the name of every filesystem on the host, from the same `zfs list` call."""
-    inline = sizes and zfs.capabilities.list_parsable
-    columns = [*COLUMNS, "used"] if inline else COLUMNS
-    out = zfs.run("list", "-H", *(["-p"] if inline else []), "-t", "filesystem",
-                  "-o", ",".join(["name", *columns]), mutates=False, timeout=300)
-    rows: dict[str, list[dict[str, str]]] = {}
+    """`read`, and the name of every filesystem on the host, from the same `zfs list` call;
+    or from `listed`, the host's filesystems with COLUMNS, when the caller has them."""
+    inline = sizes and listed is None and zfs.capabilities.list_parsable
+    if listed is None:
+        listed = zfs.list_filesystems([*COLUMNS, "used"] if inline else COLUMNS,
+                                      parsable=inline)
+    rows: dict[str, list[Mapping[str, str]]] = {}
     names: set[str] = set()
-    for line in out.splitlines():
-        fields = dict(zip(["name", *columns], line.split("\t"), strict=True))
+    for fields in listed:
         names.add(fields["name"])
         if fields[NAME] in (UNSET, "") or fields[MEMBER] == UNSET:
             continue
@@ -115,7 +116,7 @@ def get(zfs: Zfs, name: str, cluster: str | None = None) -> Clone:
     raise NotFoundError(f"no flashback instance named {name} (zsnap clones lists them)")
 
 
-def _build(name: str, members: list[dict[str, str]]) -> Clone:
+def _build(name: str, members: list[Mapping[str, str]]) -> Clone:
     members = sorted(members, key=lambda m: int(m[MEMBER]) if m[MEMBER].isdigit() else 0)
     first = members[0]
     return Clone(
