@@ -1,4 +1,4 @@
-"""`python -m bench run|knobs|cold|pause|scale|report`."""
+"""`python -m bench all|run|knobs|cold|pause|scale|rowsback|startup|report`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bench.all import All
 from bench.cold import Cold
 from bench.knobs import Knobs
 from bench.pause import Pause
@@ -189,6 +190,19 @@ def rowsback(size_gb: float, wal_gb: float, after_set_s: float, runs: int, keep:
     click.echo(f"query --before-xid: {q['once_s_median']} s (answer after "
                f"{q['once_answer_s_median']} s); kept, next: "
                f"{q['keep_next_s_median']} s; pgBackRest restore + query: {b['median_s']} s")
+
+
+@cli.command("all")
+@click.option("--size-gb", default=2.0, show_default=True, help="bench run's database size.")
+@click.option("--pg-bin", type=click.Path(path_type=Path), default=None,
+              help="The labs' PostgreSQL bin directory [default: as zsnap lab up].")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("bench/results/all"),
+              show_default=True)
+def all_(size_gb: float, pg_bin: Path | None, out_dir: Path) -> None:
+    """startup, run, cold, pause and rowsback one after another, each with its defaults (cold:
+    five clones, the page cache dropped before every other); then every goal (goals.md)."""
+    _measured(All(out_dir, size_gb=size_gb, pg_bin=pg_bin).run)
+    click.echo((out_dir / "goals.md").read_text())
 
 
 @cli.command()

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.all import render_goals
 from bench.report import (
     doubling_table,
     goals_table,
@@ -104,10 +105,13 @@ def test_the_goals_and_the_profile() -> None:
                 clone_outcome("c", 11.0, 10.4), outcome("c", "pgbackrest", 20.0),
                 clone_outcome("b2", 2.0, 1.3), outcome("b2", "pgbackrest", 16.0)]
     goals = goals_table(outcomes)
-    assert "| a. same start: pgBackRest / zsnap | >= 1.0x | 1.2x |" in goals
-    assert ">= 5x | 6.0x |" in goals and "growing with size | 8.0x |" in goals
-    assert "<= 1.15 | 1.1x |" in goals
-    assert "<= 1 s | 0.65 s |" in goals  # median of 0.5 and 0.8
+    assert "| a. same start: pgBackRest / zsnap | >= 1.0x | 1.2x | met |" in goals
+    assert ">= 5x | 6.0x | met |" in goals and "growing with size | 8.0x | met |" in goals
+    assert "<= 1.15 | 1.1x | met |" in goals
+    assert "<= 1 s | 0.65 s | met |" in goals  # median of 0.5 and 0.8
+    slower = [*outcomes[:2], clone_outcome("c", 13.0, 12.4), outcome("c", "pgbackrest", 20.0)]
+    assert "<= 1.15 | 1.3x | **missed** |" in goals_table(slower)
+    assert "| >= 5x | - | not measured |" in goals_table(slower)
     profile = profile_table(outcomes).splitlines()
     assert len(profile) == 2 + 4
     assert profile[2].startswith("| a | zsnap clone --at T | 1 | 10.0 |")
@@ -125,3 +129,27 @@ def test_short_fs_names_the_pool() -> None:
     assert short_fs("zfs-fuse (zb_a/zsnap-clones/clone-1/0)") == "zfs-fuse (pool zb_a)"
     assert short_fs("zfs-fuse (zb_a/benchrestore)") == "zfs-fuse (pool zb_a)"
     assert short_fs("ext4 (/dev/vda)") == "ext4 (/dev/vda)"
+
+
+def test_bench_all_judges_every_goal_and_says_what_it_did_not_measure() -> None:
+    results: dict[str, dict[str, Any]] = {
+        "startup": {"cases": {"python -c pass": {"above_python_ms": 0.0},
+                              "zsnap --version": {"above_python_ms": 30.0},
+                              "zsnap list": {"above_python_ms": 201.4}}, "bench_s": 60.0},
+        "run": {"failed": "lab down", "bench_s": 120.0},
+        "cold": {"first_over_warm": 1.25, "bench_s": 400.0},
+        "pause": {"pause_ms_p95": 306.0, "bench_s": 200.0},
+        "rowsback": {"find": {"first_mb_s": 306.0, "first_vs_pg_waldump": 3.1},
+                     "query": {"once_answer_s_median": 2.31, "once_s_median": 4.1,
+                               "keep_next_s_median": 0.25}, "bench_s": 600.0},
+    }
+    text = render_goals(results)
+    assert "| <= 150 ms | 201 ms (`zsnap list`) | **missed** |" in text
+    assert "| <= 1.3x | 1.25x | met |" in text
+    assert "| >= 3x | - | not measured |" in text
+    assert "| <= 50 ms | 306 ms | **missed** |" in text
+    assert "| >= 100 MB/s | 306.0 MB/s | met |" in text and "| <= 2x | 3.1x | **missed** |" in text
+    assert "| <= 2 s | 2.31 s (exit 4.1 s) | **missed** |" in text
+    assert "| <= 0.3 s | 0.25 s | met |" in text
+    assert "same start: pgBackRest / zsnap" not in text  # the run failed: no row of its own
+    assert "- run failed: lab down" in text and "run 2 min" in text
