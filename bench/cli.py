@@ -129,6 +129,10 @@ def cold(size_gb: float, load_s: float, clones: int, recordsize: str | None, dro
         click.echo(f"clone {c['order']}: replay {c['replay_s']:.2f} s, zfs-fuse wrote "
                    f"{c['zfs_fuse_written_mib']} MiB, {c['zfs_fuse_cpu_s']:.1f} s CPU {cached}")
     click.echo(f"first / warm: {results['first_over_warm']}")
+    for r in results["pgbackrest"]:
+        cached = "page cache dropped" if r["page_cache_dropped"] else ""
+        click.echo(f"pgBackRest restore: {r['total_s']:.2f} s {cached}")
+    click.echo(f"pgBackRest first / zsnap first: {results['pgbackrest_first_over_zsnap_first']}")
 
 
 @cli.command()

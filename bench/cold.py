@@ -5,7 +5,9 @@ clone is profiled from outside: what zfs-fuse read, wrote and spent in CPU meanw
 (/proc/<pid>/io and stat), and what the host read and wrote (/proc/vmstat). With
 `--drop-caches` the host's page cache is dropped before every other clone, to tell a cold
 cache from the standby's own work after the load (how far its replay is behind the primary
-is recorded as each clone starts)."""
+is recorded as each clone starts). A pgBackRest full backup is taken with the set (as the
+issue's scenario has it) and restored to the same target after the clones: with
+`--drop-caches` first with the page cache dropped, then warm."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.dest import LocalDir, owned_dir
 from bench.lab import bench_lab
 from bench.machine import describe, filesystem
+from bench.paths import CopyPath, Start
+from bench.pgbackrest import PgBackRest
 from bench.workload import Database, PgbenchLoad, scale_for
 from bench.zsnapcli import ZsnapCli
 from zsnap.lab import LabInfo
+from zsnap.pg.binaries import PgTools
 from zsnap.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -82,9 +88,13 @@ class Cold:
         if self.recordsize:
             for pool in {d.split("/")[0] for d in info.datasets}:
                 runner.run(["zfs", "set", f"recordsize={self.recordsize}", pool])
+        home = owned_dir(info.root / "bench")
+        pgbr = PgBackRest(info, runner, home / "pgbackrest")
+        pgbr.configure()
         db = Database(info, runner)
         db.init(scale_for(self.size_gb))
         db.archive_all()
+        label = pgbr.backup()
         db.wait_standby()
         cli = ZsnapCli(info.config_file, runner)
         first = cli.snapshot()
@@ -120,6 +130,17 @@ class Cold:
             cli.timed("durable", str(data["name"]), timeout=3600)
             cli.destroy(str(data["name"]))
         warm = [c["replay_s"] for c in clones[1:] if not c["page_cache_dropped"]]
+        restore = CopyPath("pgbackrest", LocalDir(home / "restore"),
+                           PgTools(runner, info.pg_bin, "postgres"), info.primary_port + 5,
+                           info.socket_dir, info.log_dir / "pgbackrest.log", pgbackrest=pgbr)
+        restores = []
+        for cold in (True, False) if self.drop_caches else (False,):
+            if cold:
+                _drop_caches()
+            o = restore.restore(target, Start(str(first["id"]), label))
+            restores.append({"page_cache_dropped": cold, "total_s": round(o.total_s, 3),
+                             "restore_s": o.copy_s, "recover_s": o.recover_s})
+            log.info("pgBackRest restore: %.2f s", o.total_s)
         return {
             "machine": describe(runner, info.pg_bin),
             "filesystem": filesystem(info.standby_data),
@@ -130,4 +151,8 @@ class Cold:
             "clones": clones,
             "first_over_warm": round(clones[0]["replay_s"] / statistics.median(warm), 2)
             if warm else None,
+            "pgbackrest": restores,
+            # The same start and target: pgBackRest's first restore against zsnap's first clone.
+            "pgbackrest_first_over_zsnap_first": round(
+                restores[0]["total_s"] / clones[0]["total_s"], 2),
         }
