@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zsnap.errors import (
+    CommandNotFound,
     DatasetBusy,
     DatasetExists,
     DatasetNotFound,
@@ -18,7 +19,8 @@ from zsnap.errors import (
     ZfsError,
     ZfsUnsupported,
 )
-from zsnap.zfs import Capabilities, Mount, mount_of, mounts, pool_of, zfs_error
+from zsnap.runner import Runner
+from zsnap.zfs import Capabilities, Mount, Zfs, mount_of, mounts, pool_of, zfs_error
 
 DATA = Path(__file__).parent / "data"
 
@@ -122,3 +124,17 @@ NAMES = st.text(alphabet="abcdefghij_0123456789", min_size=1, max_size=8)
 def test_pool_of_is_the_first_component(pool: str, children: list[str], snap: str | None) -> None:
     name = "/".join([pool, *children]) + (f"@{snap}" if snap else "")
     assert pool_of(name) == pool
+
+
+def test_free_space_is_taken_from_a_listing_that_has_every_pool_in_bytes() -> None:
+    # A zfs that is not there: any call to it fails, so a result means none was made.
+    zfs = Zfs(Runner(), binary="/nonexistent/zfs")
+    listed = [{"name": "a", "used": "750", "available": "250"},
+              {"name": "b", "used": "100", "available": "900"},
+              {"name": "a/pgdata", "used": "700", "available": "250"}]
+    assert zfs.free_percent(["a", "b"], listed) == {"a": 25.0, "b": 90.0}
+    # Not in bytes (zfs-fuse has no `zfs list -p`), or a pool missing: zfs is asked.
+    in_words = [{**row, "used": "750M"} if row["name"] == "a" else row for row in listed]
+    for rows, pools in ((in_words, ["a"]), (listed, ["a", "c"])):
+        with pytest.raises(CommandNotFound):
+            zfs.free_percent(pools, rows)
