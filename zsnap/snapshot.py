@@ -7,8 +7,9 @@
    minRecoveryPoint up to the replay position; either way, while replay stays paused, no page
    newer than pg_control's minRecoveryPoint can reach disk;
 3. record what recovery needs;
-4. snapshot the control-file dataset first, then the rest, one call per pool (atomic within the
-   pool where zfs allows it), the metadata written as user properties in the same call;
+4. snapshot the control-file dataset first, then the rest at once, one call per pool (atomic
+   within the pool where zfs allows it), the metadata written as user properties in the same
+   call;
 5. resume replay in `finally` (and on the next start of zsnap if this process dies).
 
 A primary (standby.allow_primary) has no replay to freeze: its snapshots are taken between
@@ -19,6 +20,7 @@ pg_backup_start and pg_backup_stop on the same session, and the set carries the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -257,9 +259,7 @@ class TakeSnapshot:
                         # pg_backup_start's fast checkpoint is the set's redo point.
                         start = backup.start(f"zsnap {cfg.snapshot.cluster} {set_id}")
                         record = self._record_primary(conn, set_id, layout, datasets, start)
-                    for names in calls:
-                        self.zfs.snapshot(names, record)
-                        created.extend(names)
+                    self._snapshot(calls, record, created)
                     if backup is not None:
                         self._finish_backup(created, backup.stop())
                     else:
@@ -290,6 +290,38 @@ class TakeSnapshot:
         taken = catalog_of(cfg, self.zfs).read(set_id, created)
         # The measured window is the answer even if writing it onto a member failed.
         return taken.model_copy(update={"pause_ms": pause_ms})
+
+    def _snapshot(self, calls: list[list[str]], record: dict[str, str],
+                  created: list[str]) -> None:
+        """The control-file call first (the old rule, and a safety margin), then the others
+        at once: with replay frozen their order does not matter, and on a busy pool each call
+        waits for a transaction group, which calls made together share. What each made is in
+        `created` when this returns or raises, even when interrupted."""
+        first, *rest = calls
+        self.zfs.snapshot(first, record)
+        created.extend(first)
+        failures: list[BaseException] = []
+
+        def take(names: list[str]) -> None:
+            try:
+                self.zfs.snapshot(names, record)
+            except BaseException as e:  # raised in the caller's thread below
+                failures.append(e)
+            else:
+                created.extend(names)
+
+        # Each thread waits for its own `zfs`, whose death signal is tied to that thread.
+        workers = [threading.Thread(target=take, args=(names,)) for names in rest]
+        for w in workers:
+            w.start()
+        try:
+            for w in workers:
+                w.join()
+        finally:
+            for w in workers:  # interrupted meanwhile: what the calls made is still known
+                w.join()
+        if failures:
+            raise failures[0]
 
     def _mark_complete(self, control: str) -> None:
         """Written last, on the control-file member: what makes the set usable. Its dataset

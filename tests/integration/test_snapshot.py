@@ -14,11 +14,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.integration.faults import wrapped_zfs
 from zsnap.catalog import new_set_id, snapshot_name
 from zsnap.lab import Lab, LabInfo, LoadWriter
 from zsnap.lock import SNAPSHOT_LOCK, locked
@@ -264,6 +266,30 @@ def test_kill_9_while_paused_then_next_command_resumes(lab: LabInfo, cli: Any) -
     finally:
         writer.stop()
     assert landed >= 1, "the kill never landed while replay was paused"
+
+
+def test_the_calls_after_the_control_file_one_are_made_together(
+    lab: LabInfo, cli: Any, tmp_path: Path
+) -> None:
+    """On a busy pool each `zfs snapshot` waits for a transaction group: after the control-file
+    dataset's call, the others run at once (docs/protocol.md, step 5). Each call is held half
+    a second here and says when it began and ended."""
+    real = shutil.which("zfs")
+    calls = tmp_path / "calls"
+    env = wrapped_zfs(tmp_path, f"""if [ "$1" = snapshot ]; then
+    began=$(date +%s.%N); sleep 0.5; {real} "$@"; rc=$?
+    for last in "$@"; do :; done
+    echo "$began $(date +%s.%N) $last" >> {calls}; exit $rc
+fi""")
+    taken = cli.json("snapshot", env=env)
+    assert taken["complete"] is True
+    spans = {line.split()[2].split("@")[0]: (float(line.split()[0]), float(line.split()[1]))
+             for line in calls.read_text().splitlines()}
+    control, *others = taken["datasets"]
+    assert set(spans) == {control, *others} and len(others) == 2
+    assert all(spans[control][1] <= spans[d][0] for d in others)  # the control-file one first
+    assert max(spans[d][0] for d in others) < min(spans[d][1] for d in others)  # overlapping
+    destroy_set(lab, taken["id"])
 
 
 def test_failure_on_a_later_pool_removes_only_what_this_run_took(
