@@ -4,6 +4,7 @@ that the benchmark depends on zsnap's interface and not on its internals."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -13,7 +14,13 @@ from typing import Any
 
 from zsnap.runner import Runner
 
-ZFS_CALL = "run: zfs "
+# The runner's own record of a `zfs` call (`--debug`), with or without arguments; not the
+# lines of a command's output it logs (zfs's usage text says "run: zfs set|get").
+ZFS_CALL = re.compile(r"zsnap\.runner: run: zfs(?: |$)")
+
+
+def zfs_calls(stderr: str) -> int:
+    return sum(1 for line in stderr.splitlines() if ZFS_CALL.search(line))
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,7 @@ class ZsnapCli:
         started = time.monotonic()
         result = self.runner.run([*argv, *args, "--json"], timeout=timeout)
         seconds = time.monotonic() - started
-        calls = sum(1 for line in result.stderr.splitlines() if ZFS_CALL in line)
-        return Timed(seconds, json.loads(result.stdout), calls)
+        return Timed(seconds, json.loads(result.stdout), zfs_calls(result.stderr))
 
     def snapshot(self) -> dict[str, Any]:
         data: dict[str, Any] = self.timed("snapshot").data

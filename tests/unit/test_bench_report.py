@@ -19,6 +19,7 @@ from bench.report import (
     table,
 )
 from bench.stats import Summary, percentile, ratio
+from bench.zsnapcli import zfs_calls
 
 floats = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
@@ -154,3 +155,17 @@ def test_bench_all_judges_every_goal_and_says_what_it_did_not_measure() -> None:
     assert "| <= 0.3 s | 0.25 s | met |" in text
     assert "same start: pgBackRest / zsnap" not in text  # the run failed: no row of its own
     assert "- run failed: lab down" in text and "run 2 min" in text
+
+
+def test_zfs_calls_are_the_runners_records_not_the_usage_text_it_logs() -> None:
+    # `zsnap --debug clone --dry-run` on a lab (zfs-fuse), as printed.
+    stderr = """DEBUG zsnap.runner: run: zfs
+DEBUG zsnap.runner: exit 2: usage: zfs command args ...
+For the property list, run: zfs set|get
+For the delegated permission list, run: zfs allow|unallow
+DEBUG zsnap.runner: run: zfs list -H -t filesystem -o name,zsnap:sets_of
+DEBUG zsnap.runner: run: zfs list -H -t snapshot -o name,zsnap:format
+DEBUG zsnap.runner: run: zfs get -H -p -o name,property,value zsnap:format
+DEBUG zsnap.runner: run: zfsx
+DEBUG zsnap.runner: run: runuser -u postgres -- pg_ctl"""
+    assert zfs_calls(stderr) == 4
