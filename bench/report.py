@@ -173,11 +173,11 @@ def goals_of(rows: Iterable[Goal]) -> str:
     return table(["goal", "wanted", "measured", ""], (g.row() for g in rows))
 
 
-def _at_least(value: float | None, wanted: float) -> bool | None:
+def at_least(value: float | None, wanted: float) -> bool | None:
     return None if value is None else value >= wanted
 
 
-def _at_most(value: float | None, wanted: float) -> bool | None:
+def at_most(value: float | None, wanted: float) -> bool | None:
     return None if value is None else value <= wanted
 
 
@@ -194,15 +194,15 @@ def run_goals(outcomes: list[dict[str, Any]]) -> list[Goal]:
             and e["detail"]["clone"].get("limit_s") is not None]
     overhead = Summary.of(over).median if over else None
     return [
-        Goal("a. same start: pgBackRest / zsnap", ">= 1.0x", times(a), _at_least(a, 1.0)),
+        Goal("a. same start: pgBackRest / zsnap", ">= 1.0x", times(a), at_least(a, 1.0)),
         Goal("b. hourly sets vs daily full backup: pgBackRest / zsnap (size S)", ">= 5x",
-             times(b), _at_least(b, 5.0)),
+             times(b), at_least(b, 5.0)),
         Goal("b. the same at size 2S", "growing with size", times(b2),
              None if b is None or b2 is None else b2 > b),
         Goal("c. zsnap's ready time at 2S / S", "<= 1.15", times(growth),
-             _at_most(growth, 1.15)),
+             at_most(growth, 1.15)),
         Goal("zsnap above the floor (median, a and b)", "<= 1 s",
-             "-" if overhead is None else f"{overhead:.2f} s", _at_most(overhead, 1.0)),
+             "-" if overhead is None else f"{overhead:.2f} s", at_most(overhead, 1.0)),
     ]
 
 
