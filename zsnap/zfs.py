@@ -146,10 +146,7 @@ class Zfs:
     ) -> list[dict[str, str]]:
         """One call for every filesystem on the host with the given properties; `parsable`:
         numbers in bytes (`-p`, only where `zfs list` has it: capabilities.list_parsable)."""
-        out = self.run("list", "-H", *(["-p"] if parsable else []), "-t", "filesystem",
-                       "-o", ",".join(["name", *props]), mutates=False, timeout=300)
-        return [dict(zip(["name", *props], line.split("\t"), strict=True))
-                for line in out.splitlines() if line]
+        return self._list("filesystem", props, *(["-p"] if parsable else []))
 
     def exists(self, name: str) -> bool:
         try:
@@ -178,15 +175,15 @@ class Zfs:
     ) -> list[dict[str, str]]:
         """One call for every snapshot on the host (or only those of the datasets `of`) with
         the given (string) properties."""
-        out = self.run(
-            "list", "-H", "-t", "snapshot", "-o", ",".join(["name", *props]),
-            *(["-d", "1", *of] if of else []), mutates=False, timeout=300,
-        )
-        rows = []
-        for line in out.splitlines():
-            fields = line.split("\t")
-            rows.append(dict(zip(["name", *props], fields, strict=True)))
-        return rows
+        return self._list("snapshot", props, *(["-d", "1", *of] if of else []))
+
+    def _list(self, kind: str, props: Sequence[str], *args: str) -> list[dict[str, str]]:
+        """`zfs list` of datasets of `kind`, a row of the given properties for each."""
+        columns = ["name", *props]
+        out = self.run("list", "-H", "-t", kind, "-o", ",".join(columns), *args,
+                       mutates=False, timeout=300)
+        return [dict(zip(columns, line.split("\t"), strict=True))
+                for line in out.splitlines() if line]
 
     def free_percent(
         self, pools: Sequence[str], listed: Sequence[Mapping[str, str]] = ()
