@@ -251,6 +251,23 @@ def test_lines_that_are_not_records_are_passed_over() -> None:
     assert seg.changes == {760: {"1663/5/16424": [0, 0, 1, 0]}} and seg.records == 1
 
 
+@given(st.sampled_from([1, 2, 16, 64, 1024]),
+       st.lists(st.integers(0, (1 << 40) - 1), min_size=1, max_size=60))
+def test_each_record_is_counted_in_the_segment_its_lsn_is_in(mb: int, lsns: list[int]) -> None:
+    # The segment is worked out again only when an LSN's leading digits change; segment
+    # sizes that are no whole number of hex digits (2 MB) included.
+    size = mb * 1024 * 1024
+    lines = [f"rmgr: Heap        len (rec/tot):     54/    54, tx:        {700 + n % 3}, "
+             f"lsn: {lsn >> 32:X}/{lsn & 0xFFFFFFFF:08X}, prev 0/00000000, desc: INSERT off 1 "
+             f"flags 0x00, blkref #0: rel 1663/5/16384 blk 0" for n, lsn in enumerate(lsns)]
+    expected: dict[int, int] = {}
+    for lsn in lsns:
+        expected[lsn // size] = expected.get(lsn // size, 0) + 1
+    counted = {number: sum(files["1663/5/16384"][0] for files in seg.changes.values())
+               for number, seg in summarize(lines, size).items()}
+    assert counted == expected
+
+
 def test_an_expiry_written_by_hand_never_breaks_the_listing() -> None:
     from zsnap.clone.registry import _time
 

@@ -28,6 +28,8 @@ GLOBAL_TABLESPACE = 1664
 DEFAULT_TABLESPACE = 1663
 
 INSERTED, UPDATED, DELETED, PAGES = range(4)
+# The first words of the descriptions _record reads, of records other than Heap ones.
+_WANTED = ("MULTI_INSERT", "COMMIT", "ABORT", "CREATE", "RESTORE_POINT", "FPI")
 
 
 def file_key(path: str) -> str | None:
@@ -125,49 +127,67 @@ class Summarizer:
     def feed(self, lines: Iterable[str]) -> None:
         # The hot loop of `zsnap wal find`: a gigabyte of WAL is millions of lines, so the
         # fixed parts of pg_waldump's format ("rmgr: %-11s len (rec/tot): %6u/%8u, tx: %10u,
-        # lsn: %X/%08X, prev %X/%08X, desc: ...") are cut with str methods, and heap records,
-        # most of them, are counted inline.
+        # lsn: %X/%08X, prev %X/%08X, desc: ...") are cut with str methods without copying
+        # the line, the segment is worked out again only when the LSN's leading digits change,
+        # and heap records, most of them, are counted inline.
         size = self.segment_size
+        # The hex digits of an LSN's low half that fix its segment (or a part of it).
+        digits = 8 - (size.bit_length() - 1) // 4
         found = self.segments
-        number = -1
+        last_hi = last_top = ""
         seg = SegmentChanges()
+        changes = seg.changes
         for line in lines:
-            if not line.startswith("rmgr: "):
-                continue
             i = line.find(", tx:", 17)
-            j = line.find(", lsn: ", i)
-            k = line.find(", prev ", j)
-            d = line.find(", desc: ", k)
-            if min(i, j, k, d) < 0:
+            if i < 0:
                 continue
-            slash = line.index("/", j)
-            lsn = (int(line[j + 7:slash], 16) << 32) | int(line[slash + 1:k], 16)
-            if lsn // size != number:
-                number = lsn // size
+            j = line.find(", lsn: ", i)
+            slash = line.find("/", j)
+            k = line.find(", prev ", slash)
+            d = line.find(", desc: ", k)
+            if j < 0 or slash < 0 or k < 0 or d < 0 or not line.startswith("rmgr: "):
+                continue
+            hi = line[j + 7:slash]
+            top = line[slash + 1:slash + 1 + digits]
+            if top != last_top or hi != last_hi:
+                last_hi, last_top = hi, top
+                number = ((int(hi, 16) << 32) | int(line[slash + 1:k], 16)) // size
                 seg = found.get(number) or found.setdefault(number, SegmentChanges())
+                changes = seg.changes
             seg.records += 1
-            xid = int(line[i + 5:j])
-            rmgr = line[6:line.index(" ", 6)]
-            desc = line[d + 8:]
-            if rmgr == "Heap":
-                what = _heap_kind(desc)
-                if what is None:
-                    continue
-                ref = desc.find("blkref #0: rel ")
+            d += 8
+            if line.startswith("Heap ", 6):
+                if line.startswith("INSERT", d):
+                    what = INSERTED
+                elif line.startswith(("HOT_UPDATE", "UPDATE"), d):
+                    what = UPDATED
+                elif line.startswith("DELETE", d):
+                    flags = _FLAGS.search(line, d)
+                    if flags and int(flags.group(1), 16) & DELETE_IS_SUPER:
+                        continue
+                    what = DELETED
+                else:
+                    continue  # LOCK, INPLACE, CONFIRM...: no row changes
+                ref = line.find("blkref #0: rel ", d)
                 if ref < 0:
                     continue
-                key = desc[ref + 15:desc.find(" ", ref + 15)]
-                files = seg.changes.get(xid)
+                ref += 15
+                key = line[ref:line.find(" ", ref)]
+                xid = int(line[i + 5:j])
+                files = changes.get(xid)
                 if files is None:
-                    files = seg.changes[xid] = {}
+                    files = changes[xid] = {}
                 counts = files.get(key)
                 if counts is None:
-                    counts = files[key] = [0, 0, 0, 0]
+                    files[key] = counts = [0, 0, 0, 0]
                 counts[what] += 1
                 continue
-            space = desc.find(" ")
-            kind, rest = (desc, "") if space < 0 else (desc[:space], desc[space + 1:])
-            _record(seg, rmgr, xid, lsn, kind, rest)
+            if not line.startswith(_WANTED, d):
+                continue  # PRUNE, VISIBLE, CHECKPOINT...: nothing a transaction is listed by
+            lsn = (int(hi, 16) << 32) | int(line[slash + 1:k], 16)
+            space = line.find(" ", d)
+            kind, rest = (line[d:], "") if space < 0 else (line[d:space], line[space + 1:])
+            _record(seg, line[6:line.index(" ", 6)], int(line[i + 5:j]), lsn, kind, rest)
 
 
 def summarize(lines: Iterable[str], segment_size: int) -> dict[int, SegmentChanges]:
@@ -198,21 +218,6 @@ def _record(seg: SegmentChanges, rmgr: str, xid: int, lsn: int, kind: str, rest:
             # (VACUUM FULL, CLUSTER) rather than emptied (TRUNCATE).
             for ref in _BLKREF.finditer(rest):
                 seg.count(xid, "/".join(ref.groups()), PAGES)
-
-
-def _heap_kind(desc: str) -> int | None:
-    """What a Heap record's description (`UPDATE off 3 ...`, `INSERT+INIT off: 1, ...`) does
-    to a row: INSERTED, UPDATED, DELETED, or None (LOCK, INPLACE, CONFIRM...)."""
-    if desc.startswith("INSERT"):
-        return INSERTED
-    if desc.startswith(("UPDATE", "HOT_UPDATE")):
-        return UPDATED
-    if desc.startswith("DELETE"):
-        flags = _FLAGS.search(desc)
-        if flags and int(flags.group(1), 16) & DELETE_IS_SUPER:
-            return None
-        return DELETED
-    return None
 
 
 def _end(kind: str, xid: int, lsn: int, rest: str) -> End | None:
