@@ -45,7 +45,7 @@ def make_sets(zfs: Zfs, real: dict[str, Any], count: int) -> list[str]:
         for group in pool_groups(members):
             zfs.snapshot([f"{d}@{snapshot_name(set_id)}" for d in group], values)
         # Complete, as zsnap marks a set it has proven (on the control-file member).
-        zfs.set(f"{members[0]}@{snapshot_name(set_id)}", {PREFIX + "complete": COMPLETE})
+        zfs.set([f"{members[0]}@{snapshot_name(set_id)}"], {PREFIX + "complete": COMPLETE})
         return set_id
 
     with ThreadPoolExecutor(WORKERS) as pool:

@@ -364,17 +364,17 @@ class ReinitStandby:
                 self.on_progress(f"cloning {r.snapshot}")
                 zfs.clone(r.snapshot, r.incoming, {"mountpoint": "none"})
             self.on_progress(f"moving the damaged {r.dataset} aside to {r.aside}")
-            zfs.set(r.dataset, {"mountpoint": "none"})
+            zfs.set([r.dataset], {"mountpoint": "none"})
             zfs.rename(r.dataset, r.aside)
         if not zfs.exists(r.dataset):
             zfs.rename(r.incoming, r.dataset)
-        zfs.set(r.dataset, {"mountpoint": r.mountpoint})
+        zfs.set([r.dataset], {"mountpoint": r.mountpoint})
         if zfs.origin(r.dataset) is not None:
             self.on_progress(f"promoting {r.dataset}")
             zfs.promote(r.dataset)
         marked = zfs.get([r.aside], [SETS_OF])[r.aside].get(SETS_OF)
         if marked and marked != "-":
-            zfs.set(r.dataset, {SETS_OF: marked})
+            zfs.set([r.dataset], {SETS_OF: marked})
 
     def _follow(self, plan: ReinitPlan) -> None:
         """The newer sets' snapshots now live on the renamed datasets: say so on each (one by
@@ -387,7 +387,7 @@ class ReinitStandby:
             for name, values in (self.zfs.get(present, props) if present else {}).items():
                 members, layout = moved_members(values[props[0]], values[props[1]], renamed)
                 if members != values[props[0]]:
-                    self.zfs.set(name, {props[1]: layout, props[0]: members})
+                    self.zfs.set([name], {props[1]: layout, props[0]: members})
 
     def _start(self, plan: ReinitPlan) -> None:
         log_file = self.config.state.dir / "reinit-standby.log"

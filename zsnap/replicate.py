@@ -330,7 +330,7 @@ class Replicate:
         member.seconds = time.monotonic() - started
         # `send -p` carries the standby's mountpoint; a copy must never mount over anything.
         if member.base is None:
-            self.remote.set(dataset, {"mountpoint": "none"})
+            self.remote.set([dataset], {"mountpoint": "none"})
 
     # `zfs send` holds what it sends with a temporary hold `.send-<pid>-<n>`, which OpenZFS
     # releases when the sender exits however it ends; zfs-fuse keeps it when the sender is

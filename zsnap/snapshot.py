@@ -326,9 +326,9 @@ class TakeSnapshot:
     def _mark_complete(self, control: str) -> None:
         """Written last, on the control-file member: what makes the set usable. Its dataset
         is marked as heading this cluster's sets, for set selection (Catalog.heads)."""
-        self.zfs.set(control, {PREFIX + "complete": COMPLETE})
+        self.zfs.set([control], {PREFIX + "complete": COMPLETE})
         try:
-            self.zfs.set(control.split("@")[0], {SETS_OF: self.config.snapshot.cluster})
+            self.zfs.set([control.split("@")[0]], {SETS_OF: self.config.snapshot.cluster})
         except ZsnapError as e:  # selection then reads every member, as before
             log.warning("could not mark %s: %s", control.split("@")[0], e)
 
@@ -345,8 +345,7 @@ class TakeSnapshot:
             PREFIX + "backup_label": label.encode(),
             PREFIX + "pending": NONE,
         }
-        for name in names:
-            self.zfs.set(name, done)
+        self.zfs.set(names, done)
 
     def _remove_partial(self, set_id: str, created: list[str], error: BaseException) -> None:
         """Destroy the members this run took before a later one failed, and say so in one
@@ -370,11 +369,10 @@ class TakeSnapshot:
     def _write_pause(self, names: list[str], pause_ms: int) -> None:
         """pause_ms is measured after the snapshots exist, so it is written afterwards, on
         every member; a failure here loses a statistic, never the set."""
-        for name in names:
-            try:
-                self.zfs.set(name, {PREFIX + "pause_ms": str(pause_ms)})
-            except ZsnapError as e:
-                log.warning("could not record pause_ms on %s: %s", name, e)
+        try:
+            self.zfs.set(names, {PREFIX + "pause_ms": str(pause_ms)})
+        except ZsnapError as e:
+            log.warning("could not record pause_ms on %s: %s", ", ".join(names), e)
 
     def _check_standby(self, conn: Connection) -> None:
         refuse_unsupported(server_version(conn))

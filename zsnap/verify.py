@@ -26,11 +26,12 @@ import psycopg
 
 from zsnap.catalog import NONE, VERIFICATION, SnapshotSet, catalog_of
 from zsnap.clone import registry
-from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
+from zsnap.clone.create import CreateClone
 from zsnap.clone.destroy import Teardown
 from zsnap.clone.durability import SKIPPED
 from zsnap.clone.instance import Instance
 from zsnap.clone.naming import ClonePaths
+from zsnap.clone.request import CloneRequest, CloneResult, Wait
 from zsnap.clone.target import Target
 from zsnap.config import Config
 from zsnap.errors import (
@@ -249,7 +250,7 @@ class VerifySet:
             removal_error = self._remove_quietly(name, s)
         result.finished = self.now()
         # On the control-file member, where the catalog reads what was written after a set.
-        self.zfs.set(s.snapshots[0], result.properties())
+        self.zfs.set([s.snapshots[0]], result.properties())
         if removal_error is not None:
             raise ZsnapError(f"set {s.id} {result.outcome.value} verification, but its instance "
                              f"was not removed ({removal_error}): run zsnap destroy {name}")

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,18 @@ def test_a_mistake_found_in_the_wal_and_its_rows_back(lab: LabInfo, tmp_path: Pa
     n, second = count(cli, ["--before-xid", str(xid["update"])],
                       "SELECT count(*) FROM orders WHERE note <> 'oops'", "--keep", "10m")
     assert n == 900 and second["reused"] and second["instance"] == first["instance"]
+    # Extended only when that moves the expiry by a tenth of --keep or more (each write
+    # waits for a txg): the second question, asked at once, leaves it where the first put it.
+    def expiry() -> datetime:
+        [listed] = cli.json("clones")
+        return datetime.fromisoformat(listed["expires_at"])
+
+    kept = expiry()
+    assert datetime.fromisoformat(second["kept_until"]) == kept
+    _, third = count(cli, ["--before-xid", str(xid["update"])], "SELECT 1", "--keep", "1h")
+    assert third["reused"]
+    assert datetime.fromisoformat(third["kept_until"]) - kept > timedelta(minutes=45)
+    assert abs((expiry() - datetime.fromisoformat(third["kept_until"])).total_seconds()) < 1
     cli("destroy", first["instance"])
     assert count(cli, ["--before-xid", str(xid["truncate"])], "SELECT count(*) FROM items")[0] \
         == 900

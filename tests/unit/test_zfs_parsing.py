@@ -29,19 +29,19 @@ def test_zfs_fuse_snapshots_one_at_a_time_and_has_no_list_p() -> None:
     # Captured by running `zfs` without arguments on zfs-fuse 0.7 (this machine).
     caps = Capabilities.from_usage((DATA / "zfs-fuse-0.7-usage.txt").read_text())
     assert caps == Capabilities(atomic_snapshots=False, list_parsable=False,
-                                resumable_receive=False)
+                                resumable_receive=False, set_several=False)
 
 
 def test_openzfs_2_snapshots_atomically_and_lists_parsable() -> None:
     # The usage lines of OpenZFS 2.1's zfs_main.c (get_usage).
     caps = Capabilities.from_usage((DATA / "openzfs-2.1-usage.txt").read_text())
     assert caps == Capabilities(atomic_snapshots=True, list_parsable=True,
-                                resumable_receive=True)
+                                resumable_receive=True, set_several=True)
 
 
 def test_unknown_usage_assumes_the_least() -> None:
     assert Capabilities.from_usage("zfs: command not understood") == Capabilities(
-        False, False, False)
+        False, False, False, False)
 
 
 @pytest.mark.parametrize(
@@ -138,3 +138,25 @@ def test_free_space_is_taken_from_a_listing_that_has_every_pool_in_bytes() -> No
     for rows, pools in ((in_words, ["a"]), (listed, ["a", "c"])):
         with pytest.raises(CommandNotFound):
             zfs.free_percent(pools, rows)
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_properties_are_set_on_every_target_in_as_few_calls_as_zfs_takes(several: bool) -> None:
+    # A dry run records the calls it skips; the capabilities are those of the usage text.
+    runner = Runner(dry_run=True)
+    zfs = Zfs(runner, binary="/nonexistent/zfs")
+    zfs.__dict__["capabilities"] = Capabilities(several, several, several, set_several=several)
+    zfs.set(["p/a@s", "q/b@s"], {"zsnap:x": "1", "zsnap:y": "2"})
+    both = ["p/a@s", "q/b@s"]
+    assert runner.skipped == ([["/nonexistent/zfs", "set", "zsnap:x=1", "zsnap:y=2", *both]]
+                              if several else
+                              [["/nonexistent/zfs", "set", "zsnap:x=1", *both],
+                               ["/nonexistent/zfs", "set", "zsnap:y=2", *both]])
+
+
+def test_one_property_is_set_without_asking_zfs_what_it_takes() -> None:
+    runner = Runner(dry_run=True)
+    zfs = Zfs(runner, binary="/nonexistent/zfs")  # asking it would fail: CommandNotFound
+    zfs.set(["p/a", "p/b"], {"zsnap:x": "1"})
+    zfs.set([], {"zsnap:x": "1", "zsnap:y": "2"})
+    assert runner.skipped == [["/nonexistent/zfs", "set", "zsnap:x=1", "p/a", "p/b"]]

@@ -23,7 +23,7 @@ from zsnap.changes.relations import Names, RelationMap, cached, keep, read_serve
 from zsnap.changes.scan import Progress, WalScan
 from zsnap.changes.transactions import Assembler, Point, Transaction
 from zsnap.changes.waldump import DELETED, INSERTED, PAGES, UPDATED
-from zsnap.clone.create import CloneRequest
+from zsnap.clone.request import CloneRequest
 from zsnap.clone.target import Target
 from zsnap.config import Config
 from zsnap.errors import NotFoundError, UsageError, ZsnapError

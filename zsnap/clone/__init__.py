@@ -2,7 +2,8 @@
 
 The API other operations build on (verification runs, queries of the past, benchmarks):
 
-    from zsnap.clone.create import CloneRequest, CreateClone
+    from zsnap.clone.create import CreateClone
+    from zsnap.clone.request import CloneRequest
     from zsnap.clone.destroy import DestroyClone
     from zsnap.clone.target import Target
     result = CreateClone(config, zfs).run(CloneRequest(Target.immediate(), set_id=set_id))

@@ -12,10 +12,8 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from enum import Enum
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from zsnap.catalog import SETS_OF, SnapshotSet, catalog_of
 from zsnap.clone import durability, registry
@@ -23,9 +21,10 @@ from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
 from zsnap.clone.local_wal import move_wal
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
-from zsnap.clone.recovery import MB, DataDir, instance_settings, prefetch_helps, prepare
+from zsnap.clone.recovery import DataDir, instance_settings, prefetch_helps, prepare
+from zsnap.clone.request import CloneRequest, CloneResult, Wait
 from zsnap.clone.select import TargetOutOfRange, candidates
-from zsnap.clone.serverlog import Cause, Phases, consistent_at, phases
+from zsnap.clone.serverlog import Cause, consistent_at, phases
 from zsnap.clone.target import Kind, Target
 from zsnap.clone.wal_needs import CloneWal
 from zsnap.config import Config, config_path
@@ -40,7 +39,6 @@ from zsnap.errors import (
     ZsnapError,
 )
 from zsnap.lock import locked
-from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import instance_conninfo
 from zsnap.ports import port_free
@@ -54,34 +52,6 @@ CLONE_LOCK = "clone"
 LOCK_WAIT_S = 300.0
 
 
-class Wait(Enum):
-    """When a clone becomes durable (zsnap.clone.durability)."""
-
-    BACKGROUND = "background"  # after `zsnap clone` returns, by a worker of its own
-    WAIT = "wait"  # before it returns (`--durable`)
-    SKIP = "skip"  # never: a verification instance, removed after its checks
-
-
-@dataclass(frozen=True)
-class CloneRequest:
-    target: Target
-    name: str | None = None
-    port: int | None = None
-    pause: bool = False  # stay paused at the target (read-only) instead of promoting
-    set_id: str | None = None  # use this set, no fallback
-    fast_recovery: bool = True  # replay with the throwaway-instance settings
-    timeout_s: float | None = None  # for reaching the target once the instance is consistent
-    durability: Wait = Wait.BACKGROUND
-    # How long it may live: past that, `zsnap destroy --expired` (and the daemon) remove it.
-    # None: until destroyed (`zsnap clone` gives [clones] ttl when --ttl is not given).
-    ttl: timedelta | None = None
-    # Where the target transaction's commit is in the WAL, when it was looked up there: only
-    # sets consistent before it can stop at (or just before) it.
-    commit_lsn: Lsn | None = None
-    # PostgreSQL settings of this instance only, after [clones] settings.
-    settings: dict[str, str] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class ClonePlan:
     name: str
@@ -91,68 +61,6 @@ class ClonePlan:
     datasets: list[str]  # the clones, in set member order
     target: Target
     existing: frozenset[str] = frozenset()  # the host's filesystems when planned
-
-
-@dataclass(frozen=True)
-class CloneResult:
-    name: str
-    set_id: str
-    port: int
-    dsn: str
-    target: Target
-    recovered_to: datetime | None  # the last replayed commit's timestamp
-    replay_lsn: Lsn | None
-    consistent_lsn: Lsn | None  # where the instance's log says it became consistent
-    promoted: bool
-    elapsed_s: float
-    pgdata: Path
-    log: Path
-    datasets: list[str]
-    fell_back_from: list[str] = field(default_factory=list)
-    # Seconds each step took, in order: clone (everything before the server starts; for the
-    # first attempt also choosing the set), consistent, target, promote, and durable where
-    # the caller waited for it.
-    steps_s: dict[str, float] = field(default_factory=dict)
-    durability: str = "durable"  # a zsnap.clone.durability.Durability value
-    # The WAL replayed, from the set's redo point to where replay stopped, and the seconds
-    # from the server's start until it stopped there.
-    wal_replayed_bytes: int | None = None
-    replay_s: float | None = None
-    server: Phases | None = None  # from the server log: its start, its replay
-
-    @property
-    def replay_mb_s(self) -> float | None:
-        if self.wal_replayed_bytes is None or not self.replay_s:
-            return None
-        return self.wal_replayed_bytes / MB / self.replay_s
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "set": self.set_id,
-            "port": self.port,
-            "dsn": self.dsn,
-            "target": str(self.target),
-            "target_note": self.target.note,
-            "recovered_to": self.recovered_to.isoformat() if self.recovered_to else None,
-            "replay_lsn": str(self.replay_lsn) if self.replay_lsn else None,
-            "consistent_lsn": str(self.consistent_lsn) if self.consistent_lsn else None,
-            "state": "promoted" if self.promoted else "paused",
-            "elapsed_s": round(self.elapsed_s, 3),
-            "pgdata": str(self.pgdata),
-            "log": str(self.log),
-            "datasets": self.datasets,
-            "fell_back_from": self.fell_back_from,
-            "steps_s": self.steps_s,
-            "durability": self.durability,
-            "wal_replayed_bytes": self.wal_replayed_bytes,
-            "replay_s": self.replay_s,
-            "replay_mb_s": round(self.replay_mb_s, 1) if self.replay_mb_s is not None else None,
-            # The floor (PostgreSQL's start and its replay to the target) and what zsnap adds.
-            "limit_s": self.server.limit_s if self.server else None,
-            "overhead_s": (round(self.elapsed_s - self.server.limit_s, 3) if self.server
-                           else None),
-        }
 
 
 class Stopwatch:

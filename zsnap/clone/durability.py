@@ -243,5 +243,4 @@ class MakeDurable:
         return Status(Durability.DURABLE, now)
 
     def _record(self, clone: registry.Clone, value: str) -> None:
-        for dataset in clone.datasets:
-            self.zfs.set(dataset, {registry.DURABLE: value})
+        self.zfs.set(clone.datasets, {registry.DURABLE: value})

@@ -26,9 +26,9 @@ from zsnap.output import console, emit, err_console, error_line, fmt_time, table
 # What runs a command is loaded by it (psycopg, pydantic, rich): `--help` needs none of it.
 if TYPE_CHECKING:
     from zsnap.clone import durability, registry
-    from zsnap.clone.create import CloneResult
     from zsnap.clone.expire import ExpiredResult
     from zsnap.clone.instance import ReplayState
+    from zsnap.clone.request import CloneResult
     from zsnap.pg.binaries import PgTools
 
 
@@ -89,7 +89,8 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
           as_json: bool) -> None:
     """Start a flashback instance: the database as it was at a target."""
     from zsnap.changes.find import commit_lsn
-    from zsnap.clone.create import CloneRequest, CreateClone, Wait
+    from zsnap.clone.create import CreateClone
+    from zsnap.clone.request import CloneRequest, Wait
 
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
     lifetime = duration_option(ttl, "--ttl")

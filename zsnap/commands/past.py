@@ -19,13 +19,13 @@ from zsnap.errors import UsageError
 from zsnap.output import console, emit, err_console, table, to_json
 
 if TYPE_CHECKING:
-    from zsnap.clone.create import CloneRequest
+    from zsnap.clone.request import CloneRequest
 
 
 def _request(at: str | None, before_xid: str | None, xid: str | None, lsn: str | None,
              restore_point: str | None, immediate: bool, set_id: str | None) -> CloneRequest:
     target = target_from(at, before_xid, xid, lsn, restore_point, immediate, set_id)
-    from zsnap.clone.create import CloneRequest
+    from zsnap.clone.request import CloneRequest
 
     return CloneRequest(target, set_id=set_id)
 

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from zsnap.clone.create import CloneRequest
+from zsnap.clone.request import CloneRequest
 from zsnap.config import Config
 from zsnap.errors import CommandError, NotFoundError, PostgresError, first_line
 from zsnap.past.instance import PastInstance, past_instance

@@ -24,9 +24,9 @@ from pathlib import Path
 import psycopg
 
 from zsnap.clone import registry
-from zsnap.clone.create import CloneRequest, CloneResult, CreateClone, Wait
 from zsnap.clone.destroy import DestroyClone
 from zsnap.clone.naming import ClonePaths
+from zsnap.clone.request import CloneRequest, CloneResult, Wait
 from zsnap.clone.target import Target
 from zsnap.config import Config
 from zsnap.errors import ZsnapError
@@ -99,8 +99,12 @@ def past_instance(
         if found is not None and not registry.expired(found, now) \
                 and _answers(found, config.standby.conninfo):
             expires = now + keep
-            for dataset in found.datasets:
-                zfs.set(dataset, {registry.EXPIRES: expires.isoformat(timespec="seconds")})
+            # Each question extends the instance's life; a property written waits for a ZFS
+            # transaction group, so only a move by a tenth of --keep or more is written.
+            if found.expires_at is None or expires - found.expires_at >= keep / 10:
+                zfs.set(found.datasets, {registry.EXPIRES: expires.isoformat(timespec="seconds")})
+            else:
+                expires = found.expires_at
             instance = PastInstance(name, found.port, ClonePaths(name, found.dir.parent)
                                     .socket_dir, found.set, request.target,
                                     config.standby.conninfo, True, expires)
@@ -110,8 +114,10 @@ def past_instance(
         name = f"{purpose}-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid() % 100000}"
     if instance is None:
         from zsnap.changes.find import commit_lsn
+        from zsnap.clone.create import CreateClone
 
-        # Looked up only now: a kept instance answers without reading the WAL again.
+        # Looked up only now: a kept instance answers without reading the WAL again (nor
+        # loading what makes an instance).
         found_lsn = request.commit_lsn or commit_lsn(config, zfs, request.target)
         made = CreateClone(config, zfs).run(replace(
             request, name=name, ttl=keep or THROWAWAY_TTL, pause=False,

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from zsnap.clone.create import CloneRequest
+from zsnap.clone.request import CloneRequest
 from zsnap.config import Config
 from zsnap.errors import PostgresError, UsageError, first_line
 from zsnap.past.instance import past_instance
