@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.dest import LocalDir, owned_dir
-from bench.lab import bench_lab
+from bench.lab import LabBenchmark
 from bench.machine import describe, filesystem
 from bench.paths import CopyPath, Start
 from bench.pgbackrest import PgBackRest
@@ -67,22 +67,14 @@ def _drop_caches() -> None:
 
 
 @dataclass
-class Cold:
+class Cold(LabBenchmark):
     size_gb: float = 1.5
+    name: str = "zcold"
+    port: int = 49320
     load_s: float = 60.0
     clones: int = 3
     recordsize: str | None = None
     drop_caches: bool = False
-    name: str = "zcold"
-    port: int = 49320
-    keep: bool = False
-    pg_bin: Path | None = None
-
-    def run(self) -> dict[str, Any]:
-        runner = Runner()
-        with bench_lab(self.name, self.port, self.size_gb, self.pg_bin, self.keep,
-                       runner) as info:
-            return self._run(info, runner)
 
     def _run(self, info: LabInfo, runner: Runner) -> dict[str, Any]:
         if self.recordsize:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.lab import bench_lab
+from bench.lab import LabBenchmark
 from bench.machine import describe, filesystem
 from bench.paths import oracle
 from bench.workload import Database, PgbenchLoad, scale_for
@@ -51,20 +51,12 @@ def variants(memory: int, io_methods: list[str]) -> dict[str, dict[str, str]]:
 
 
 @dataclass
-class Knobs:
+class Knobs(LabBenchmark):
     size_gb: float = 1.0
-    wal_gb: float = 0.5
-    runs: int = 3
     name: str = "zknobs"
     port: int = 48320
-    keep: bool = False
-    pg_bin: Path | None = None
-
-    def run(self) -> dict[str, Any]:
-        runner = Runner()
-        with bench_lab(self.name, self.port, self.size_gb, self.pg_bin, self.keep,
-                       runner) as info:
-            return self._run(info, runner)
+    wal_gb: float = 0.5
+    runs: int = 3
 
     def _run(self, info: LabInfo, runner: Runner) -> dict[str, Any]:
         db = Database(info, runner)

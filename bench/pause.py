@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.lab import bench_lab
+from bench.lab import LabBenchmark
 from bench.machine import describe, filesystem
 from bench.snapcost import snapshot_cost
 from bench.stats import percentile
@@ -26,19 +25,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Pause:
+class Pause(LabBenchmark):
     size_gb: float = 0.6
-    sets: int = 12
     name: str = "zpause"
     port: int = 50320
-    keep: bool = False
-    pg_bin: Path | None = None
-
-    def run(self) -> dict[str, Any]:
-        runner = Runner()
-        with bench_lab(self.name, self.port, self.size_gb, self.pg_bin, self.keep,
-                       runner) as info:
-            return self._run(info, runner)
+    sets: int = 12
 
     def _run(self, info: LabInfo, runner: Runner) -> dict[str, Any]:
         db = Database(info, runner)

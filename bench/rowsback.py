@@ -26,7 +26,7 @@ import psycopg
 
 from bench.dest import LocalDir, owned_dir
 from bench.instance import Instance
-from bench.lab import bench_lab
+from bench.lab import LabBenchmark
 from bench.machine import describe, filesystem
 from bench.pgbackrest import PgBackRest
 from bench.workload import Database, PgbenchLoad, scale_for
@@ -48,21 +48,13 @@ SEARCH = ("wal", "find", "--kind", "delete", "--min-rows", "1000")
 
 
 @dataclass
-class RowsBack:
+class RowsBack(LabBenchmark):
     size_gb: float = 2.0
+    name: str = "zrows"
+    port: int = 51320
     wal_gb: float = 1.0
     after_set_s: float = 20.0  # pgbench between the newest set and the mistake
     runs: int = 3
-    name: str = "zrows"
-    port: int = 49320
-    keep: bool = False
-    pg_bin: Path | None = None
-
-    def run(self) -> dict[str, Any]:
-        runner = Runner()
-        with bench_lab(self.name, self.port, self.size_gb, self.pg_bin, self.keep,
-                       runner) as info:
-            return self._run(info, runner)
 
     def _run(self, info: LabInfo, runner: Runner) -> dict[str, Any]:
         # As docs/operations.md recommends (and `bench run` does): each set's redo point at

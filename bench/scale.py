@@ -108,7 +108,7 @@ class Scale:
     sets: int = 1000
     runs: int = 3
     name: str = "zscale"
-    port: int = 49320
+    port: int = 52320
     pg_bin: Path | None = None
 
     def run(self) -> dict[str, Any]:
