@@ -20,6 +20,8 @@ from typing import Any
 
 import zsnap
 from bench.machine import describe
+from zsnap.errors import ZsnapError
+from zsnap.lab import ensure_zfs
 from zsnap.pg.binaries import find_bindir
 from zsnap.runner import Runner
 
@@ -44,6 +46,9 @@ class Startup:
         # zsnap as installed, its bytecode written (pip does): with PYTHONDONTWRITEBYTECODE
         # set, as on these machines, every start would compile its changed sources again.
         compileall.compile_dir(Path(zsnap.__file__).parent, quiet=1)
+        # `zsnap list` asks zfs: without a daemon to answer (zfs-fuse), it would time its
+        # error path (which loads rich to say so) instead of the command.
+        ensure_zfs(Runner())
         with tempfile.TemporaryDirectory(prefix="zsnap-startup-") as tmp:
             config = Path(tmp) / "zsnap.toml"
             config.write_text(f'[state]\ndir = "{Path(tmp) / "state"}"\n')
@@ -52,8 +57,10 @@ class Startup:
             for _ in range(self.runs):
                 for name, command in argv.items():  # interleaved: drift hits all alike
                     started = time.perf_counter()
-                    subprocess.run(command, capture_output=True, check=False)
+                    proc = subprocess.run(command, capture_output=True, text=True, check=False)
                     times[name].append(time.perf_counter() - started)
+                    if proc.returncode != 0:
+                        raise ZsnapError(f"{name} failed: {proc.stderr.strip()}")
             imports = {name: self._imports(command) for name, command in argv.items()}
         base = statistics.median(times["python -c pass"])
         return {
