@@ -3,7 +3,8 @@ real output of a lab, one segment, read with the resource managers zsnap asks fo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import marshal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from zsnap.changes.find import (
 from zsnap.changes.relations import Names, Relation, RelationMap
 from zsnap.changes.scan import _stopped_at
 from zsnap.changes.transactions import Assembler, Point, Transaction
-from zsnap.changes.waldump import SegmentChanges, file_key, summarize
+from zsnap.changes.waldump import RestorePoint, SegmentChanges, file_key, summarize
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
 from zsnap.lsn import Lsn
@@ -248,18 +249,30 @@ def test_lines_that_are_not_records_are_passed_over() -> None:
              "0/0302B258, prev 0/0302ACF0, desc: DELETE off 1 flags 0x00 KEYS_UPDATED , "
              "blkref #0: rel 1663/5/16424 blk 0"]
     [seg] = summarize(lines, SEGMENT).values()
-    assert seg.changes == {760: {"1663/5/16424": [0, 0, 1, 0]}} and seg.records == 1
+    assert seg.changes == {760: {"1663/5/16424": [0, 0, 1, 0]}}
+
+
+@pytest.mark.parametrize("name", ["waldump-15.txt", "waldump-18.txt"])
+def test_a_summary_is_the_same_read_back_from_the_cache(name: str) -> None:
+    # Commits are kept as microseconds since the epoch, and short when they list nothing.
+    segments = summarize((DATA / name).read_text().splitlines(), SEGMENT)
+    ends = [e for seg in segments.values() for e in seg.ends]
+    assert any(e.subxacts or e.dropped_files for e in ends) and any(not e.subxacts for e in ends)
+    for seg in segments.values():
+        again = SegmentChanges.from_cache(marshal.loads(marshal.dumps(seg.to_cache())))
+        assert again == seg
+        assert [e.at.utcoffset() for e in again.ends] == [timedelta(0)] * len(seg.ends)
 
 
 @given(st.sampled_from([1, 2, 16, 64, 1024]),
        st.lists(st.integers(0, (1 << 40) - 1), min_size=1, max_size=60))
 def test_each_record_is_counted_in_the_segment_its_lsn_is_in(mb: int, lsns: list[int]) -> None:
-    # The segment is worked out again only when an LSN's leading digits change; segment
-    # sizes that are no whole number of hex digits (2 MB) included.
+    # The text is cut where the LSNs' leading digits change; segment sizes that are no whole
+    # number of hex digits (2 MB) included. pg_waldump prints records in LSN order.
     size = mb * 1024 * 1024
     lines = [f"rmgr: Heap        len (rec/tot):     54/    54, tx:        {700 + n % 3}, "
              f"lsn: {lsn >> 32:X}/{lsn & 0xFFFFFFFF:08X}, prev 0/00000000, desc: INSERT off 1 "
-             f"flags 0x00, blkref #0: rel 1663/5/16384 blk 0" for n, lsn in enumerate(lsns)]
+             f"flags 0x00, blkref #0: rel 1663/5/16384 blk 0" for n, lsn in enumerate(sorted(lsns))]
     expected: dict[int, int] = {}
     for lsn in lsns:
         expected[lsn // size] = expected.get(lsn // size, 0) + 1
@@ -268,9 +281,37 @@ def test_each_record_is_counted_in_the_segment_its_lsn_is_in(mb: int, lsns: list
     assert counted == expected
 
 
+def test_an_lsn_written_in_a_description_does_not_move_a_record() -> None:
+    head = "len (rec/tot):     54/    54, tx:        {}, lsn: 0/{}, prev 0/00000000, desc: "
+    lines = [f"rmgr: Heap        {head.format(700, '01000100')}INSERT off 1 flags 0x00, "
+             "blkref #0: rel 1663/5/16384 blk 0",
+             f"rmgr: XLOG        {head.format(0, '02000100')}RESTORE_POINT a, lsn: 0/01",
+             f"rmgr: Heap        {head.format(701, '02000200')}INSERT off 2 flags 0x00, "
+             "blkref #0: rel 1663/5/16384 blk 0"]
+    segments = summarize(lines, SEGMENT)
+    assert list(segments[1].changes) == [700] and segments[1].restore_points == []
+    assert list(segments[2].changes) == [701]
+    assert segments[2].restore_points == [RestorePoint("a, lsn: 0/01", 0x02000100)]
+
+
 def test_an_expiry_written_by_hand_never_breaks_the_listing() -> None:
     from zsnap.clone.registry import _time
 
     assert _time("-") is None and _time("soon") is None
     assert _time("2026-12-04T10:00:00") == datetime(2026, 12, 4, 10, tzinfo=UTC)
     assert _time("2026-12-04T10:00:00+01:00") == datetime(2026, 12, 4, 9, tzinfo=UTC)
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)),
+       st.integers(3, (1 << 32) - 1), st.sampled_from(["", "; inval msgs: catcache 19",
+                                                        "; subxacts: 901 902"]))
+def test_a_commit_is_read_alike_however_much_it_lists(at: datetime, xid: int, more: str) -> None:
+    # Commits that list nothing but their time are read by a shorter path than the others.
+    line = (f"rmgr: Transaction len (rec/tot):     34/    34, tx: {xid:>10}, lsn: 0/0302B258, "
+            f"prev 0/0302ACF0, desc: COMMIT {at:%Y-%m-%d %H:%M:%S}.{at.microsecond:06d} UTC"
+            f"{more}")
+    [seg] = summarize([line], SEGMENT).values()
+    [end] = seg.ends
+    assert (end.xid, end.lsn, end.committed, end.at) == \
+        (xid, 0x0302B258, True, at.replace(tzinfo=UTC))
+    assert end.subxacts == ((901, 902) if "subxacts" in more else ())

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from zsnap.catalog import SnapshotSet, catalog_of
@@ -61,6 +62,13 @@ class FindRequest:
     until: datetime | None = None
     kinds: frozenset[str] = frozenset()  # of KINDS; empty: any
     min_rows: int = 0
+
+    @cached_property
+    def counted(self) -> tuple[int, ...]:
+        """Which of a file's row counts the kinds asked for add up (`--min-rows`)."""
+        return tuple(i for kind, i in (("insert", INSERTED), ("update", UPDATED),
+                                       ("delete", DELETED))
+                     if not self.kinds or kind in self.kinds)
 
 
 @dataclass
@@ -491,8 +499,7 @@ def _may_match(t: Transaction, request: FindRequest) -> bool:
     keeps millions of small transactions out of the naming."""
     if not request.kinds and not request.min_rows:
         return True
-    counted = [i for kind, i in (("insert", INSERTED), ("update", UPDATED), ("delete", DELETED))
-               if not request.kinds or kind in request.kinds]
+    counted = request.counted
     rows = sum(counts[i] for counts in t.files.values() for i in counted)
     if request.kinds:
         removal = bool(request.kinds & {"truncate", "drop"}) and bool(t.dropped_files)

@@ -10,10 +10,10 @@ records and Storage CREATE name paths (`base/5/16384`), turned into the same for
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 # The resource managers whose records matter here (pg_waldump --rmgr, one per flag).
 RMGRS = ("Heap", "Heap2", "Transaction", "Storage", "XLOG")
@@ -27,9 +27,13 @@ DELETE_IS_SUPER = 0x08
 GLOBAL_TABLESPACE = 1664
 DEFAULT_TABLESPACE = 1663
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
 INSERTED, UPDATED, DELETED, PAGES = range(4)
-# The first words of the descriptions _record reads, of records other than Heap ones.
-_WANTED = ("MULTI_INSERT", "COMMIT", "ABORT", "CREATE", "RESTORE_POINT", "FPI")
+_LSN = re.compile(r", lsn: ([0-9A-F]+)/([0-9A-F]{8}), prev ")
+# A heap record's first three letters -> what it does to a row (INSERT+INIT, HOT_UPDATE...).
+_HEAP_ROWS = {"INS": INSERTED, "HOT": UPDATED, "UPD": UPDATED, "DEL": DELETED}
 
 
 def file_key(path: str) -> str | None:
@@ -51,9 +55,9 @@ def database_of(key: str) -> int:
     return int(key.split("/")[1])
 
 
-@dataclass(frozen=True)
-class End:
-    """A transaction's commit or abort record."""
+class End(NamedTuple):
+    """A transaction's commit or abort record (a named tuple: a gigabyte of WAL makes
+    hundreds of thousands, each cheap to build)."""
 
     xid: int
     lsn: int
@@ -63,15 +67,19 @@ class End:
     dropped_files: tuple[str, ...] = ()  # `rels:`: relation files removed at commit
     dropped_relations: tuple[str, ...] = ()  # `dropped stats:` of relations, as DB/OID
 
-    def to_json(self) -> list[Any]:
-        return [self.xid, self.lsn, self.committed, self.at.isoformat(), list(self.subxacts),
-                list(self.dropped_files), list(self.dropped_relations)]
+    def to_cache(self) -> tuple[Any, ...]:
+        # The time as microseconds since the epoch, and the lists only when there are any:
+        # hundreds of thousands of these are written for a gigabyte of WAL.
+        at = (self.at - _EPOCH) // _MICROSECOND
+        if self.subxacts or self.dropped_files or self.dropped_relations:
+            return (self.xid, self.lsn, self.committed, at, self.subxacts, self.dropped_files,
+                    self.dropped_relations)
+        return (self.xid, self.lsn, self.committed, at)
 
     @classmethod
-    def from_json(cls, data: list[Any]) -> End:
-        xid, lsn, committed, at, subs, files, rels = data
-        return cls(xid, lsn, committed, datetime.fromisoformat(at), tuple(subs), tuple(files),
-                   tuple(rels))
+    def from_cache(cls, data: tuple[Any, ...]) -> End:
+        xid, lsn, committed, at, *lists = data
+        return cls(xid, lsn, committed, _EPOCH + timedelta(microseconds=at), *lists)
 
 
 @dataclass(frozen=True)
@@ -82,142 +90,185 @@ class RestorePoint:
 
 @dataclass
 class SegmentChanges:
-    """What one segment's records add up to. Records are counted in the segment they start in."""
+    """What one segment's records add up to. Records count in the segment they start in."""
 
     # xid -> relation file -> [inserted, updated, deleted, pages written whole]
     changes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     created: dict[int, list[str]] = field(default_factory=dict)  # xid -> files it created
     ends: list[End] = field(default_factory=list)  # in WAL order
     restore_points: list[RestorePoint] = field(default_factory=list)
-    records: int = 0
 
     def count(self, xid: int, key: str, what: int, n: int = 1) -> None:
         self.changes.setdefault(xid, {}).setdefault(key, [0, 0, 0, 0])[what] += n
 
-    def to_json(self) -> dict[str, Any]:
+    def to_cache(self) -> dict[str, Any]:
+        """What `marshal` writes for the cache (ints, strings, tuples, lists and dicts only)."""
         return {
-            "changes": {str(x): rels for x, rels in self.changes.items()},
-            "created": {str(x): files for x, files in self.created.items()},
-            "ends": [e.to_json() for e in self.ends],
-            "restore_points": [[r.name, r.lsn] for r in self.restore_points],
-            "records": self.records,
+            "changes": self.changes,
+            "created": self.created,
+            "ends": [e.to_cache() for e in self.ends],
+            "restore_points": [(r.name, r.lsn) for r in self.restore_points],
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SegmentChanges:
-        # Written by to_json above, in a directory only zsnap writes (a version number
-        # guards the layout): taken as it is read, only the xids made numbers again.
+    def from_cache(cls, data: dict[str, Any]) -> SegmentChanges:
+        # Written by to_cache above, in a directory only zsnap writes (a version number
+        # guards the layout): taken as it is read.
         return cls(
-            changes={int(x): rels for x, rels in data["changes"].items()},
-            created={int(x): files for x, files in data["created"].items()},
-            ends=[End.from_json(e) for e in data["ends"]],
-            restore_points=[RestorePoint(str(n), int(lsn)) for n, lsn in data["restore_points"]],
-            records=int(data["records"]),
+            changes=data["changes"],
+            created=data["created"],
+            ends=[End.from_cache(e) for e in data["ends"]],
+            restore_points=[RestorePoint(n, lsn) for n, lsn in data["restore_points"]],
         )
 
 
 @dataclass
 class Summarizer:
-    """Fed pg_waldump's lines as they come (`feed`); `segments` holds what each segment's
+    """Fed pg_waldump's output as it comes (`feed`); `segments` holds what each segment's
     records add up to. Lines that are not records (pg_waldump's own messages) are passed over."""
 
     segment_size: int
     segments: dict[int, SegmentChanges] = field(default_factory=dict)
 
-    def feed(self, lines: Iterable[str]) -> None:
-        # The hot loop of `zsnap wal find`: a gigabyte of WAL is millions of lines, so the
-        # fixed parts of pg_waldump's format ("rmgr: %-11s len (rec/tot): %6u/%8u, tx: %10u,
-        # lsn: %X/%08X, prev %X/%08X, desc: ...") are cut with str methods without copying
-        # the line, the segment is worked out again only when the LSN's leading digits change,
-        # and heap records, most of them, are counted inline.
+    def feed(self, text: str) -> None:
+        """`text`: whole lines, in the order pg_waldump printed them, which is LSN order."""
+        # A gigabyte of WAL is millions of lines. Records come in LSN order, so the text is
+        # cut where the leading digits of their LSNs change (a segment, or a part of one),
+        # found by searching the text, and the lines of each cut are read without looking at
+        # their LSN again.
         size = self.segment_size
         # The hex digits of an LSN's low half that fix its segment (or a part of it).
         digits = 8 - (size.bit_length() - 1) // 4
-        found = self.segments
-        last_hi = last_top = ""
-        seg = SegmentChanges()
-        changes = seg.changes
-        for line in lines:
-            i = line.find(", tx:", 17)
-            if i < 0:
-                continue
-            j = line.find(", lsn: ", i)
-            slash = line.find("/", j)
-            k = line.find(", prev ", slash)
-            d = line.find(", desc: ", k)
-            if j < 0 or slash < 0 or k < 0 or d < 0 or not line.startswith("rmgr: "):
-                continue
-            hi = line[j + 7:slash]
-            top = line[slash + 1:slash + 1 + digits]
-            if top != last_top or hi != last_hi:
-                last_hi, last_top = hi, top
-                number = ((int(hi, 16) << 32) | int(line[slash + 1:k], 16)) // size
-                seg = found.get(number) or found.setdefault(number, SegmentChanges())
-                changes = seg.changes
-            seg.records += 1
-            d += 8
-            if line.startswith("Heap ", 6):
-                if line.startswith("INSERT", d):
-                    what = INSERTED
-                elif line.startswith(("HOT_UPDATE", "UPDATE"), d):
-                    what = UPDATED
-                elif line.startswith("DELETE", d):
-                    flags = _FLAGS.search(line, d)
-                    if flags and int(flags.group(1), 16) & DELETE_IS_SUPER:
-                        continue
-                    what = DELETED
-                else:
-                    continue  # LOCK, INPLACE, CONFIRM...: no row changes
-                ref = line.find("blkref #0: rel ", d)
-                if ref < 0:
+        pos, n = 0, len(text)
+        while (m := _LSN.search(text, pos)) is not None:
+            hi, lo = m.group(1), m.group(2)
+            number = ((int(hi, 16) << 32) | int(lo, 16)) // size
+            cut = _past(text, f", lsn: {hi}/{lo[:digits]}", m.start(), n)
+            seg = self.segments.get(number) or self.segments.setdefault(number, SegmentChanges())
+            _read(seg, text[pos:cut].splitlines())
+            pos = cut
+
+
+def _past(text: str, prefix: str, start: int, end: int) -> int:
+    """Where the lines whose record's LSN begins with `prefix` (", lsn: 0/1F") end in
+    `text[start:end]`: they are together, records being in LSN order."""
+    while (q := text.rfind(prefix, start, end)) >= 0:
+        line = text.rfind("\n", 0, q) + 1
+        if text.find(", desc: ", line, q) < 0:  # the record's own LSN, not one in a desc
+            return text.find("\n", q) + 1 or len(text)
+        end = line
+    return text.find("\n", start) + 1 or len(text)
+
+
+def _read(seg: SegmentChanges, lines: list[str]) -> None:
+    """The lines of records that all start in `seg`: the fixed parts of pg_waldump's format
+    ("rmgr: %-11s len (rec/tot): %6u/%8u, tx: %10u, lsn: %X/%08X, prev %X/%08X, desc: ...")
+    cut with str methods without copying the line; the two kinds that are most records,
+    heap row changes and plain commits, read inline."""
+    changes, ends = seg.changes, seg.ends
+    for line in lines:
+        i = line.find(", tx:", 17)
+        d = line.find(", desc: ", i)
+        if i < 0 or d < 0:
+            continue
+        d += 8
+        if line.startswith("rmgr: Heap "):
+            what = _HEAP_ROWS.get(line[d:d + 3])
+            if what is None:
+                continue  # LOCK, INPLACE, CONFIRM...: no row changes
+            if what == DELETED:
+                flags = _FLAGS.search(line, d)
+                if flags and int(flags.group(1), 16) & DELETE_IS_SUPER:
                     continue
-                ref += 15
-                key = line[ref:line.find(" ", ref)]
-                xid = int(line[i + 5:j])
-                files = changes.get(xid)
-                if files is None:
-                    files = changes[xid] = {}
-                counts = files.get(key)
-                if counts is None:
-                    files[key] = counts = [0, 0, 0, 0]
-                counts[what] += 1
+            ref = line.find("blkref #0: rel ", d)
+            if ref < 0:
                 continue
-            if not line.startswith(_WANTED, d):
-                continue  # PRUNE, VISIBLE, CHECKPOINT...: nothing a transaction is listed by
-            lsn = (int(hi, 16) << 32) | int(line[slash + 1:k], 16)
-            space = line.find(" ", d)
-            kind, rest = (line[d:], "") if space < 0 else (line[d:space], line[space + 1:])
-            _record(seg, line[6:line.index(" ", 6)], int(line[i + 5:j]), lsn, kind, rest)
+            ref += 15
+            key = line[ref:line.find(" ", ref)]
+            xid = int(line[i + 5:line.find(",", i + 5)])
+            files = changes.get(xid)
+            if files is None:
+                files = changes[xid] = {}
+            counts = files.get(key)
+            if counts is None:
+                files[key] = counts = [0, 0, 0, 0]
+            counts[what] += 1
+            continue
+        if not line.startswith(_WANTED, d) or not line.startswith("rmgr: "):
+            continue  # PRUNE, VISIBLE, CHECKPOINT...: nothing a transaction is listed by
+        j = line.find(", lsn: ", i, d)
+        slash = line.find("/", j, d)
+        if j < 0 or slash < 0:
+            continue
+        lsn = (int(line[j + 7:slash], 16) << 32) | int(line[slash + 1:slash + 9], 16)
+        if (line.startswith("COMMIT 2", d) and line.startswith("Transaction ", 6)
+                and line.endswith(" UTC") and line.find(";", d) < 0):
+            # A commit that lists nothing but its time (most of them): read here.
+            ends.append(End(int(line[i + 5:j]), lsn, True,
+                            datetime.fromisoformat(line[d + 7:-4] + "+00:00")))
+            continue
+        space = line.find(" ", d)
+        kind, rest = (line[d:], "") if space < 0 else (line[d:space], line[space + 1:])
+        _record(seg, line[6:line.index(" ", 6)], int(line[i + 5:j]), lsn, kind, rest)
 
 
 def summarize(lines: Iterable[str], segment_size: int) -> dict[int, SegmentChanges]:
     """Segment number -> what its records add up to."""
     summary = Summarizer(segment_size)
-    summary.feed(lines)
+    summary.feed("\n".join(lines))
     return summary.segments
 
 
 def _record(seg: SegmentChanges, rmgr: str, xid: int, lsn: int, kind: str, rest: str) -> None:
-    if rmgr == "Heap2":
-        if kind.startswith("MULTI_INSERT") and (ref := _BLKREF.search(rest)):
-            tuples = _TUPLES.search(rest)
-            n = int(tuples.group(1) or tuples.group(2)) if tuples else 1
-            seg.count(xid, "/".join(ref.groups()), INSERTED, n)
-    elif rmgr == "Transaction":
-        end = _end(kind, xid, lsn, rest)
-        if end is not None:
-            seg.ends.append(end)
-    elif rmgr == "Storage":
-        if kind == "CREATE" and (key := file_key(rest.strip())) is not None and xid:
-            seg.created.setdefault(xid, []).append(key)
-    elif rmgr == "XLOG":
-        if kind == "RESTORE_POINT":
-            seg.restore_points.append(RestorePoint(rest.strip(), lsn))
-        elif kind == "FPI" and xid:
-            # Pages written whole by a transaction into a file it created: a table rewritten
-            # (VACUUM FULL, CLUSTER) rather than emptied (TRUNCATE).
-            for ref in _BLKREF.finditer(rest):
-                seg.count(xid, "/".join(ref.groups()), PAGES)
+    for (manager, word), read in _READERS.items():
+        if rmgr == manager and kind.startswith(word):
+            read(seg, xid, lsn, kind, rest)
+            return
+
+
+def _multi_insert(seg: SegmentChanges, xid: int, lsn: int, kind: str, rest: str) -> None:
+    if ref := _BLKREF.search(rest):
+        tuples = _TUPLES.search(rest)
+        n = int(tuples.group(1) or tuples.group(2)) if tuples else 1
+        seg.count(xid, "/".join(ref.groups()), INSERTED, n)
+
+
+def _transaction_end(seg: SegmentChanges, xid: int, lsn: int, kind: str, rest: str) -> None:
+    end = _end(kind, xid, lsn, rest)
+    if end is not None:
+        seg.ends.append(end)
+
+
+def _create(seg: SegmentChanges, xid: int, lsn: int, kind: str, rest: str) -> None:
+    if kind == "CREATE" and (key := file_key(rest.strip())) is not None and xid:
+        seg.created.setdefault(xid, []).append(key)
+
+
+def _restore_point(seg: SegmentChanges, xid: int, lsn: int, kind: str, rest: str) -> None:
+    if kind == "RESTORE_POINT":
+        seg.restore_points.append(RestorePoint(rest.strip(), lsn))
+
+
+def _full_pages(seg: SegmentChanges, xid: int, lsn: int, kind: str, rest: str) -> None:
+    if kind == "FPI" and xid:  # not FPI_FOR_HINT
+        # Pages written whole by a transaction into a file it created: a table rewritten
+        # (VACUUM FULL, CLUSTER) rather than emptied (TRUNCATE).
+        for ref in _BLKREF.finditer(rest):
+            seg.count(xid, "/".join(ref.groups()), PAGES)
+
+
+# The records read besides heap row changes: (resource manager, the first word of the
+# description or its beginning) -> what reads them.
+_READERS: dict[tuple[str, str], Callable[[SegmentChanges, int, int, str, str], None]] = {
+    ("Heap2", "MULTI_INSERT"): _multi_insert,
+    ("Transaction", "COMMIT"): _transaction_end,
+    ("Transaction", "ABORT"): _transaction_end,
+    ("Storage", "CREATE"): _create,
+    ("XLOG", "RESTORE_POINT"): _restore_point,
+    ("XLOG", "FPI"): _full_pages,
+}
+# Their first words: a line whose description begins otherwise is passed over uncut.
+_WANTED = tuple({word: None for _, word in _READERS})
 
 
 def _end(kind: str, xid: int, lsn: int, rest: str) -> End | None:
