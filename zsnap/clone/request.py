@@ -10,7 +10,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zsnap.clone.recovery import MB
 from zsnap.clone.target import Target
 from zsnap.lsn import Lsn
 
@@ -77,7 +76,7 @@ class CloneResult:
     def replay_mb_s(self) -> float | None:
         if self.wal_replayed_bytes is None or not self.replay_s:
             return None
-        return self.wal_replayed_bytes / MB / self.replay_s
+        return self.wal_replayed_bytes / (1 << 20) / self.replay_s
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -24,7 +24,6 @@ from pathlib import Path
 import psycopg
 
 from zsnap.clone import registry
-from zsnap.clone.destroy import DestroyClone
 from zsnap.clone.naming import ClonePaths
 from zsnap.clone.request import CloneRequest, CloneResult, Wait
 from zsnap.clone.target import Target
@@ -109,6 +108,8 @@ def past_instance(
                                     .socket_dir, found.set, request.target,
                                     config.standby.conninfo, True, expires)
         elif found is not None:
+            from zsnap.clone.destroy import DestroyClone
+
             DestroyClone(config, zfs).run(name)
     else:
         name = f"{purpose}-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid() % 100000}"
@@ -136,6 +137,8 @@ def past_instance(
 
 def _remove(config: Config, zfs: Zfs, name: str) -> None:
     """Never raised over the answer (or the error) the instance gave: logged, with what to do."""
+    from zsnap.clone.destroy import DestroyClone  # not loaded by a kept instance's answer
+
     try:
         DestroyClone(config, zfs).run(name)
     except ZsnapError as e:
