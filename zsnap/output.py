@@ -47,8 +47,10 @@ class LazyConsole:
         return self.rich.is_terminal
 
 
-console = LazyConsole(width=_WIDTH)
-err_console = LazyConsole(stderr=True, width=_FALLBACK)
+# No emoji codes: a name with ":fire:" in it is printed as it is (and rich's table of codes is
+# not loaded).
+console = LazyConsole(width=_WIDTH, emoji=False)
+err_console = LazyConsole(stderr=True, width=_FALLBACK, emoji=False)
 
 
 def escape(text: str) -> str:

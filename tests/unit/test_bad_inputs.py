@@ -48,6 +48,11 @@ def test_brackets_in_a_message_are_printed_as_written(tmp_path: Path) -> None:
     assert "must be [low, high] with 1024 <= low" in message
 
 
+def test_emoji_codes_in_a_message_are_printed_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "a:fire:b.toml"
+    assert str(path) in one_line(*zsnap("--config", str(path), "list"))
+
+
 def test_a_state_dir_that_cannot_be_made(tmp_path: Path) -> None:
     path = tmp_path / "zsnap.toml"
     path.write_text('[state]\ndir = "/proc/no/such/state"\n')
