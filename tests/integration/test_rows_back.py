@@ -198,10 +198,21 @@ def test_a_mistake_found_in_the_wal_and_its_rows_back(lab: LabInfo, tmp_path: Pa
     assert [t["xid"] for t in big["transactions"]] == [xid["delete"]]
     other = find(cli, "--db", "shop2", "--table", "orders")
     assert [t["xid"] for t in other["transactions"]] == [xid["shop2"]]
-    # The second time, every segment but the newest comes from the cache.
+    # The second time, every segment but the newest comes from the cache; what no search can
+    # ask again is removed: a segment before every set, a set gone, a look before it.
+    state = info.root / "state"
+    unreachable = [state / "wal-changes" / "000000010000000000000000.summary",
+                   state / "relations" / f"{info.name}-20000101T000000Z.json",
+                   state / "relations" / f"{info.name}-before-xid-5-0_10.json"]
+    other = state / "relations" / f"{info.name}-2-20000101T000000Z.json"
+    for path in [*unreachable, other]:
+        path.write_text("{}")
+    kept = sorted((state / "relations").iterdir())
     again = find(cli)
     assert again["scanned"]["cached"] >= again["scanned"]["segments"] - 2
     assert by_xid(again).keys() == found.keys()
+    assert not any(p.exists() for p in unreachable) and other.exists()
+    assert sorted((state / "relations").iterdir()) == sorted(set(kept) - set(unreachable))
 
     # Ask the past: just before each mistake, and at it.
     before = ["--before-xid", str(xid["delete"])]

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
-from zsnap.catalog import SnapshotSet, catalog_of
+from zsnap.catalog import SnapshotSet, catalog_of, is_set_id
 from zsnap.changes.relations import Names, RelationMap, cached, keep, read_server
 from zsnap.changes.scan import Progress, WalScan
 from zsnap.changes.transactions import Assembler, Point, Transaction
@@ -167,6 +167,7 @@ class FindChanges:
         self._check_range(request, sets)
         result = FindResult()
         scanned = self._scan(sets, request, result)
+        self._forget_relations(sets)
         names = self._names(sets, scanned.transactions, request, result)
         for t in scanned.transactions:
             found = self._found(t, names)
@@ -216,6 +217,24 @@ class FindChanges:
                                 "archived yet?)")
         raise NotFoundError(f"transaction {xid} did not commit in the recovery window's WAL "
                             f"(from {at(first).name}): it committed before it, or never did")
+
+    def _forget_relations(self, sets: list[SnapshotSet]) -> None:
+        """The tables kept for names no search can ask again: those of sets gone (pruned),
+        and those just before transactions before the oldest set's redo point."""
+        oldest = min(s.redo for s in sets)
+        prefix = f"{self.config.snapshot.cluster}-"
+        ids = {s.id for s in sets}
+        for path in (self.config.state.dir / RELATIONS_DIR).glob(f"{prefix}*.json"):
+            key = path.name[len(prefix):-len(".json")]
+            if key.startswith("before-xid-"):
+                try:
+                    gone = Lsn.parse(key.rsplit("-", 1)[1].replace("_", "/")) < oldest
+                except ValueError:
+                    continue
+            else:
+                gone = is_set_id(key) and key not in ids  # not another cluster's "main-2-..."
+            if gone:
+                path.unlink(missing_ok=True)
 
     def _scanner(self, archive: archives.WalArchive) -> WalScan:
         cfg = self.config
@@ -297,6 +316,9 @@ class FindChanges:
         first = first if start is None else start
         result.first_segment = at(first).name
         scan = self._scanner(archive)
+        size = sets[0].wal_segment_size
+        # Before every set's redo point: never read again.
+        scan.forget_before(min(s.redo.value for s in sets) // size, size)
         out = Scanned()
         window_start = sets[0].consistent.value
         assembler = Assembler()

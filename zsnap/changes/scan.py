@@ -129,6 +129,25 @@ class WalScan:
     def _cache_path(self, seg: Segment) -> Path:
         return self._cache_dir / f"{seg.name}.summary"
 
+    def forget_before(self, first: int, segment_size: int) -> int:
+        """Removes what is kept of the segments numbered below `first`, of every timeline: no
+        search reads them again (they are before every set's redo point), and kept, they
+        would add up to a tenth of all the WAL ever archived. Returns the files removed."""
+        try:
+            paths = list(self._cache_dir.iterdir())
+        except OSError:
+            return 0
+        removed = 0
+        for path in paths:
+            try:
+                number = Segment.parse(path.name.split(".", 1)[0], segment_size).number
+            except ValueError:
+                continue  # not a segment's (one being written)
+            if number < first:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def _identity(self, seg: Segment) -> str:
         return self.archive.identity(seg.name)
 
