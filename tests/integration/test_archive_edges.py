@@ -97,7 +97,7 @@ def test_damaged_archive_files_are_gaps_and_never_a_traceback(
     assert datetime.fromisoformat(again["recovery_window"]["windows"][-1]["to"]) >= end_whole
 
     # A cache that is not zsnap's (hand-edited, another version) is read as no cache.
-    (tmp_path / "state" / "wal-commits.json").write_text("[]")
+    (tmp_path / "state" / f"wal-commits-{info.name}.json").write_text("[]")
     (tmp_path / "state" / "wal-files.json").write_text('{"x": 1}')
     assert cli.json("list")["recovery_window"]["windows"]
     shutil.rmtree(copy)

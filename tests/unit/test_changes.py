@@ -27,7 +27,7 @@ from zsnap.changes.transactions import Assembler, Point, Transaction
 from zsnap.changes.waldump import RestorePoint, SegmentChanges, file_key, summarize
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
-from zsnap.lsn import Lsn
+from zsnap.lsn import Lsn, Segment
 from zsnap.past.dump import pattern
 from zsnap.past.instance import kept_name
 
@@ -315,3 +315,28 @@ def test_a_commit_is_read_alike_however_much_it_lists(at: datetime, xid: int, mo
     assert (end.xid, end.lsn, end.committed, end.at) == \
         (xid, 0x0302B258, True, at.replace(tzinfo=UTC))
     assert end.subxacts == ((901, 902) if "subxacts" in more else ())
+
+
+def test_clusters_sharing_a_state_dir_keep_and_forget_their_own_summaries(tmp_path: Path) -> None:
+    from zsnap.changes.scan import WalScan
+    from zsnap.runner import Runner
+    from zsnap.wal.archives import DirectoryArchive
+
+    archive = DirectoryArchive(tmp_path / "archive")
+    archive.path.mkdir()
+    seg = Segment(1, 3, SEGMENT)
+    (archive.path / seg.name).write_bytes(b"\0" * 16)
+
+    def scan(cluster: str) -> WalScan:
+        return WalScan(Runner(), archive, Path("pg_waldump"), tmp_path / "state", "postgres",
+                       cluster)
+
+    main, other = scan("main"), scan("main-2")
+    changes = summarize((DATA / "waldump-15.txt").read_text().splitlines(), SEGMENT)[3]
+    main._keep(seg, changes)
+    assert main.cached(seg) == changes and main.ended(seg)
+    # The same name, the same file as far as the archive tells: not the other cluster's.
+    assert other.cached(seg) is None and other.ended(seg) is None
+    assert other.forget_before(4, SEGMENT) == 0 and main.cached(seg) == changes
+    assert main.forget_before(3, SEGMENT) == 0 and main.cached(seg) == changes
+    assert main.forget_before(4, SEGMENT) == 2 and main.cached(seg) is None

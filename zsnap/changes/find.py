@@ -240,7 +240,7 @@ class FindChanges:
         cfg = self.config
         waldump = PgTools.of(cfg, self.zfs.runner).path("pg_waldump")
         return WalScan(self.zfs.runner, archive, waldump, cfg.state.dir, cfg.standby.os_user,
-                       self.progress)
+                       cfg.snapshot.cluster, self.progress)
 
     # --- what to read ------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from zsnap.changes.waldump import RMGRS, SegmentChanges, Summarizer
 from zsnap.errors import ZsnapError
 from zsnap.files import write_durably
-from zsnap.lsn import Lsn, Segment
+from zsnap.lsn import Lsn, Segment, is_segment_name
 from zsnap.runner import Runner, os_user_entry
 from zsnap.wal.archives import WalArchive
 
@@ -59,6 +59,9 @@ class WalScan:
     waldump: Path
     state_dir: Path
     os_user: str
+    # Whose summaries these are: a segment's name is no one file's when several clusters
+    # share a state directory (most archives tell nothing more of a file than its name).
+    cluster: str
     progress: Progress | None = None
     bytes_read: int = 0
     _tmp: Path | None = field(default=None, init=False)
@@ -127,23 +130,32 @@ class WalScan:
     # --- the cache ---------------------------------------------------------------------------
 
     def _cache_path(self, seg: Segment) -> Path:
-        return self._cache_dir / f"{seg.name}.summary"
+        return self._cache_dir / f"{self.cluster}-{seg.name}.summary"
 
     def forget_before(self, first: int, segment_size: int) -> int:
-        """Removes what is kept of the segments numbered below `first`, of every timeline: no
-        search reads them again (they are before every set's redo point), and kept, they
-        would add up to a tenth of all the WAL ever archived. Returns the files removed."""
+        """Removes what is kept of this cluster's segments numbered below `first`, of every
+        timeline: no search reads them again (they are before every set's redo point), and
+        kept, they would add up to a tenth of all the WAL ever archived; and the files of
+        zsnap 0.1's layout (SEGMENT.json, SEGMENT.xids: whose they were is not known). Returns
+        the files removed."""
         try:
             paths = list(self._cache_dir.iterdir())
         except OSError:
             return 0
+        prefix = f"{self.cluster}-"
         removed = 0
         for path in paths:
-            try:
-                number = Segment.parse(path.name.split(".", 1)[0], segment_size).number
-            except ValueError:
-                continue  # not a segment's (one being written)
-            if number < first:
+            name = path.name.split(".", 1)[0]
+            if is_segment_name(name):
+                gone = True  # the old layout's
+            elif name.startswith(prefix) and is_segment_name(name[len(prefix):]):
+                try:
+                    gone = Segment.parse(name[len(prefix):], segment_size).number < first
+                except ValueError:
+                    continue  # another segment size's: not this cluster's
+            else:
+                continue  # another cluster's ("main-2-..." for "main"), one being written
+            if gone:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -178,12 +190,11 @@ class WalScan:
             for path, content in ((self._cache_path(seg), data),
                                   (self._index_path(seg), index)):
                 write_durably(path, content, mode=0o600, parents=False, sync=False)
-            (self._cache_dir / f"{seg.name}.json").unlink(missing_ok=True)  # version 1's
         except OSError as e:
             log.debug("not kept: %s: %s", seg.name, e)
 
     def _index_path(self, seg: Segment) -> Path:
-        return self._cache_dir / f"{seg.name}.xids"
+        return self._cache_dir / f"{self.cluster}-{seg.name}.xids"
 
     def ended(self, seg: Segment) -> range | None:
         """From the cache: the xids from the lowest to the highest that end in `seg` (empty

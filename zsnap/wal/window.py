@@ -35,7 +35,7 @@ from zsnap.wal.timelines import Span, parse_history, timeline_path
 
 log = logging.getLogger(__name__)
 
-CACHE = "wal-commits.json"
+CACHE = "wal-commits"
 CACHE_ENTRIES = 4096
 # How far back from a window's last segment to look for a commit (an idle primary archives
 # segments with none: a switch every archive_timeout).
@@ -240,7 +240,9 @@ class SegmentReader:
 
     @property
     def _cache_path(self) -> Path:
-        return self.config.state.dir / CACHE
+        # The cluster's own: a segment's name is no one file's when several clusters share a
+        # state directory (and most archives tell nothing more of a file than its name).
+        return self.config.state.dir / f"{CACHE}-{self.config.snapshot.cluster}.json"
 
     def __call__(self, segment: Segment, end: Lsn | None) -> datetime | None:
         # Under the file's identity too: a segment put back whole after a truncated copy was
