@@ -49,6 +49,7 @@ from zsnap.jobs import Job
 from zsnap.lock import locked
 from zsnap.pg.replay import resume_abandoned
 from zsnap.runner import Runner
+from zsnap.statedir import claim
 from zsnap.zfs import Zfs
 
 # Each job's operation is loaded when it first runs: `zsnap schedule` needs none of them.
@@ -213,6 +214,7 @@ class Daemon:
         self.config_path = config_path
         self.debug = debug
         self.config = config_module.load(config_path)
+        claim(self.config.state.dir, self.config.snapshot.cluster)
         self.started = datetime.now(UTC)
         self._stop_signal: int | None = None
         self._reload_requested = False
@@ -285,7 +287,9 @@ class Daemon:
     def _reload(self) -> None:
         sd_notify("RELOADING=1")
         try:
-            self.config = config_module.load(self.config_path)
+            config = config_module.load(self.config_path)
+            claim(config.state.dir, config.snapshot.cluster)
+            self.config = config
         except ConfigError as e:
             log.error("SIGHUP: config not reloaded, keeping the previous one: %s", e)
         else:

@@ -23,7 +23,7 @@ from zsnap.catalog import catalog_of
 from zsnap.checks import Check, Status
 from zsnap.config import Config
 from zsnap.cron import longest_interval
-from zsnap.errors import LockBusy, NotOnZfs, UsageError, ZsnapError, first_line
+from zsnap.errors import ConfigError, LockBusy, NotOnZfs, UsageError, ZsnapError, first_line
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
 from zsnap.pg.connection import Connection, connect, connected, scalar
@@ -41,6 +41,7 @@ from zsnap.pg.replay import marker_path, pause_state, resume_abandoned
 from zsnap.pg.versions import NEWEST, OLDEST, describe, refuse_unsupported, server_version
 from zsnap.runner import Runner
 from zsnap.snapshot import parse_size
+from zsnap.statedir import claim
 from zsnap.wal.archives import (
     configured,
     expand_restore_command,
@@ -174,7 +175,12 @@ class Doctor:
             return Check("state dir writable", Status.CRITICAL, f"{state}: {e.strerror or e}",
                          "zsnap keeps its lock and replay marker there: create it, writable "
                          "by the user running zsnap, or set state.dir")
-        return Check("state dir writable", Status.OK, str(state))
+        try:
+            claim(state, self.config.snapshot.cluster)
+        except ConfigError as e:
+            return Check("state dir writable", Status.CRITICAL, str(e), "set state.dir")
+        return Check("state dir writable", Status.OK,
+                     f"{state} (cluster {self.config.snapshot.cluster}'s)")
 
     @cached_property
     def _archive_names(self) -> list[str]:

@@ -53,6 +53,20 @@ def test_emoji_codes_in_a_message_are_printed_as_written(tmp_path: Path) -> None
     assert str(path) in one_line(*zsnap("--config", str(path), "list"))
 
 
+def test_a_state_dir_is_one_clusters(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    for cluster in ("main", "other"):
+        (tmp_path / f"{cluster}.toml").write_text(
+            f'[state]\ndir = "{state}"\n[snapshot]\ncluster = "{cluster}"\n')
+    assert zsnap("--config", str(tmp_path / "main.toml"), "history", "--json")[0] == 0
+    assert (state / "cluster").read_text() == "main\n"
+    for command in (("history", "--json"), ("daemon",)):
+        message = one_line(*zsnap("--config", str(tmp_path / "other.toml"), *command))
+        assert "holds the state of cluster 'main', not 'other'" in message
+    assert zsnap("--config", str(tmp_path / "main.toml"), "history", "--json")[0] == 0
+
+
 def test_a_state_dir_that_cannot_be_made(tmp_path: Path) -> None:
     path = tmp_path / "zsnap.toml"
     path.write_text('[state]\ndir = "/proc/no/such/state"\n')

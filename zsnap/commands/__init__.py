@@ -29,8 +29,10 @@ class Context:
     def config(self) -> Config:
         if self._config is None:
             from zsnap.config import load
+            from zsnap.statedir import claim
 
             self._config = load(self.config_path)
+            claim(self._config.state.dir, self._config.snapshot.cluster)
             # Whatever command runs, replay left paused by a zsnap that died is resumed first
             # (psycopg is loaded only when there is a marker to look at).
             if (self._config.state.dir / MARKER).exists():
