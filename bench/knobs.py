@@ -21,10 +21,11 @@ from bench.machine import describe, filesystem
 from bench.paths import oracle
 from bench.workload import Database, PgbenchLoad, scale_for
 from bench.zsnapcli import ZsnapCli
-from zsnap.clone.recovery import GB, MB, fast_settings, machine_memory
+from zsnap.clone.recovery import fast_settings, machine_memory
 from zsnap.lab import LabInfo
 from zsnap.lsn import Lsn, is_segment_name
 from zsnap.runner import Runner
+from zsnap.units import GB, MB
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from bench.snapcost import snapshot_cost
 from bench.stats import percentile
 from bench.workload import Database, scale_for
 from bench.zsnapcli import ZsnapCli
-from zsnap.clone.recovery import GB, MB, machine_memory
+from zsnap.clone.recovery import machine_memory
 from zsnap.lab import Lab, LabInfo
 from zsnap.runner import Runner
+from zsnap.units import GB, MB
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from zsnap.lab import LabInfo
 from zsnap.lsn import Lsn, is_segment_name
 from zsnap.pg.binaries import PgTools
 from zsnap.runner import Runner
+from zsnap.units import MB
 
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
 MISTAKE = "DELETE FROM pgbench_accounts WHERE aid <= 10000"
 QUESTION = "SELECT count(*) FROM pgbench_accounts WHERE aid <= 10000"
 # What a DBA asks first: which transaction deleted many rows? (Every transaction of the

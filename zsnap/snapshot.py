@@ -57,6 +57,7 @@ from zsnap.pg.fresh_redo import FreshRedo
 from zsnap.pg.layout import Layout, discover
 from zsnap.pg.replay import ReplayPause, pause_state
 from zsnap.pg.versions import refuse_unsupported, server_version
+from zsnap.units import GB, KB, MB
 from zsnap.zfs import Zfs, pool_of
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ SELECT pg_last_wal_replay_lsn()::text,
   FROM pg_control_checkpoint() c, pg_control_recovery() r, pg_control_system() s
 """
 
-UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3}
+UNITS = {"B": 1, "kB": KB, "MB": MB, "GB": GB}
 
 
 def parse_size(text: str) -> int:

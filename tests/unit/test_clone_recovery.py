@@ -10,11 +10,12 @@ import pytest
 
 from tests.unit.walfiles import write_segment
 from zsnap.clone.naming import ClonePaths, check_name
-from zsnap.clone.recovery import GB, MB, fast_settings, instance_settings, rewrite_auto_conf
+from zsnap.clone.recovery import fast_settings, instance_settings, rewrite_auto_conf
 from zsnap.clone.serverlog import Cause, consistent_at, failure, last_restored
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
 from zsnap.lsn import Lsn, Segment
+from zsnap.units import GB, MB
 from zsnap.wal.available import available, first_gap, merge, newest
 from zsnap.wal.names import Archive
 

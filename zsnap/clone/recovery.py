@@ -24,10 +24,8 @@ from zsnap.pg.config_files import (
 )
 from zsnap.pg.layout import ROLE_PG_WAL, ROLE_POLAR, ROLE_TABLESPACE, Layout
 from zsnap.runner import os_user_entry
+from zsnap.units import GB, MB
 from zsnap.zfs import Mount
-
-MB = 1024 * 1024
-GB = 1024 * MB
 
 # Files of the standby that a flashback instance must not have: a stale pid file, the
 # standby's signal (it would stream forever instead of stopping at the target), its options.

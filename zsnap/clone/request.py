@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from zsnap.clone.target import Target
 from zsnap.lsn import Lsn
+from zsnap.units import MB
 
 if TYPE_CHECKING:
     from zsnap.clone.serverlog import Phases
@@ -76,7 +77,7 @@ class CloneResult:
     def replay_mb_s(self) -> float | None:
         if self.wal_replayed_bytes is None or not self.replay_s:
             return None
-        return self.wal_replayed_bytes / (1 << 20) / self.replay_s
+        return self.wal_replayed_bytes / MB / self.replay_s
 
     def to_json(self) -> dict[str, Any]:
         return {
