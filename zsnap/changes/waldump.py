@@ -204,8 +204,7 @@ def _read(seg: SegmentChanges, lines: list[str]) -> None:
         if (line.startswith("COMMIT 2", d) and line.startswith("Transaction ", 6)
                 and line.endswith(" UTC") and line.find(";", d) < 0):
             # A commit that lists nothing but its time (most of them): read here.
-            ends.append(End(int(line[i + 5:j]), lsn, True,
-                            datetime.fromisoformat(line[d + 7:-4] + "+00:00")))
+            ends.append(End(int(line[i + 5:j]), lsn, True, _utc(line[d + 7:])))
             continue
         space = line.find(" ", d)
         kind, rest = (line[d:], "") if space < 0 else (line[d:space], line[space + 1:])
@@ -271,13 +270,18 @@ _READERS: dict[tuple[str, str], Callable[[SegmentChanges, int, int, str, str], N
 _WANTED = tuple({word: None for _, word in _READERS})
 
 
+def _utc(stamp: str) -> datetime:
+    """pg_waldump's time of a commit, run with TZ=UTC ("2026-12-05 10:17:10.551804 UTC")."""
+    return datetime.fromisoformat(stamp[:-4] + "+00:00")
+
+
 def _end(kind: str, xid: int, lsn: int, rest: str) -> End | None:
     if kind not in ("COMMIT", "ABORT", "COMMIT_PREPARED", "ABORT_PREPARED"):
         return None
     parts = rest.split("; ")
     first = parts[0]
     if first.endswith(" UTC") and first[:1].isdigit() and first[4:5] == "-":
-        at = datetime.fromisoformat(first[:-4] + "+00:00")  # the usual case, quickly
+        at = _utc(first)  # the usual case, quickly
     else:
         when = _WHEN.match(first)
         if when is None:
