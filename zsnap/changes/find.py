@@ -226,9 +226,9 @@ class FindChanges:
         ids = {s.id for s in sets}
         for path in (self.config.state.dir / RELATIONS_DIR).glob(f"{prefix}*.json"):
             key = path.name[len(prefix):-len(".json")]
-            if key.startswith("before-xid-"):
+            if key.startswith(_BEFORE_XID):
                 try:
-                    gone = Lsn.parse(key.rsplit("-", 1)[1].replace("_", "/")) < oldest
+                    gone = _before_lsn(key) < oldest
                 except ValueError:
                     continue
             else:
@@ -434,7 +434,7 @@ class FindChanges:
 
     def _before_map(self, t: Transaction) -> tuple[RelationMap | None, int]:
         """The relations just before transaction `t` (which removed a file no set names)."""
-        path = self._map_path(f"before-xid-{t.xid}-{Lsn(t.commit_lsn)}".replace("/", "_"))
+        path = self._map_path(_before_key(t.xid, Lsn(t.commit_lsn)))
         found = cached(path)
         if found is not None:
             return found, 0
@@ -506,6 +506,19 @@ class FindChanges:
 
 def _changed(c: TableChange) -> bool:
     return bool(c.inserted or c.updated or c.deleted or c.truncated or c.dropped or c.rewritten)
+
+
+# The tables just before a transaction are kept under "before-xid-XID-LSN", its commit LSN.
+_BEFORE_XID = "before-xid-"
+
+
+def _before_key(xid: int, commit: Lsn) -> str:
+    return f"{_BEFORE_XID}{xid}-{commit}".replace("/", "_")
+
+
+def _before_lsn(key: str) -> Lsn:
+    """The commit LSN in a `_before_key` (ValueError if it has none)."""
+    return Lsn.parse(key.rsplit("-", 1)[1].replace("_", "/"))
 
 
 def _in_range(at: datetime | None, request: FindRequest) -> bool:

@@ -148,13 +148,13 @@ class WalScan:
             name = path.name.split(".", 1)[0]
             if is_segment_name(name):
                 gone = True  # the old layout's
-            elif name.startswith(prefix) and is_segment_name(name[len(prefix):]):
+            elif name.startswith(prefix):
                 try:
                     gone = Segment.parse(name[len(prefix):], segment_size).number < first
                 except ValueError:
-                    continue  # another segment size's: not this cluster's
+                    continue  # another cluster's ("main-2-..." for "main")
             else:
-                continue  # another cluster's ("main-2-..." for "main"), one being written
+                continue  # another cluster's, one being written
             if gone:
                 path.unlink(missing_ok=True)
                 removed += 1
