@@ -108,3 +108,35 @@ def test_a_set_inside_a_segment_not_archived_yet_verifies_and_clones(
     [result] = cli.json("verify", s["id"])
     assert result["outcome"] == "passed", result
     clone_ends_at_the_set(info, cli, s, "inside a segment")
+
+
+def test_a_transaction_committed_right_after_a_set_is_found_and_stopped_before(
+        idle_lab: LabInfo) -> None:
+    """A transaction in flight while the set was taken, whose commit is the first record after
+    it: the commit starts exactly at the set's consistency LSN (the end of what replay had
+    applied). It committed after the set, so `wal find` lists it and `query --before-xid`
+    answers from that set, without its row."""
+    info, cli = idle_lab, Cli(idle_lab.config_file)
+    for _ in range(10):
+        with psycopg.connect(info.conninfo("primary")) as conn:
+            row = conn.execute("INSERT INTO lab_a (payload) VALUES ('in flight') "
+                               "RETURNING txid_current()").fetchone()
+            assert row is not None
+            xid = int(row[0])
+            # Its INSERT reaches the standby with the next commit that flushes the WAL.
+            sql(info, "primary", "SELECT txid_current()")
+            replicated(info)
+            s: dict[str, Any] = cli.json("snapshot")
+        archive_all(info.conninfo("primary"), info.archive)
+        found = cli.json("wal", "find", "--table", "lab_a")["transactions"]
+        [t] = [t for t in found if t["xid"] == xid]
+        if t["commit_lsn"] == s["consistent_lsn"]:
+            break
+        time.sleep(1)  # the primary wrote a record of its own in between: again
+    else:
+        raise AssertionError("no commit right at a set's consistency LSN")
+    assert t["tables"]["public.lab_a"]["inserted"] == 1
+    answer = cli.json("query", "--before-xid", str(xid),
+                      "SELECT count(*) AS n FROM lab_a WHERE payload = 'in flight'")
+    assert answer["set"] == s["id"]
+    assert answer["rows"] == [{"n": 0}]
