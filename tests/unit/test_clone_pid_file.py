@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from zsnap.clone.instance import Instance, owns_pid_file
+from zsnap.errors import RecoveryFailed
 from zsnap.pg.binaries import PgTools, find_bindir
 from zsnap.runner import Runner
 
@@ -48,3 +52,28 @@ def test_stopping_a_clone_with_the_standbys_pid_file_signals_nobody() -> None:
         standby.kill()
         standby.wait()
         shutil.rmtree(base)
+
+
+def test_promotion_is_asked_of_this_data_directorys_postmaster_only(tmp_path: Path) -> None:
+    """The promotion asked for while the clone starts (a `promote` file, SIGUSR1 to the
+    postmaster) goes to the process its own postmaster.pid names, never to one named by a pid
+    file of another data directory."""
+    for own in (False, True):
+        postmaster = subprocess.Popen(["sleep", "60"])  # SIGUSR1 ends it
+        clone = tmp_path / f"clone-{own}"
+        write_pid_file(clone, postmaster.pid, clone if own else tmp_path / "standby")
+        pg = PgTools(Runner(), find_bindir(None), "postgres")
+        instance = Instance(pg, clone, clone / "postmaster.log", "")
+        try:
+            if own:
+                instance._ask_promotion(postmaster.pid)
+                assert postmaster.wait(5) == -signal.SIGUSR1
+            else:
+                with pytest.raises(RecoveryFailed, match="another data directory"):
+                    instance._ask_promotion(postmaster.pid)
+                with pytest.raises(subprocess.TimeoutExpired):
+                    postmaster.wait(0.5)
+            assert (clone / "promote").exists() is own
+        finally:
+            postmaster.kill()
+            postmaster.wait()

@@ -398,9 +398,7 @@ class CreateClone:
         steps = Stopwatch(started)
         steps.lap("clone")
         try:
-            instance.start()
-            if not request.pause:
-                instance.request_promotion()
+            instance.start(promote=not request.pause)
             steps.lap("consistent")
             state = instance.wait_for_target(self.on_progress, request.timeout_s,
                                              wal.goal(plan.target))
