@@ -40,8 +40,12 @@ START_TIMEOUT_S = 3600
 PID_FILE_GRACE_S = 30
 # postmaster.pid's 8th line once the postmaster accepts connections (read-only in recovery).
 ACCEPTING = ("ready", "standby")
-# ... while its startup process runs: recovery, before and after consistency.
-IN_RECOVERY = ("starting", "standby")
+# ... once it has removed old signal files and is about to start its startup process, or
+# later: "ready" is also a hot standby's status, and a small clone is consistent (or at an
+# immediate target) before the first poll sees "starting".
+UP = ("starting", *ACCEPTING)
+# The file that asks a server in recovery to promote (pg_ctl promote writes it).
+PROMOTE_FILE = "promote"
 # What a server that stops while starting logs last.
 DOWN_MARKS = ("database system is shut down", "FATAL:", "PANIC:")
 
@@ -100,7 +104,7 @@ class Instance:
             if state is not None:
                 seen = True
                 pid, status = state
-                if not asked and status in IN_RECOVERY:
+                if not asked and status in UP:
                     self._ask_promotion(pid)
                     asked = True
                 if status in ACCEPTING:
@@ -198,7 +202,7 @@ class Instance:
     def _ask_promotion(self, pid: int) -> None:
         """What `pg_ctl promote` does (the `promote` signal file, then SIGUSR1 to the
         postmaster, which passes it on to the startup process), done as soon as the
-        postmaster.pid of this data directory says the server is starting: the postmaster
+        postmaster.pid of this data directory says the server is up (`UP`): the postmaster
         has removed old signal files by then, and handles the signal once its startup process
         runs. A recovery that is not a standby's (the clone has recovery.signal) looks for
         the promotion only where it would pause (recovery_target_action is always 'pause'),
@@ -210,7 +214,7 @@ class Instance:
         if not owns_pid_file(self.pgdata):
             # Never signalled: the pid file of a postmaster we started names its directory.
             raise RecoveryFailed(f"{self.pgdata}/postmaster.pid names another data directory")
-        path = self.pgdata / "promote"
+        path = self.pgdata / PROMOTE_FILE
         path.touch(mode=0o600)
         owner = self.pgdata.stat()
         os.chown(path, owner.st_uid, owner.st_gid)
@@ -224,6 +228,9 @@ class Instance:
                 if time.monotonic() > deadline:
                     raise RecoveryFailed("the flashback instance did not promote")
                 time.sleep(FAST_POLL_S)
+        # Asked of a recovery that had ended by itself (at the end of the WAL at hand), the
+        # promotion was never read: nothing reads it now either.
+        (self.pgdata / PROMOTE_FILE).unlink(missing_ok=True)
 
     def make_durable(self, mountpoints: Sequence[Path], runner: Runner) -> None:
         """Undo the replay-only settings (fsync back on) where fast recovery set them,
