@@ -88,7 +88,7 @@ class Instance:
         """Start the server and return once it accepts (read-only) connections, i.e. once it
         is consistent: what `pg_ctl start -w` does, reading postmaster.pid as it does, but
         every FAST_POLL_S instead of every 100 ms. With `promote`, promotion is asked for as
-        soon as the postmaster is starting (`_ask_promotion`)."""
+        soon as the postmaster is up (`_ask_promotion`)."""
         result = self.pg.run(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-W", "start",
             timeout=120, check=False, env={**os.environ, **self.env} if self.env else None,
