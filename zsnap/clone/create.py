@@ -398,7 +398,9 @@ class CreateClone:
         steps = Stopwatch(started)
         steps.lap("clone")
         try:
-            instance.start(promote=not request.pause)
+            instance.start()
+            if not request.pause:
+                instance.request_promotion()
             steps.lap("consistent")
             state = instance.wait_for_target(self.on_progress, request.timeout_s,
                                              wal.goal(plan.target))

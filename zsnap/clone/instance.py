@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -40,12 +39,6 @@ START_TIMEOUT_S = 3600
 PID_FILE_GRACE_S = 30
 # postmaster.pid's 8th line once the postmaster accepts connections (read-only in recovery).
 ACCEPTING = ("ready", "standby")
-# ... once it has removed old signal files and is about to start its startup process, or
-# later: "ready" is also a hot standby's status, and a small clone is consistent (or at an
-# immediate target) before the first poll sees "starting".
-UP = ("starting", *ACCEPTING)
-# The file that asks a server in recovery to promote (pg_ctl promote writes it).
-PROMOTE_FILE = "promote"
 # What a server that stops while starting logs last.
 DOWN_MARKS = ("database system is shut down", "FATAL:", "PANIC:")
 
@@ -84,11 +77,10 @@ class Instance:
     # Added to the server's environment at its start (what its restore_command needs).
     env: dict[str, str] = field(default_factory=dict)
 
-    def start(self, *, promote: bool = False) -> None:
+    def start(self) -> None:
         """Start the server and return once it accepts (read-only) connections, i.e. once it
         is consistent: what `pg_ctl start -w` does, reading postmaster.pid as it does, but
-        every FAST_POLL_S instead of every 100 ms. With `promote`, promotion is asked for as
-        soon as the postmaster is up (`_ask_promotion`)."""
+        every FAST_POLL_S instead of every 100 ms."""
         result = self.pg.run(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-W", "start",
             timeout=120, check=False, env={**os.environ, **self.env} if self.env else None,
@@ -98,15 +90,11 @@ class Instance:
             raise ServerStopped(self.failure())
         began = time.monotonic()
         seen = False
-        asked = not promote
         while True:
             state = postmaster_state(self.pgdata)
             if state is not None:
                 seen = True
                 pid, status = state
-                if not asked and status in UP:
-                    self._ask_promotion(pid)
-                    asked = True
                 if status in ACCEPTING:
                     return
                 if not _alive(pid):
@@ -199,27 +187,24 @@ class Instance:
         return ReplayState(bool(in_recovery), str(pause_state),
                            Lsn.parse(lsn) if lsn else None, ts)
 
-    def _ask_promotion(self, pid: int) -> None:
-        """What `pg_ctl promote` does (the `promote` signal file, then SIGUSR1 to the
-        postmaster, which passes it on to the startup process), done as soon as the
-        postmaster.pid of this data directory says the server is up (`UP`): the postmaster
-        has removed old signal files by then, and handles the signal once its startup process
-        runs. A recovery that is not a standby's (the clone has recovery.signal) looks for
-        the promotion only where it would pause (recovery_target_action is always 'pause'),
-        so replay still runs to the target and promotes there at once, ending recovery with
-        an end-of-recovery record rather than the full checkpoint of 'promote'. Asked once
-        the server accepts connections instead, a target reached with consistency (an
-        immediate one) waits out the 1 s sleep of PostgreSQL's pause loop, which only a
-        resume interrupts: `pg_promote()` is not reachable before consistency."""
-        if not owns_pid_file(self.pgdata):
-            # Never signalled: the pid file of a postmaster we started names its directory.
-            raise RecoveryFailed(f"{self.pgdata}/postmaster.pid names another data directory")
-        path = self.pgdata / PROMOTE_FILE
-        path.touch(mode=0o600)
-        owner = self.pgdata.stat()
-        os.chown(path, owner.st_uid, owner.st_gid)
-        with suppress(ProcessLookupError):  # gone: start() says why, from its log
-            os.kill(pid, signal.SIGUSR1)
+    def request_promotion(self) -> None:
+        """pg_promote() as soon as the instance accepts connections, long before the target:
+        recovery ends at the target all the same, with an end-of-recovery record rather than
+        the full checkpoint of recovery_target_action 'promote'.
+
+        A recovery that is not a standby's looks for the promotion only where it would pause
+        (recovery_target_action is always 'pause'), so replay still runs to the target. Asked
+        there instead, once paused, the promotion waits out the 1 s sleep of PostgreSQL's
+        pause loop, which only a resume interrupts."""
+        conn = self.connect()
+        try:
+            conn.execute("SELECT pg_promote(false)")
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            pass  # "recovery is not in progress": promoted already, by the request at start
+        except psycopg.Error as e:
+            raise self._lost(e) from None
+        finally:
+            conn.close()
 
     def wait_promoted(self, timeout_s: float = PROMOTE_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -228,9 +213,6 @@ class Instance:
                 if time.monotonic() > deadline:
                     raise RecoveryFailed("the flashback instance did not promote")
                 time.sleep(FAST_POLL_S)
-        # Asked of a recovery that had ended by itself (at the end of the WAL at hand), the
-        # promotion was never read: nothing reads it now either.
-        (self.pgdata / PROMOTE_FILE).unlink(missing_ok=True)
 
     def make_durable(self, mountpoints: Sequence[Path], runner: Runner) -> None:
         """Undo the replay-only settings (fsync back on) where fast recovery set them,
