@@ -139,6 +139,12 @@ class SnapshotSet(BaseModel):
     def consistent(self) -> Lsn:
         return Lsn.parse(self.consistent_lsn)
 
+    def holds_before(self, lsn: int) -> bool:
+        """Whether a record that starts at `lsn` comes after everything replayed into this
+        set, so that a recovery from it can stop just before that record: the consistency
+        point is the end of the last record the set holds, where the next one starts."""
+        return self.consistent.value <= lsn
+
     @property
     def min_replay_bytes(self) -> int | None:
         """The WAL from the redo point to the consistency point, which every clone of the set

@@ -187,7 +187,6 @@ class FindChanges:
         archive = archives.readable(cfg, self.zfs.runner)
         first, last, at = self._segments(sets, None, archive)
         scan = self._scanner(archive)
-        window_start = sets[0].consistent.value
         newest = 0
         n = first
         while last is None or n <= last:
@@ -198,7 +197,7 @@ class FindChanges:
                 newest = max(newest, ended[-1])
                 changes = scan.cached(at(n)) if xid in ended else None
                 for e in changes.ends if changes else []:
-                    if e.xid == xid and e.lsn >= window_start:
+                    if e.xid == xid and sets[0].holds_before(e.lsn):
                         if not e.committed:
                             raise NotFoundError(
                                 f"transaction {xid} was rolled back: it never committed")
@@ -337,8 +336,10 @@ class FindChanges:
                     out.points.append(item)
                     continue
                 out.newest_xid = max(out.newest_xid, item.xid)
+                # sets[0].holds_before(item.commit_lsn), inlined in the loop over every
+                # transaction: else replayed into every set, outside the recovery window.
                 if item.commit_lsn < window_start:
-                    continue  # replayed into every set: outside the recovery window
+                    continue
                 if xid is not None:
                     if item.xid == xid:
                         out.transactions.append(item)
@@ -378,7 +379,7 @@ class FindChanges:
                 continue
             last = max(t.commit_lsn for t in transactions
                        if key in t.files or key in t.dropped_files or key in t.created)
-            before = [s for s in sets if s.consistent.value <= last]
+            before = [s for s in sets if s.holds_before(last)]
             if before:
                 s = max(before, key=lambda s: (s.consistent.value, s.id))
                 found, made = self._set_map(s)

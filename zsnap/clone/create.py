@@ -153,7 +153,7 @@ class CreateClone:
     def _before_commit(sets: list[SnapshotSet], request: CloneRequest) -> list[SnapshotSet]:
         if request.commit_lsn is None:
             return sets
-        before = [s for s in sets if s.consistent <= request.commit_lsn]
+        before = [s for s in sets if s.holds_before(request.commit_lsn.value)]
         if not before:
             raise TargetOutOfRange(
                 f"{_describe(request.target)} committed at {request.commit_lsn}, before "
