@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Cli, replicated, sql, with_setting
+from tests.conftest import Cli, archive_all, replicated, sql, with_setting
 from zsnap.lab import LabInfo
 from zsnap.pg.replay import MARKER
 
@@ -202,6 +202,40 @@ def test_least_privilege_role_passes_and_takes_a_set(
     with psycopg.connect(lab.conninfo("standby"), autocommit=True) as conn:
         row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
     assert row is not None and row[0] == "not paused"
+
+
+@pytest.mark.usefixtures("roles")
+def test_least_privilege_role_makes_flashback_instances_promoted_and_durable(
+    lab: LabInfo, cli: Any, tmp_path: Path
+) -> None:
+    """Promotion and durability need no grant beyond docs/install.md's: not pg_promote()
+    (which would let the role promote the standby), ALTER SYSTEM nor pg_reload_conf()."""
+    limited = replace(cli, config=variant(lab, tmp_path, "user=postgres", "user=zsnap_test"))
+    set_id = limited.json("snapshot")["id"]
+    sql(lab, "primary", "CREATE TABLE IF NOT EXISTS least_privilege (set_id text)")
+    sql(lab, "primary", f"INSERT INTO least_privilege VALUES ('{set_id}')")
+    at = sql(lab, "primary", "SELECT pg_xact_commit_timestamp(xmin) FROM least_privilege "
+                             f"WHERE set_id = '{set_id}'")
+    sql(lab, "primary", "INSERT INTO least_privilege VALUES ('after')")  # ends the target
+    archive_all(lab.conninfo("primary"), lab.archive)
+    made = {
+        "immediate": limited.json("clone", "--set", set_id, "--immediate", "--durable",
+                                  "--name", "lp-immediate"),
+        "time": limited.json("clone", "--at", at.isoformat(), "--durable", "--name", "lp-time"),
+    }
+    try:
+        for result in made.values():
+            assert result["state"] == "promoted" and result["durability"] == "durable", result
+        with psycopg.connect(made["time"]["dsn"].replace("user=zsnap_test", "user=postgres"),
+                             autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM least_privilege WHERE set_id = %s",
+                                (set_id,)).fetchone() == (1,)
+            row = conn.execute("SELECT setting, sourcefile FROM pg_settings "
+                               "WHERE name = 'fsync'").fetchone()
+        assert row is not None and row[0] == "on", row
+    finally:
+        for name in made:
+            limited("destroy", f"lp-{name}", check=False)
 
 
 @pytest.mark.usefixtures("roles")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,23 @@ import pytest
 
 from tests.unit.walfiles import write_segment
 from zsnap.clone.naming import ClonePaths, check_name
-from zsnap.clone.recovery import fast_settings, instance_settings, rewrite_auto_conf
+from zsnap.clone.recovery import (
+    FAST_ONLY,
+    REPLAY_CONF,
+    DataDir,
+    fast_settings,
+    instance_settings,
+    prepare,
+    replay_conf,
+    replay_settings,
+    rewrite_auto_conf,
+    with_replay_include,
+)
 from zsnap.clone.serverlog import Cause, consistent_at, failure, last_restored
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
 from zsnap.lsn import Lsn, Segment
+from zsnap.pg.layout import ROLE_PGDATA, Layout, Place
 from zsnap.units import GB, MB
 from zsnap.wal.available import available, first_gap, merge, newest
 from zsnap.wal.names import Archive
@@ -298,3 +312,42 @@ def test_a_segment_cut_at_the_consistency_point(tmp_path: Path) -> None:
     assert len(data) == 4096 and data[:100] == b"\x01" * 100 and data[100:] == bytes(3996)
     _cut(segment, 0)
     assert not segment.exists()
+
+
+def test_replay_only_settings_have_their_own_file_and_clones_settings_stay() -> None:
+    s = settings(Target.immediate(), fast=True)
+    assert "fsync" not in s and "checkpoint_timeout" not in s and "shared_buffers" in s
+    assert set(replay_settings(fast=True)) == set(FAST_ONLY)
+    assert replay_settings(fast=False) == {}
+    # What [clones] settings names is the user's: it stays once the instance is durable.
+    kept = replay_settings(fast=True, extra={"checkpoint_timeout": "5min"})
+    assert "checkpoint_timeout" not in kept and kept["fsync"] == "off"
+
+
+def test_the_replay_file_is_included_last_and_the_standbys_values_give_way() -> None:
+    assert with_replay_include("port = 5432") == (
+        f"port = 5432\ninclude_if_exists = '{REPLAY_CONF}'\n")
+    assert with_replay_include("") == f"include_if_exists = '{REPLAY_CONF}'\n"
+    # Read after postgresql.conf, the standby's postgresql.auto.conf would override it.
+    text = rewrite_auto_conf("fsync = on\nwork_mem = '8MB'\n", {"port": "1"}, also=["fsync"])
+    assert "fsync" not in text and "work_mem = '8MB'" in text
+    assert "fsync = 'off'" in replay_conf({"fsync": "off"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="prepare() gives files to the cluster's owner")
+def test_prepare_puts_the_replay_settings_in_their_file(tmp_path: Path) -> None:
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "pg_control").write_bytes(b"")
+    (tmp_path / "postgresql.conf").write_text("shared_buffers = 128MB\n")
+    (tmp_path / "postgresql.auto.conf").write_text("max_wal_size = '1GB'\n")
+    layout = Layout((Place(ROLE_PGDATA, str(tmp_path), "p/pgdata", ""),))
+    prepare(DataDir(layout, ["p/pgdata"], [tmp_path]), {"port": "55432"}, "postgres",
+            replay={"fsync": "off", "max_wal_size": "16GB"})
+    replay = tmp_path / REPLAY_CONF
+    assert "max_wal_size = '16GB'" in replay.read_text()
+    assert replay.stat().st_mode & 0o777 == 0o600
+    assert replay.stat().st_uid == pwd.getpwnam("postgres").pw_uid
+    conf = (tmp_path / "postgresql.conf").read_text()
+    assert conf.startswith("shared_buffers = 128MB\n")
+    assert conf.endswith(f"include_if_exists = '{REPLAY_CONF}'\n")
+    assert "max_wal_size" not in (tmp_path / "postgresql.auto.conf").read_text()

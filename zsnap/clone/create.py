@@ -21,7 +21,13 @@ from zsnap.clone.destroy import Teardown
 from zsnap.clone.instance import Instance, ReplayState, ServerStopped
 from zsnap.clone.local_wal import move_wal
 from zsnap.clone.naming import CLONES_DATASET, ClonePaths, check_name, default_name, hold_tag
-from zsnap.clone.recovery import DataDir, instance_settings, prefetch_helps, prepare
+from zsnap.clone.recovery import (
+    DataDir,
+    instance_settings,
+    prefetch_helps,
+    prepare,
+    replay_settings,
+)
 from zsnap.clone.request import CloneRequest, CloneResult, Wait
 from zsnap.clone.select import TargetOutOfRange, candidates
 from zsnap.clone.serverlog import Cause, consistent_at, phases
@@ -388,8 +394,10 @@ class CreateClone:
             extra={**cfg.clones.settings, **request.settings},
             prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
+        replay = replay_settings(fast=request.fast_recovery,
+                                 extra={**cfg.clones.settings, **request.settings})
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
-                plan.set.config_files)
+                plan.set.config_files, replay)
         move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
                  os_user_entry(cfg.standby.os_user), wal.cut(target))
         wal.check(plan.target)
@@ -407,6 +415,8 @@ class CreateClone:
             steps.lap("target")
             promoted = False
             if not request.pause:
+                if state.pause_state == "paused":
+                    instance.end_recovery()
                 instance.wait_promoted()
                 promoted = True
                 steps.lap("promote")

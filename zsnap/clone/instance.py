@@ -7,20 +7,22 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 
-from zsnap.clone.recovery import FAST_ONLY
+from zsnap import interrupt
+from zsnap.clone.recovery import REPLAY_CONF, REPLAY_DONE
 from zsnap.clone.serverlog import Failure, failure
 from zsnap.errors import PostgresError, RecoveryFailed, first_line
+from zsnap.files import write_durably
 from zsnap.lsn import Lsn
 from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import Connection, conninfo_for
-from zsnap.runner import Runner
+from zsnap.runner import Runner, os_user_entry
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class Instance:
             if time.monotonic() - began > START_TIMEOUT_S:
                 raise RecoveryFailed(
                     f"the flashback instance was not consistent after {START_TIMEOUT_S} s")
+            interrupt.check()
             time.sleep(FAST_POLL_S)
 
     def _log_says_down(self) -> bool:
@@ -175,7 +178,8 @@ class Instance:
                         f"the target was not reached within {timeout_s:g} s "
                         f"(replayed up to {state.replay_lsn})"
                     )
-                time.sleep(FAST_POLL_S)
+                interrupt.check()
+            time.sleep(FAST_POLL_S)
         finally:
             conn.close()
 
@@ -188,23 +192,35 @@ class Instance:
                            Lsn.parse(lsn) if lsn else None, ts)
 
     def request_promotion(self) -> None:
-        """pg_promote() as soon as the instance accepts connections, long before the target:
-        recovery ends at the target all the same, with an end-of-recovery record rather than
-        the full checkpoint of recovery_target_action 'promote'.
+        """Ask for promotion as soon as the instance accepts connections, long before the
+        target: recovery ends at the target all the same, with an end-of-recovery record
+        rather than the full checkpoint of recovery_target_action 'promote'. A recovery that
+        is not a standby's looks for the request only where it pauses (recovery_target_action
+        is always 'pause'), so replay still runs to the target.
 
-        A recovery that is not a standby's looks for the promotion only where it would pause
-        (recovery_target_action is always 'pause'), so replay still runs to the target. Asked
-        there instead, once paused, the promotion waits out the 1 s sleep of PostgreSQL's
-        pause loop, which only a resume interrupts."""
-        conn = self.connect()
-        try:
-            conn.execute("SELECT pg_promote(false)")
-        except psycopg.errors.ObjectNotInPrerequisiteState:
-            pass  # "recovery is not in progress": promoted already, by the request at start
-        except psycopg.Error as e:
-            raise self._lost(e) from None
-        finally:
-            conn.close()
+        Asked the way `pg_ctl promote` asks (the promote file, then a signal to the
+        postmaster), not with pg_promote(): that function needs a grant which zsnap's
+        least-privilege role does not have and should not get, since on the standby it would
+        promote production."""
+        result = self.pg.run("pg_ctl", "-D", str(self.pgdata), "-W", "promote",
+                             timeout=30, check=False)
+        if result.returncode != 0:
+            if not self.running():
+                self._wait_exit(LOST_WAIT_S)
+                raise ServerStopped(self.failure())
+            # "not in standby mode": recovery ended already (at the end of the WAL at hand).
+            log.debug("pg_ctl promote: %s", result.stderr.strip())
+
+    def end_recovery(self) -> None:
+        """Paused at the target before the promotion request was seen (a target reached with
+        consistency, before connections were accepted): PostgreSQL's pause loop looks for a
+        request only once a second, a resume wakes it at once. Resumed at a paused target,
+        recovery ends there with a full checkpoint instead of the end-of-recovery record;
+        small here, where the replay ended at consistency, and unsynced under fast recovery.
+        pg_wal_replay_resume() is granted to zsnap's role for the snapshot protocol."""
+        # Refused while promoting already (the request was seen meanwhile), or promoted.
+        with self._session() as conn, suppress(psycopg.errors.ObjectNotInPrerequisiteState):
+            conn.execute("SELECT pg_wal_replay_resume()")
 
     def wait_promoted(self, timeout_s: float = PROMOTE_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -212,35 +228,46 @@ class Instance:
             while conn.execute("SELECT pg_is_in_recovery()").fetchone() != (False,):
                 if time.monotonic() > deadline:
                     raise RecoveryFailed("the flashback instance did not promote")
-                time.sleep(FAST_POLL_S)
+                interrupt.check()
+            time.sleep(FAST_POLL_S)
 
     def make_durable(self, mountpoints: Sequence[Path], runner: Runner) -> None:
         """Undo the replay-only settings (fsync back on) where fast recovery set them,
         checkpoint, and flush the clone's filesystems: pages written while fsync was off,
-        before a restartpoint forgot their sync requests, reach disk too."""
+        before a restartpoint forgot their sync requests, reach disk too. Nothing here needs
+        more than zsnap's least-privilege role: the settings go with their file (REPLAY_CONF)
+        and a reload by signal, and pg_checkpoint is granted for the snapshot protocol."""
         with self._session() as conn:
-            fast = fsync_off_by_us(conn)
-            if fast:
-                for key in FAST_ONLY:
-                    conn.execute(f"ALTER SYSTEM RESET {key}")
-                conn.execute("SELECT pg_reload_conf()")
+            fast = _by_us(fsync_off(conn))
         if fast:
+            owner = os_user_entry(self.pg.os_user)
+            write_durably(self.pgdata / REPLAY_CONF, REPLAY_DONE, mode=0o600,
+                          owner=(owner.pw_uid, owner.pw_gid), parents=False)
+            self.pg.run("pg_ctl", "-D", str(self.pgdata), "reload", timeout=30)
             self._wait_for_fsync()
         with self._session() as conn:
+            # Set elsewhere (the cluster's own configuration, or postgresql.auto.conf by an
+            # older zsnap): never recorded as durable.
+            source = fsync_off(conn)
+            if source is not None:
+                raise RecoveryFailed(f"fsync is off ({source or 'not from a file'}): "
+                                     "the instance cannot be made durable")
             conn.execute("CHECKPOINT")
         for mountpoint in mountpoints:
             runner.run(["sync", "-f", str(mountpoint)], timeout=600)
 
     def _wait_for_fsync(self) -> None:
-        """Until a new session no longer sees fsync off from postgresql.auto.conf: it forked
-        from a postmaster that has reloaded, and so has signalled the checkpointer, whose
-        CHECKPOINT then syncs what fsync = off left unsynced."""
+        """Until a new session no longer sees fsync off from REPLAY_CONF: it forked from a
+        postmaster that has reloaded, and so has signalled the checkpointer, whose CHECKPOINT
+        then syncs what fsync = off left unsynced."""
         deadline = time.monotonic() + 30
         while True:
             with self._session() as conn:
-                off = fsync_off_by_us(conn)
-            if not off or time.monotonic() > deadline:
-                return
+                if not _by_us(fsync_off(conn)):
+                    return
+            if time.monotonic() > deadline:
+                raise RecoveryFailed("fsync is still off 30 s after the flashback instance "
+                                     "was asked to reload its configuration")
             time.sleep(POLL_S)
 
     @contextmanager
@@ -302,13 +329,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fsync_off_by_us(conn: Connection) -> bool:
-    """Whether fsync is off from postgresql.auto.conf, where fast recovery puts it (and where
-    nobody else would: it is what tells a fast-recovered instance from one that is not)."""
+def fsync_off(conn: Connection) -> str | None:
+    """Where fsync is turned off (its configuration file; "" if not from a file), or None if
+    it is on."""
     row = conn.execute(
         "SELECT setting, sourcefile FROM pg_settings WHERE name = 'fsync'"
     ).fetchone()
-    return bool(row and row[0] == "off" and (row[1] or "").endswith("postgresql.auto.conf"))
+    return None if row is None or row[0] != "off" else str(row[1] or "")
+
+
+def _by_us(source: str | None) -> bool:
+    """Off from REPLAY_CONF, where fast recovery puts it (and nobody else would: it is what
+    tells a fast-recovered instance from one that is not)."""
+    return source is not None and source.endswith(f"/{REPLAY_CONF}")
 
 
 def owns_pid_file(pgdata: Path) -> bool:

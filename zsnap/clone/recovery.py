@@ -50,8 +50,15 @@ PROTECTED = frozenset({
     "data_directory", "hba_file", "ident_file", "config_file", *STANDBY_ONLY, "recovery_target",
 })
 
-# Settings for the replay only, put back to the cluster's own once the target is reached.
+# Settings for the replay only, put back to the cluster's own once the instance is handed over.
 FAST_ONLY = ("fsync", "synchronous_commit", "max_wal_size", "checkpoint_timeout")
+# They live in a file of their own in PGDATA, included at the end of the clone's
+# postgresql.conf, so that making the instance durable is emptying it and a reload (`pg_ctl
+# reload`): ALTER SYSTEM and pg_reload_conf() need grants that zsnap's least-privilege role
+# does not have, and should not get on production. Not in postgresql.auto.conf: ALTER SYSTEM
+# would copy an included file's settings into it.
+REPLAY_CONF = "zsnap.replay.conf"
+REPLAY_DONE = "# zsnap: replay-only settings, emptied once the instance was made durable\n"
 
 _SETTING = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=?")
 _DATA_DIRECTORY = re.compile(r"^\s*data_directory\s*=", re.MULTILINE)
@@ -113,8 +120,9 @@ def instance_settings(
         "restore_command": restore_command,
         "hot_standby": "on",
         "recovery_target_timeline": "latest",
-        # Always pause at the target, then pg_promote(): promotion then writes an
-        # end-of-recovery record instead of waiting for a full checkpoint.
+        # Always pause at the target, where the promotion asked for at the start is read
+        # (Instance.request_promotion): it ends recovery with an end-of-recovery record
+        # instead of waiting for a full checkpoint.
         "recovery_target_action": "pause",
     }
     # PostgreSQL refuses a second target while one is set, in the order it reads them; only
@@ -124,19 +132,30 @@ def instance_settings(
     settings["recovery_target_inclusive"] = "true"
     settings.update(chosen)
     if fast:
-        settings.update(fast_settings(machine_memory(), prefetch=prefetch))
+        fast_ones = fast_settings(machine_memory(), prefetch=prefetch)
+        settings.update({k: v for k, v in fast_ones.items() if k not in FAST_ONLY})
     settings.update(extra or {})
     return settings
+
+
+def replay_settings(*, fast: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What fast recovery sets for the replay only (REPLAY_CONF), except what `[clones]
+    settings` (`extra`) sets: that stays, in postgresql.auto.conf."""
+    if not fast:
+        return {}
+    return {k: v for k, v in fast_settings(machine_memory()).items()
+            if k in FAST_ONLY and k not in (extra or {})}
 
 
 def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def rewrite_auto_conf(text: str, settings: Mapping[str, str]) -> str:
-    """The standby's postgresql.auto.conf without its recovery settings or any key we set,
-    then ours: one line per key, so nothing is left for a later line to override."""
-    drop = {k.lower() for k in (*settings, *STANDBY_ONLY)}
+def rewrite_auto_conf(text: str, settings: Mapping[str, str], also: Iterable[str] = ()) -> str:
+    """The standby's postgresql.auto.conf without its recovery settings or any key we set
+    (here, or `also` elsewhere: read before this file, they would be overridden), then ours:
+    one line per key, so nothing is left for a later line to override."""
+    drop = {k.lower() for k in (*settings, *STANDBY_ONLY, *also)}
     kept = []
     for line in text.splitlines():
         m = _SETTING.match(line)
@@ -171,8 +190,10 @@ def prepare(
     os_user: str,
     backup_label: str | None = None,
     config_files: ConfigFiles | None = None,
+    replay: Mapping[str, str] | None = None,
 ) -> None:
     """Rewire the cloned PGDATA. Runs as root; what it creates is given to the cluster's owner.
+    `replay`: the settings for the replay only (REPLAY_CONF).
     A set taken from a primary in backup mode brings its `backup_label`: recovery then starts
     at the backup's checkpoint and is consistent only past the backup's end. (No
     `tablespace_map`: it would point the clone at the primary's tablespaces; the symlinks in
@@ -190,11 +211,13 @@ def prepare(
     # Everything else that can refuse is read before anything in the clone changes.
     outside = None if config_files is None else _outside_config(data, config_files)
     settings = dict(settings)
+    conf = pgdata / "postgresql.conf"
+    conf_text = ""
     if outside is not None:
         settings.update(outside.settings)
-    else:
-        conf = pgdata / "postgresql.conf"
-        if conf.is_file() and _DATA_DIRECTORY.search(conf.read_text(errors="replace")):
+    elif conf.is_file():
+        conf_text = conf.read_text(errors="replace")
+        if _DATA_DIRECTORY.search(conf_text):
             raise UsageError(
                 f"{conf} sets data_directory: a clone would start on the standby's own files"
             )
@@ -209,6 +232,11 @@ def prepare(
     if outside is not None:
         for path, text in outside.files.items():
             _write_private(path, text, owner)
+        conf_text = outside.files[conf]
+    if replay:
+        _write_private(pgdata / REPLAY_CONF, replay_conf(replay), owner)
+        # Replaced, not appended to: the standby's postgresql.conf may be a symlink.
+        _write_private(conf, with_replay_include(conf_text), owner)
     signal = pgdata / "recovery.signal"
     signal.touch(mode=0o600)
     os.chown(signal, owner.pw_uid, owner.pw_gid)
@@ -216,7 +244,20 @@ def prepare(
         _write_private(pgdata / "backup_label", backup_label, owner)
     auto = pgdata / "postgresql.auto.conf"
     old = auto.read_text(errors="replace") if auto.exists() else ""
-    _write_private(auto, rewrite_auto_conf(old, settings), owner)
+    _write_private(auto, rewrite_auto_conf(old, settings, also=replay or ()), owner)
+
+
+def replay_conf(replay: Mapping[str, str]) -> str:
+    lines = [f"{key} = {quote(value)}" for key, value in replay.items()]
+    return "\n".join(["# zsnap: settings for the replay only, emptied once the instance is "
+                      "durable", *lines]) + "\n"
+
+
+def with_replay_include(conf_text: str) -> str:
+    """postgresql.conf with REPLAY_CONF included last: over the standby's settings, under
+    postgresql.auto.conf (read after this file)."""
+    ending = "" if not conf_text or conf_text.endswith("\n") else "\n"
+    return f"{conf_text}{ending}include_if_exists = {quote(REPLAY_CONF)}\n"
 
 
 @dataclass(frozen=True)

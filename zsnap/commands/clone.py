@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from zsnap import interrupt
 from zsnap.commands import (
     Context,
     dry_run_option,
@@ -112,15 +111,11 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
             [[k, v] for k, v in data.items() if k != "dry_run"]))
         return
     # Stopped by a service manager or `kill`: remove the half-made clone as on Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt.stop_on_signals()
     with _progress_bar(err_console.is_terminal and not as_json) as on_progress:
         result = CreateClone(obj.config, obj.zfs(), on_progress=on_progress,
                              config_path=obj.config_path).run(request)
     emit(result.to_json(), as_json, lambda: _print_result(result))
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def _print_result(r: CloneResult) -> None:
@@ -221,7 +216,7 @@ def durable(obj: Context, name: str, worker: bool, as_json: bool) -> None:
     from zsnap.clone import durability
 
     if worker:
-        signal.signal(signal.SIGTERM, _interrupt)  # stopped by `zsnap destroy`
+        interrupt.stop_on_signals()  # stopped by `zsnap destroy`
     status = durability.MakeDurable(obj.config, obj.zfs()).run(name)
     data = {"name": name, "durability": status.state.value, "durable": status.durable,
             "durable_since": status.since.isoformat() if status.since else None}

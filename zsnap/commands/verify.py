@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
-
 import click
 
+from zsnap import interrupt
 from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import UsageError
 from zsnap.jobs import Job, verify_summary
@@ -43,7 +41,7 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
             [[s.id, instance_name(s.cluster, s.id)] for s in chosen]))
         return
     # Stopped by a service manager, `timeout` or `kill`: remove the instance as on Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt.stop_on_signals()
     outcome = Job("verify", lambda: VerifySet(cfg, obj.zfs()).run(selection),
                   verify_summary).run(cfg.state.dir)
     results = outcome.result
@@ -59,7 +57,3 @@ def verify(obj: Context, set_id: str | None, latest: bool, unverified: bool, dry
 
     emit([v.to_json() for v in results], as_json, human)
     outcome.value()  # a set that failed: its line, and the exit code, after the results
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
