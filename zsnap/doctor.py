@@ -26,6 +26,7 @@ from zsnap.cron import longest_interval
 from zsnap.errors import ConfigError, LockBusy, NotOnZfs, UsageError, ZsnapError, first_line
 from zsnap.lock import SNAPSHOT_LOCK, locked
 from zsnap.lsn import Lsn, Segment, is_segment_name
+from zsnap.pg import amcheck
 from zsnap.pg.connection import Connection, connect, connected, scalar
 from zsnap.pg.fresh_redo import primary_problem
 from zsnap.pg.layout import (
@@ -397,9 +398,7 @@ class Doctor:
         user, database, superuser, installed = row
         if superuser:
             return Check(name, Status.OK, f"{user} is a superuser: verify can run amcheck")
-        hint = (f"on the primary, in every database: CREATE EXTENSION amcheck; GRANT EXECUTE ON "
-                f"FUNCTION bt_index_check(regclass, boolean), verify_heapam(regclass, boolean, "
-                f"boolean, text, bigint, bigint) TO {user} (or set [verify] amcheck = false)")
+        hint = amcheck.grant(user)
         if not installed:
             return Check(name, Status.WARNING,
                          f"amcheck is not installed in {database}, and {user} may not install it",

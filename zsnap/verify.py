@@ -42,6 +42,7 @@ from zsnap.errors import (
     first_line,
 )
 from zsnap.lock import locked
+from zsnap.pg import amcheck
 from zsnap.pg.binaries import PgTools
 from zsnap.pg.connection import Connection, connected, instance_conninfo, system_identifier
 from zsnap.zfs import Zfs
@@ -314,14 +315,19 @@ class VerifySet:
     def _amcheck(self, conninfo: str, socket_dir: str, port: int) -> Check:
         """bt_index_check(heapallindexed) on every btree index and verify_heapam on every
         table, in every database that accepts connections; the extension is installed where
-        missing (the instance is promoted and thrown away afterwards)."""
+        missing (the instance is promoted and thrown away afterwards). A database where the
+        role may not install or run amcheck is not checked, and says so: a missing grant is
+        not damage, and the set does not fail for it (`zsnap doctor` warns of it)."""
         try:
             with connected(conninfo, "verification instance") as conn:
-                databases = [r[0] for r in conn.execute(
-                    "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname")]
+                rows = conn.execute(
+                    "SELECT datname, current_user FROM pg_database WHERE datallowconn "
+                    "ORDER BY datname").fetchall()
         except (ZsnapError, psycopg.Error) as e:
             return Check("amcheck", Outcome.FAILED, first_line(e))
+        databases = [r[0] for r in rows]
         problems: list[str] = []
+        denied: list[str] = []
         indexes = tables = 0
         for db in databases:
             db_conninfo = instance_conninfo(self.config.standby.conninfo, socket_dir, port, db)
@@ -329,21 +335,33 @@ class VerifySet:
                 with connected(db_conninfo, f"verification instance ({db})") as conn:
                     conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
                     n_idx, n_tab = self._amcheck_database(conn, db, problems)
+            except psycopg.errors.InsufficientPrivilege:
+                denied.append(db)
+                continue
             except (ZsnapError, psycopg.Error) as e:
                 problems.append(f"database {db}: {first_line(e)}")
                 continue
             indexes += n_idx
             tables += n_tab
-        done = f"{indexes} btree indexes and {tables} tables in {len(databases)} databases"
+        checked = len(databases) - len(denied)
+        done = f"{indexes} btree indexes and {tables} tables in {checked} databases"
+        if denied and not problems:
+            user = rows[0][1] if rows else "this role"
+            elsewhere = f" ({done} checked)" if checked else ""
+            return Check("amcheck", Outcome.SKIPPED,
+                         f"not allowed in {', '.join(denied)}{elsewhere}: {amcheck.grant(user)}")
         return _problems("amcheck", problems, done)
 
     @staticmethod
     def _amcheck_database(conn: Connection, db: str, problems: list[str]) -> tuple[int, int]:
+        """Not allowed (no grant) raises: it would be so for every relation."""
         indexes = conn.execute(INDEXES_SQL).fetchall()
         tables = conn.execute(TABLES_SQL).fetchall()
         for oid, rel in indexes:
             try:
                 conn.execute("SELECT bt_index_check(%s::oid::regclass, true)", (oid,))
+            except psycopg.errors.InsufficientPrivilege:
+                raise
             except psycopg.Error as e:
                 problems.append(f"index {rel} in {db}: {first_line(e)}")
                 if conn.closed:
@@ -353,6 +371,8 @@ class VerifySet:
                 row = conn.execute(
                     "SELECT blkno, offnum, msg FROM verify_heapam(%s::oid::regclass) LIMIT 1",
                     (oid,)).fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                raise
             except psycopg.Error as e:
                 problems.append(f"table {rel} in {db}: {first_line(e)}")
                 if conn.closed:
