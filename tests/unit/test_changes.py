@@ -28,6 +28,7 @@ from zsnap.changes.waldump import RestorePoint, SegmentChanges, file_key, summar
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
 from zsnap.lsn import Lsn, Segment
+from zsnap.past.dump import failure as dump_failure
 from zsnap.past.dump import pattern
 from zsnap.past.instance import kept_name
 
@@ -340,3 +341,12 @@ def test_clusters_sharing_a_state_dir_keep_and_forget_their_own_summaries(tmp_pa
     assert other.forget_before(4, SEGMENT) == 0 and main.cached(seg) == changes
     assert main.forget_before(3, SEGMENT) == 0 and main.cached(seg) == changes
     assert main.forget_before(4, SEGMENT) == 2 and main.cached(seg) is None
+
+
+def test_pg_dumps_error_line_is_the_one_said() -> None:
+    stderr = ("pg_dump: error: query failed: ERROR:  permission denied for table lab_a\n"
+              "pg_dump: detail: Query was: LOCK TABLE public.lab_a IN ACCESS SHARE MODE\n")
+    assert dump_failure(stderr) == ("pg_dump: error: query failed: ERROR:  permission denied "
+                                    "for table lab_a")
+    assert dump_failure("something else\nthe last line\n") == "the last line"
+    assert dump_failure("") == ""

@@ -99,8 +99,14 @@ class DumpPast:
         try:
             self.zfs.runner.stream(argv, out, timeout=DUMP_TIMEOUT_S, user=user, env=env)
         except CommandError as e:
-            why = e.stderr.splitlines()[-1] if e.stderr else str(e)
-            raise PostgresError(f"pg_dump at {inst.target}: {why}") from None
+            raise PostgresError(f"pg_dump at {inst.target}: {failure(e.stderr) or e}") from None
+
+
+def failure(stderr: str) -> str:
+    """pg_dump's own line for what went wrong: its "error:" line, not the "detail:" or
+    "hint:" lines that follow it (the query that failed), else the last line."""
+    lines = stderr.splitlines()
+    return next((line for line in lines if ": error: " in line), lines[-1] if lines else "")
 
 
 def _conninfo(params: dict[str, Any]) -> str:
