@@ -3,6 +3,7 @@ reports to the primary."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,3 +51,17 @@ def test_report_fails_only_on_critical() -> None:
     assert report.failed
     assert report.to_dict()["checks"][-1] == {"name": "d", "status": "CRITICAL", "summary": "x",
                                               "hint": "hint"}
+
+
+def test_hints_print_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"[verify] amcheck = false" in a hint is text: as markup, rich would drop "[verify]"."""
+    from rich.console import Console
+
+    from zsnap.commands import doctor
+
+    out = Console(width=400, force_terminal=False, record=True)
+    monkeypatch.setattr(doctor, "console", out)
+    doctor._human(Report(checks=[Check("verify privileges", Status.WARNING, "[a] b",
+                                       "or set [verify] amcheck = false")]))
+    text = out.export_text()
+    assert "or set [verify] amcheck = false" in text and "[a] b" in text

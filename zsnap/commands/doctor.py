@@ -49,15 +49,18 @@ def _human(report: Report) -> None:
         places.add_column(column)
     for p in report.places:
         places.add_row(
-            p.role + (f" {p.oid}" if p.oid is not None else ""), p.path,
-            p.dataset or Text("not on ZFS", style="bold red"), "yes" if p.control else "",
+            p.role + (f" {p.oid}" if p.oid is not None else ""), Text(p.path),
+            Text(p.dataset) if p.dataset else Text("not on ZFS", style="bold red"),
+            "yes" if p.control else "",
         )
     console.print(places)
     checks = Table(title="checks")
     for column in ("check", "status", "summary", "hint"):
         checks.add_column(column)
     for c in report.checks:
-        checks.add_row(c.name, Text(c.status.name, style=STYLE[c.status]), c.summary, c.hint)
+        # Text, not markup: "[verify] amcheck" must print as written.
+        checks.add_row(c.name, Text(c.status.name, style=STYLE[c.status]), Text(c.summary),
+                       Text(c.hint))
     console.print(checks)
     verdict = "some checks FAILED" if report.failed else "all checks passed"
     console.print(verdict, style="bold red" if report.failed else "bold green")

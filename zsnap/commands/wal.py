@@ -14,7 +14,7 @@ from zsnap.commands import Context, dry_run_option, json_option, pass_ctx
 from zsnap.errors import EXIT_FAILURE, EXIT_NOT_FOUND
 from zsnap.jobs import Job
 from zsnap.lsn import Lsn
-from zsnap.output import console, emit, err_console, error_line, table
+from zsnap.output import console, emit, err_console, error_line, escape, table
 
 if TYPE_CHECKING:
     from zsnap.changes.find import FindResult
@@ -66,9 +66,9 @@ def wal_check(obj: Context, as_json: bool) -> None:
             table("gaps", ["timeline", "first missing", "last missing", "segments"],
                   [[g.timeline, g.first, g.last, g.count] for g in report.gaps])
         for problem in report.problems:
-            console.print(f"[red]problem:[/] {problem}", highlight=False)
+            console.print(f"[red]problem:[/] {escape(problem)}", highlight=False)
         for name, why in report.damaged.items():
-            console.print(f"[red]damaged:[/] {name}: {why}", highlight=False)
+            console.print(f"[red]damaged:[/] {name}: {escape(why)}", highlight=False)
         if result.unusable_sets:
             console.print(f"[red]sets missing their own WAL:[/] {', '.join(result.unusable_sets)}",
                           highlight=False)
