@@ -208,9 +208,9 @@ class ReinitStandby:
             # The set was taken from a running server: its pid file is stale.
             Path(plan.pgdata, "postmaster.pid").unlink(missing_ok=True)
             if manager is None:
-                self._start(plan)
+                log_from = self._start(plan)
                 result.running_s = time.monotonic() - began
-                self._wait_streaming(timeout_s)
+                self._wait_streaming(timeout_s, log_from)
                 result.caught_up_s = time.monotonic() - began
             self._plan_path.unlink()
             if discard:
@@ -389,16 +389,26 @@ class ReinitStandby:
                 if members != values[props[0]]:
                     self.zfs.set([name], {props[1]: layout, props[0]: members})
 
-    def _start(self, plan: ReinitPlan) -> None:
-        log_file = self.config.state.dir / "reinit-standby.log"
+    @property
+    def _log_file(self) -> Path:
+        return self.config.state.dir / "reinit-standby.log"
+
+    def _start(self, plan: ReinitPlan) -> int:
+        """Starts the standby; returns where in its log file this start begins."""
+        log_file = self._log_file
         log_file.touch()
         owner = os_user_entry(self.config.standby.os_user)
         os.chown(log_file, owner.pw_uid, owner.pw_gid)  # the server writes it
+        begins = log_file.stat().st_size  # pg_ctl -l appends
         self.on_progress("starting the standby")
         self._pg.run("pg_ctl", "-D", plan.config_dir, "-l", str(log_file), "-w", "-t",
                      str(START_TIMEOUT_S), "start", timeout=START_TIMEOUT_S + 30)
+        return begins
 
-    def _wait_streaming(self, timeout_s: float) -> None:
+    def _wait_streaming(self, timeout_s: float, log_from: int) -> None:
+        """Until the standby's WAL receiver streams. Its status is shown only to superusers
+        and pg_read_all_stats (which also shows every session's query: not in zsnap's
+        least-privilege role); to others, that it runs, and then the server log says it."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -410,12 +420,19 @@ class ReinitStandby:
                 if row is not None and row[0] == "streaming":
                     self.on_progress(f"streaming: received {row[1]}, replayed {row[2]}")
                     return
+                if row is not None and row[0] is None and logs_streaming(self._log_file,
+                                                                         log_from):
+                    self.on_progress("streaming (its server log says so)")
+                    return
             except psycopg.Error as e:
                 log.debug("standby not ready yet: %s", e)
             if time.monotonic() > deadline:
-                raise PostgresError(f"the standby did not stream from the primary within "
-                                    f"{timeout_s:g} s: see {self.config.state.dir}/"
-                                    "reinit-standby.log")
+                raise PostgresError(
+                    f"the standby did not stream from the primary within {timeout_s:g} s: "
+                    f"see {self._log_file} (a role that is not a superuser sees the WAL "
+                    "receiver's status only with pg_read_all_stats; without it, zsnap reads "
+                    "\"started streaming WAL\" in that log, where the server writes unless "
+                    "logging_collector is on)")
             time.sleep(POLL_S)
 
     def _check_discard(self, plan: ReinitPlan) -> None:
@@ -454,3 +471,17 @@ class ReinitStandby:
                 continue
             gone.append(r.aside)
         return gone
+
+
+# What PostgreSQL logs once its WAL receiver streams (in English: lc_messages elsewhere).
+STREAMING = "started streaming WAL from primary"
+
+
+def logs_streaming(log_file: Path, start: int) -> bool:
+    """Whether the server log says, after byte `start`, that replication streams."""
+    try:
+        with log_file.open("rb") as f:
+            f.seek(start)
+            return STREAMING.encode() in f.read()
+    except OSError:
+        return False

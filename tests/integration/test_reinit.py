@@ -176,3 +176,29 @@ def test_killed_at_its_steps_reinit_again_finishes(reinit_lab: LabInfo, tmp_path
         # The damaged datasets of every run stay until discarded.
         assert {d["damaged_kept_as"] for d in again["datasets"]} <= datasets(info)
     assert all(s["complete"] for s in cli.json("list")["sets"])
+
+
+def test_the_least_privilege_role_sees_the_rebuilt_standby_stream(
+    reinit_lab: LabInfo, tmp_path: Path
+) -> None:
+    """pg_stat_wal_receiver shows its status only to superusers and pg_read_all_stats, which
+    docs/install.md's role does not have: reinit then reads the standby's server log."""
+    info = reinit_lab
+    grants = "EXECUTE ON FUNCTION pg_wal_replay_pause(), pg_wal_replay_resume()"
+    for statement in ("CREATE ROLE zsnap_reinit LOGIN", f"GRANT {grants} TO zsnap_reinit",
+                      "GRANT pg_checkpoint, pg_read_all_settings TO zsnap_reinit"):
+        sql(info, "primary", statement)
+    replicated(info)
+    try:
+        config = tmp_path / "zsnap.toml"
+        config.write_text(info.config_file.read_text().replace("user=postgres",
+                                                               "user=zsnap_reinit"))
+        limited = Cli(config)
+        limited("snapshot")
+        result = limited.json("reinit", "--timeout", "120")
+        assert result["caught_up_s"] is not None
+        assert sql(info, "standby", "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    finally:
+        sql(info, "primary", f"REVOKE {grants} FROM zsnap_reinit")
+        sql(info, "primary", "DROP ROLE zsnap_reinit")
+        replicated(info)

@@ -4,10 +4,18 @@ standby's own, and the plan file that a rerun finishes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from zsnap.catalog import SnapshotSet
 from zsnap.pg.layout import Layout, Place
-from zsnap.reinit import ReinitPlan, Replacement, aside_name, in_place, moved_members
+from zsnap.reinit import (
+    ReinitPlan,
+    Replacement,
+    aside_name,
+    in_place,
+    logs_streaming,
+    moved_members,
+)
 
 LAYOUT = Layout((Place("pgdata", "/srv/pg/data", "tank/pg", "data"),
                  Place("tablespace", "/srv/ts1", "tank/ts1", "", 16384)))
@@ -52,3 +60,17 @@ def test_the_plan_survives_its_file() -> None:
                       ["20261201T010000Z"])
     again = ReinitPlan.from_json(plan.to_json())
     assert again == plan and again.renamed == {"tank/pg": "tank/pg_damaged_T"}
+
+
+def test_streaming_is_read_in_the_log_after_this_start_only(tmp_path: Path) -> None:
+    log = tmp_path / "reinit-standby.log"
+    log.write_text("LOG:  started streaming WAL from primary at 0/3000000 on timeline 1\n")
+    begins = log.stat().st_size  # an earlier start's line
+    assert not logs_streaming(log, begins)
+    with log.open("a") as f:
+        f.write("LOG:  database system is ready to accept read-only connections\n")
+    assert not logs_streaming(log, begins)
+    with log.open("a") as f:
+        f.write("LOG:  started streaming WAL from primary at 0/A000000 on timeline 1\n")
+    assert logs_streaming(log, begins)
+    assert not logs_streaming(tmp_path / "absent.log", 0)
