@@ -385,17 +385,16 @@ class CreateClone:
         source = archives.known(cfg, self.zfs.runner)
         wal = CloneWal(plan.set, source, data.pgdata / "pg_wal")
         target = plan.target if request.pause else wal.recovery_target(plan.target)
+        extra = {**cfg.clones.settings, **request.settings}
         settings = instance_settings(
             name=plan.name, port=plan.port, listen_addresses=cfg.clones.listen_addresses,
             socket_dir=plan.paths.socket_dir,
             restore_command=wal.restore_command(
                 archives.restore_command(cfg, self.zfs.runner), target),
-            target=target, fast=request.fast_recovery,
-            extra={**cfg.clones.settings, **request.settings},
+            target=target, fast=request.fast_recovery, extra=extra,
             prefetch=prefetch_helps(data.mountpoints, mounts()),
         )
-        replay = replay_settings(fast=request.fast_recovery,
-                                 extra={**cfg.clones.settings, **request.settings})
+        replay = replay_settings(fast=request.fast_recovery, extra=extra)
         prepare(data, settings, cfg.standby.os_user, plan.set.backup_label,
                 plan.set.config_files, replay)
         move_wal(data.pgdata, plan.paths.wal_dir, wal.from_set,
