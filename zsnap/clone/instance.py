@@ -179,7 +179,7 @@ class Instance:
                         f"(replayed up to {state.replay_lsn})"
                     )
                 interrupt.check()
-            time.sleep(FAST_POLL_S)
+                time.sleep(FAST_POLL_S)
         finally:
             conn.close()
 
@@ -229,7 +229,7 @@ class Instance:
                 if time.monotonic() > deadline:
                     raise RecoveryFailed("the flashback instance did not promote")
                 interrupt.check()
-            time.sleep(FAST_POLL_S)
+                time.sleep(FAST_POLL_S)
 
     def make_durable(self, mountpoints: Sequence[Path], runner: Runner) -> None:
         """Undo the replay-only settings (fsync back on) where fast recovery set them,
