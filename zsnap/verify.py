@@ -346,10 +346,9 @@ class VerifySet:
         checked = len(databases) - len(denied)
         done = f"{indexes} btree indexes and {tables} tables in {checked} databases"
         if denied and not problems:
-            user = rows[0][1] if rows else "this role"
             elsewhere = f" ({done} checked)" if checked else ""
-            return Check("amcheck", Outcome.SKIPPED,
-                         f"not allowed in {', '.join(denied)}{elsewhere}: {amcheck.grant(user)}")
+            return Check("amcheck", Outcome.SKIPPED, f"not allowed in {', '.join(denied)}"
+                         f"{elsewhere}: {amcheck.grant(rows[0][1])}")
         return _problems("amcheck", problems, done)
 
     @staticmethod

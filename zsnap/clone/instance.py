@@ -238,33 +238,34 @@ class Instance:
         more than zsnap's least-privilege role: the settings go with their file (REPLAY_CONF)
         and a reload by signal, and pg_checkpoint is granted for the snapshot protocol."""
         with self._session() as conn:
-            fast = _by_us(fsync_off(conn))
-        if fast:
+            source = fsync_off(conn)
+        if _by_us(source):
             owner = os_user_entry(self.pg.os_user)
             write_durably(self.pgdata / REPLAY_CONF, REPLAY_DONE, mode=0o600,
                           owner=(owner.pw_uid, owner.pw_gid), parents=False)
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "reload", timeout=30)
-            self._wait_for_fsync()
-        with self._session() as conn:
+            source = self._wait_for_fsync()
+        if source is not None:
             # Set elsewhere (the cluster's own configuration, or postgresql.auto.conf by an
             # older zsnap): never recorded as durable.
-            source = fsync_off(conn)
-            if source is not None:
-                raise RecoveryFailed(f"fsync is off ({source or 'not from a file'}): "
-                                     "the instance cannot be made durable")
+            raise RecoveryFailed(f"fsync is off ({source or 'not from a file'}): "
+                                 "the instance cannot be made durable")
+        with self._session() as conn:
             conn.execute("CHECKPOINT")
         for mountpoint in mountpoints:
             runner.run(["sync", "-f", str(mountpoint)], timeout=600)
 
-    def _wait_for_fsync(self) -> None:
+    def _wait_for_fsync(self) -> str | None:
         """Until a new session no longer sees fsync off from REPLAY_CONF: it forked from a
         postmaster that has reloaded, and so has signalled the checkpointer, whose CHECKPOINT
-        then syncs what fsync = off left unsynced."""
+        then syncs what fsync = off left unsynced. Returns where fsync is off then, if it
+        still is (fsync_off)."""
         deadline = time.monotonic() + 30
         while True:
             with self._session() as conn:
-                if not _by_us(fsync_off(conn)):
-                    return
+                source = fsync_off(conn)
+            if not _by_us(source):
+                return source
             if time.monotonic() > deadline:
                 raise RecoveryFailed("fsync is still off 30 s after the flashback instance "
                                      "was asked to reload its configuration")
