@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from tests.unit.test_backup_label import pgdata
 from tests.unit.walfiles import write_segment
 from zsnap.clone.naming import ClonePaths, check_name
 from zsnap.clone.recovery import (
     FAST_ONLY,
     REPLAY_CONF,
-    DataDir,
     fast_settings,
     instance_settings,
     prepare,
@@ -28,7 +28,6 @@ from zsnap.clone.serverlog import Cause, consistent_at, failure, last_restored
 from zsnap.clone.target import Target
 from zsnap.errors import UsageError
 from zsnap.lsn import Lsn, Segment
-from zsnap.pg.layout import ROLE_PGDATA, Layout, Place
 from zsnap.units import GB, MB
 from zsnap.wal.available import available, first_gap, merge, newest
 from zsnap.wal.names import Archive
@@ -336,13 +335,10 @@ def test_the_replay_file_is_included_last_and_the_standbys_values_give_way() -> 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="prepare() gives files to the cluster's owner")
 def test_prepare_puts_the_replay_settings_in_their_file(tmp_path: Path) -> None:
-    (tmp_path / "global").mkdir()
-    (tmp_path / "global" / "pg_control").write_bytes(b"")
+    data = pgdata(tmp_path)
     (tmp_path / "postgresql.conf").write_text("shared_buffers = 128MB\n")
     (tmp_path / "postgresql.auto.conf").write_text("max_wal_size = '1GB'\n")
-    layout = Layout((Place(ROLE_PGDATA, str(tmp_path), "p/pgdata", ""),))
-    prepare(DataDir(layout, ["p/pgdata"], [tmp_path]), {"port": "55432"}, "postgres",
-            replay={"fsync": "off", "max_wal_size": "16GB"})
+    prepare(data, {"port": "55432"}, "postgres", replay={"fsync": "off", "max_wal_size": "16GB"})
     replay = tmp_path / REPLAY_CONF
     assert "max_wal_size = '16GB'" in replay.read_text()
     assert replay.stat().st_mode & 0o777 == 0o600
