@@ -241,6 +241,19 @@ def test_a_mistake_found_in_the_wal_and_its_rows_back(lab: LabInfo, tmp_path: Pa
     assert datetime.fromisoformat(third["kept_until"]) - kept > timedelta(minutes=45)
     assert abs((expiry() - datetime.fromisoformat(third["kept_until"])).total_seconds()) < 1
     cli("destroy", first["instance"])
+    # Without --db, the database the transaction changed (shop2 has an orders table too),
+    # a kept instance's as well; --db asks another.
+    shop2 = ["--before-xid", str(xid["shop2"])]
+    n, made = count(cli, shop2, "SELECT count(*) FROM orders", "--keep", "10m")
+    assert (n, made["database"]) == (10, "shop2")
+    n, kept_one = count(cli, shop2, "SELECT count(*) FROM orders", "--keep", "10m")
+    assert (n, kept_one["database"], kept_one["reused"]) == (10, "shop2", True)
+    assert count(cli, shop2, "SELECT count(*) FROM orders", "--db", "postgres", "--keep",
+                 "10m")[0] == 880
+    cli("destroy", made["instance"])
+    cloned = cli.json("clone", *shop2)
+    assert cloned["database"] == "shop2" and "dbname=shop2" in cloned["dsn"]
+    cli("destroy", cloned["name"])
     assert count(cli, ["--before-xid", str(xid["truncate"])], "SELECT count(*) FROM items")[0] \
         == 900
     assert count(cli, ["--restore-point", "before-truncate"],
@@ -264,6 +277,12 @@ def test_a_mistake_found_in_the_wal_and_its_rows_back(lab: LabInfo, tmp_path: Pa
         [*cli_argv(cli), "dump", "--before-xid", str(xid["delete"]), "--table", "orders",
          "--format", "custom"], capture_output=True, check=True)
     assert custom.stdout.startswith(b"PGDMP")
+    shop2_dump = tmp_path / "shop2.sql"
+    dumped = json.loads(cli("dump", *shop2, "--table", "orders", "-f", str(shop2_dump),
+                            "--json").stdout)
+    assert dumped["database"] == "shop2"
+    assert "COPY public.orders (id) FROM stdin" in shop2_dump.read_text()
+    assert "order 1" not in shop2_dump.read_text()  # postgres' orders has a note column
     # Nothing was written to the primary, and nothing is left behind.
     assert one(primary, "SELECT count(*) FROM orders") == 880
     assert cli.json("clones") == []

@@ -6,23 +6,26 @@ from __future__ import annotations
 import marshal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from zsnap.changes.find import (
+    LOOK_BACK,
     FindChanges,
     FindRequest,
     Found,
     TableChange,
+    _database,
     _wanted,
     parse_kinds,
     qualified,
     tables_of,
 )
 from zsnap.changes.relations import Names, Relation, RelationMap
-from zsnap.changes.scan import _stopped_at
+from zsnap.changes.scan import WalScan, _stopped_at
 from zsnap.changes.transactions import Assembler, Point, Transaction
 from zsnap.changes.waldump import RestorePoint, SegmentChanges, file_key, summarize
 from zsnap.clone.target import Target
@@ -101,6 +104,36 @@ def test_a_transaction_spanning_segments_counts_once_its_commit_is_read() -> Non
     assert isinstance(t, Transaction)
     assert t.files["1663/5/20000"] == [1, 0, 7, 0]
     assert assembler.pending == {}
+
+
+def test_a_transactions_database_is_found_behind_its_commit() -> None:
+    """What `query`/`dump` ask for an xid target. The commit's segment may hold none of the
+    transaction's changes: the cached segments before it name the database, a committed
+    subtransaction's changes too, the shared catalogs (database 0) never."""
+    segments = {3: SegmentChanges(), 4: SegmentChanges()}
+    segments[3].count(50, "1663/16384/16500", 2, 5)
+    segments[4].count(51, "1664/0/1260", 0)  # the subtransaction: a shared catalog only
+    segments[4].count(60, "1663/5/16416", 0)  # another transaction, another database
+    segments[4].count(71, "1663/16390/16600", 0)  # transaction 70's subtransaction
+    uncached = {2}
+
+    class Cache:
+        def cached(self, seg: Segment) -> SegmentChanges | None:
+            return None if seg.number in uncached else segments.get(seg.number, SegmentChanges())
+
+    scan = cast(WalScan, Cache())
+
+    def at(n: int) -> Segment:
+        return Segment(1, n, SEGMENT)
+
+    assert _database(set(), scan, at, 0, 5, (50, 51)) == 16384
+    assert _database(set(), scan, at, 0, 5, (70, 71)) == 16390
+    assert _database({5}, scan, at, 0, 5, (50, 51)) == 5  # from the commit's own segment
+    assert _database(set(), scan, at, 4, 5, (50, 51)) is None  # not before the first segment
+    assert _database(set(), scan, at, 0, 2, (50,)) is None  # nor past one not cached
+    assert _database({5, 16384}, scan, at, 0, 5, (50,)) is None  # never a guess
+    assert _database(set(), scan, at, 0, 3 + LOOK_BACK - 1, (50,)) == 16384
+    assert _database(set(), scan, at, 0, 3 + LOOK_BACK, (50,)) is None
 
 
 def test_an_aborted_transaction_is_never_listed() -> None:

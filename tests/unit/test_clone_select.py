@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from zsnap.catalog import SnapshotSet
 from zsnap.clone.create import CreateClone
-from zsnap.clone.request import CloneRequest
+from zsnap.clone.request import CloneRequest, Commit
 from zsnap.clone.select import TargetOutOfRange, candidates
 from zsnap.clone.target import Kind, Target
 from zsnap.errors import NotFoundError, UsageError
@@ -168,7 +168,7 @@ def test_a_commit_at_a_sets_consistency_lsn_is_after_it() -> None:
     """A set's consistency LSN is where replay had got to (the end of the last record in it):
     a commit whose record starts there is the first thing after the set, which a flashback
     from it stops just before."""
-    request = CloneRequest(Target.before_xid("742"), commit_lsn=SETS[1].consistent)
+    request = CloneRequest(Target.before_xid("742"), commit=Commit(SETS[1].consistent))
     assert ids(CreateClone._before_commit(SETS, request)) == ids(SETS[:2])
-    request = CloneRequest(Target.before_xid("742"), commit_lsn=SETS[0].consistent)
+    request = CloneRequest(Target.before_xid("742"), commit=Commit(SETS[0].consistent))
     assert ids(CreateClone._before_commit(SETS, request)) == ids(SETS[:1])

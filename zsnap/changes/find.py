@@ -22,9 +22,9 @@ from pathlib import Path
 from zsnap.catalog import SnapshotSet, catalog_of, is_set_id
 from zsnap.changes.relations import Names, RelationMap, cached, keep, read_server
 from zsnap.changes.scan import Progress, WalScan
-from zsnap.changes.transactions import Assembler, Point, Transaction
-from zsnap.changes.waldump import DELETED, INSERTED, PAGES, UPDATED
-from zsnap.clone.request import CloneRequest
+from zsnap.changes.transactions import Assembler, Point, Transaction, databases_of
+from zsnap.changes.waldump import DELETED, INSERTED, PAGES, UPDATED, SegmentChanges
+from zsnap.clone.request import CloneRequest, Commit
 from zsnap.clone.target import Target
 from zsnap.config import Config
 from zsnap.errors import NotFoundError, UsageError, ZsnapError
@@ -44,6 +44,9 @@ KINDS = ("insert", "update", "delete", "truncate", "drop")
 RELATIONS_DIR = "relations"
 # Instances started in one run to name relation files (each a few seconds; kept afterwards).
 MAX_LOOKUPS = 4
+# Segments looked back through for the database of a transaction whose commit's segment holds
+# none of its changes (a gigabyte of WAL at the default size).
+LOOK_BACK = 64
 
 
 def qualified(name: str) -> str:
@@ -178,10 +181,10 @@ class FindChanges:
         result.seconds = time.monotonic() - started
         return result
 
-    def locate(self, xid: int) -> Lsn:
-        """Where transaction `xid` committed, or one line saying why it did not. Cached
-        segments are opened only where their index says the transaction may end; the rest
-        is read as `run` reads it."""
+    def locate(self, xid: int) -> Commit:
+        """Where transaction `xid` committed and the database it changed, or one line saying
+        why it did not commit. Cached segments are opened only where their index says the
+        transaction may end; the rest is read as `run` reads it."""
         sets = self._sets()
         cfg = self.config
         archive = archives.readable(cfg, self.zfs.runner)
@@ -196,17 +199,24 @@ class FindChanges:
             if ended:
                 newest = max(newest, ended[-1])
                 changes = scan.cached(at(n)) if xid in ended else None
-                for e in changes.ends if changes else []:
-                    if e.xid == xid and sets[0].holds_before(e.lsn):
-                        if not e.committed:
-                            raise NotFoundError(
-                                f"transaction {xid} was rolled back: it never committed")
-                        return Lsn(e.lsn)
+                end = next((e for e in changes.ends if e.xid == xid), None) \
+                    if changes is not None else None
+                if changes is not None and end is not None and sets[0].holds_before(end.lsn):
+                    if not end.committed:
+                        raise NotFoundError(
+                            f"transaction {xid} was rolled back: it never committed")
+                    xids = (xid, *end.subxacts)
+                    found = databases_of([*_files_of(changes, xids), *end.dropped_files],
+                                         end.dropped_relations)
+                    return Commit(Lsn(end.lsn), _database(found, scan, at, first, n - 1, xids))
             n += 1
         result = FindResult()
         scanned = self._scan(sets, FindRequest(), result, xid=xid, start=n)
         if scanned.transactions:
-            return Lsn(scanned.transactions[0].commit_lsn)
+            t = scanned.transactions[0]
+            # Read from segment n on: its changes before it are in the cached ones.
+            return Commit(Lsn(t.commit_lsn), _database(t.databases, scan, at, first, n - 1,
+                                                       (xid, *t.subxacts)))
         if xid in scanned.aborted:
             raise NotFoundError(f"transaction {xid} was rolled back: it never committed")
         newest = max(newest, scanned.newest_xid)
@@ -439,7 +449,7 @@ class FindChanges:
         found = cached(path)
         if found is not None:
             return found, 0
-        request = CloneRequest(Target.before_xid(str(t.xid)), commit_lsn=Lsn(t.commit_lsn))
+        request = CloneRequest(Target.before_xid(str(t.xid)), commit=Commit(Lsn(t.commit_lsn)))
         return self._instance_map(request, f"just before transaction {t.xid}", path), 1
 
     def _instance_map(self, request: CloneRequest, source: str, path: Path) -> RelationMap | None:
@@ -503,6 +513,27 @@ class FindChanges:
             return None
         database = names.database(databases[0]) if len(databases) == 1 else None
         return Found(t.xid, t.committed_at, Lsn(t.commit_lsn), t.timeline, database, tables)
+
+
+def _files_of(changes: SegmentChanges, xids: Iterable[int]) -> list[str]:
+    """The relation files (sub)transactions `xids` changed or created in one segment."""
+    return [k for x in xids for k in (*changes.changes.get(x, ()), *changes.created.get(x, ()))]
+
+
+def _database(found: set[int], scan: WalScan, at: Callable[[int], Segment], first: int,
+              last: int, xids: tuple[int, ...]) -> int | None:
+    """The one database in `found` (what the transaction's commit and the segments read with it
+    say); when that is none, the one its changes in the cached segments before them name, from
+    `last` back to the nearest that has some (at most LOOK_BACK). None: shared catalogs only,
+    or not seen."""
+    n = last
+    while not found and n >= max(first, last - LOOK_BACK + 1):
+        changes = scan.cached(at(n))
+        if changes is None:
+            break
+        found = databases_of(_files_of(changes, xids))
+        n -= 1
+    return next(iter(found)) if len(found) == 1 else None
 
 
 def _changed(c: TableChange) -> bool:
@@ -570,11 +601,12 @@ def tables_of(given: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(qualified(t) for t in given))
 
 
-def commit_lsn(config: Config, zfs: Zfs, target: Target) -> Lsn | None:
-    """Where an xid target's transaction committed, found in the archived WAL (one line when
-    it never committed, was rolled back, or is not archived); None for other targets, and
-    where the archive cannot be listed (recovery itself then searches for the transaction,
-    from the newest set back, rather than zsnap reading the whole archive first)."""
+def target_commit(config: Config, zfs: Zfs, target: Target) -> Commit | None:
+    """Where an xid target's transaction committed, and the database it changed, found in the
+    archived WAL (one line when it never committed, was rolled back, or is not archived); None
+    for other targets, and where the archive cannot be listed (recovery itself then searches
+    for the transaction, from the newest set back, rather than zsnap reading the whole archive
+    first)."""
     if target.xid is None:
         return None
     if archives.configured(config, zfs.runner) is None:

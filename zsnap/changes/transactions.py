@@ -5,7 +5,7 @@ nothing. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,14 +22,21 @@ class Transaction:
     created: set[str] = field(default_factory=set)
     dropped_files: tuple[str, ...] = ()
     dropped_relations: tuple[str, ...] = ()  # DB/OID
+    subxacts: tuple[int, ...] = ()  # its committed subtransactions
 
     @property
     def databases(self) -> set[int]:
-        keys = [*self.files, *self.dropped_files, *self.created]
-        found = {database_of(k) for k in keys}
-        found |= {int(r.split("/")[0]) for r in self.dropped_relations}
-        found.discard(0)  # shared catalogs
-        return found
+        return databases_of([*self.files, *self.dropped_files, *self.created],
+                            self.dropped_relations)
+
+
+def databases_of(files: Iterable[str], dropped_relations: Iterable[str] = ()) -> set[int]:
+    """The databases (OIDs) of relation files and of dropped relations (DB/OID), the shared
+    catalogs' left out."""
+    found = {database_of(k) for k in files}
+    found |= {int(r.split("/")[0]) for r in dropped_relations}
+    found.discard(0)
+    return found
 
 
 @dataclass(frozen=True)
@@ -94,4 +101,4 @@ class Assembler:
         if self.last_commit is None or end.at > self.last_commit:
             self.last_commit = end.at
         return Transaction(end.xid, end.at, end.lsn, timeline, files, created,
-                           end.dropped_files, end.dropped_relations)
+                           end.dropped_files, end.dropped_relations, end.subxacts)

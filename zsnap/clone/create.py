@@ -46,7 +46,7 @@ from zsnap.errors import (
 )
 from zsnap.lock import locked
 from zsnap.pg.binaries import PgTools
-from zsnap.pg.connection import instance_conninfo
+from zsnap.pg.connection import database_name, instance_conninfo
 from zsnap.ports import port_free
 from zsnap.runner import os_user_entry
 from zsnap.wal import archives
@@ -157,12 +157,12 @@ class CreateClone:
 
     @staticmethod
     def _before_commit(sets: list[SnapshotSet], request: CloneRequest) -> list[SnapshotSet]:
-        if request.commit_lsn is None:
+        if request.commit is None:
             return sets
-        before = [s for s in sets if s.holds_before(request.commit_lsn.value)]
+        before = [s for s in sets if s.holds_before(request.commit.lsn.value)]
         if not before:
             raise TargetOutOfRange(
-                f"{_describe(request.target)} committed at {request.commit_lsn}, before "
+                f"{_describe(request.target)} committed at {request.commit.lsn}, before "
                 + (f"set {request.set_id} is" if request.set_id else "any set is")
                 + " consistent: nothing to flash back from")
         return before
@@ -352,6 +352,8 @@ class CreateClone:
         }
         if request.ttl is not None:
             props[registry.EXPIRES] = (self.now() + request.ttl).isoformat(timespec="seconds")
+        if request.commit is not None and request.commit.database is not None:
+            props[registry.DATABASE] = str(request.commit.database)
         parents = set(plan.existing)  # and those made here: asked about once per pool
         for member, (origin, snapshot, clone) in enumerate(
             zip(s.datasets, s.snapshots, plan.datasets, strict=True)
@@ -431,14 +433,18 @@ class CreateClone:
         # PostgreSQL's own account of the replay where its log has timestamps; else ours.
         replay_s = server.replay_s if server else steps.laps["consistent"] + steps.laps["target"]
         replayed = max(state.replay_lsn - plan.set.redo, 0) if state.replay_lsn else None
+        database = None
+        if request.commit is not None and request.commit.database is not None:
+            database = database_name(self._conninfo(plan, public=False),
+                                     request.commit.database)
         return CloneResult(
             name=plan.name, set_id=plan.set.id, port=plan.port,
-            dsn=self._conninfo(plan, public=True), target=plan.target,
+            dsn=self._conninfo(plan, public=True, dbname=database), target=plan.target,
             recovered_to=state.replay_time, replay_lsn=state.replay_lsn,
             consistent_lsn=consistent_at(text), promoted=promoted,
             elapsed_s=time.monotonic() - started, pgdata=data.pgdata, log=plan.paths.log,
             datasets=plan.datasets, steps_s=steps.laps, durability=durable,
-            wal_replayed_bytes=replayed, replay_s=replay_s, server=server,
+            wal_replayed_bytes=replayed, replay_s=replay_s, server=server, database=database,
         )
 
     def _durability(self, request: CloneRequest, plan: ClonePlan, steps: Stopwatch) -> str:
@@ -461,9 +467,9 @@ class CreateClone:
             shutil.copyfile(plan.paths.log, kept)
         return kept
 
-    def _conninfo(self, plan: ClonePlan, *, public: bool) -> str:
+    def _conninfo(self, plan: ClonePlan, *, public: bool, dbname: str | None = None) -> str:
         return instance_conninfo(self.config.standby.conninfo, str(plan.paths.socket_dir),
-                                 plan.port, public=public)
+                                 plan.port, dbname, public=public)
 
     def _explain(self, e: ServerStopped, plan: ClonePlan, wal: CloneWal) -> Exception:
         cause = e.failure.cause

@@ -30,8 +30,11 @@ PGDATA = PREFIX + "clone_pgdata"
 DURABLE = PREFIX + "clone_durable"
 # When `zsnap destroy --expired` (and the daemon) may remove it; unset: never.
 EXPIRES = PREFIX + "clone_expires"
+# An xid target's: the OID of the database its transaction changed, as found in the WAL (the
+# database `zsnap query` and `zsnap dump` ask by default, a kept instance's too).
+DATABASE = PREFIX + "clone_database"
 COLUMNS = [NAME, CLUSTER, SET, TARGET, PORT, MEMBER, CREATED, DIR, PGDATA, DURABLE, EXPIRES,
-           "origin", "mountpoint"]
+           DATABASE, "origin", "mountpoint"]
 
 
 class Clone(BaseModel):
@@ -49,6 +52,7 @@ class Clone(BaseModel):
     # The DURABLE property of the first member; None on clones made before it existed.
     durable: str | None = None
     expires_at: datetime | None = None
+    database_oid: int | None = None  # DATABASE
     used_bytes: int | None = None
     state: str = "unknown"
 
@@ -130,6 +134,7 @@ def _build(name: str, members: list[Mapping[str, str]]) -> Clone:
         pgdata=Path(first[PGDATA]),
         durable=first[DURABLE] if first[DURABLE] != UNSET else None,
         expires_at=_time(first[EXPIRES]),
+        database_oid=int(first[DATABASE]) if first[DATABASE].isdigit() else None,
         datasets=[m["name"] for m in members],
         origins=[m["origin"] for m in members if m["origin"] != UNSET],
         mountpoints=[Path(m["mountpoint"]) for m in members],

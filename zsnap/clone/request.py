@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from zsnap.clone.serverlog import Phases
 
 
+@dataclass(frozen=True)
+class Commit:
+    """Where an xid target's transaction committed in the WAL, and the database it changed
+    (a transaction writes in one database, besides the shared catalogs)."""
+
+    lsn: Lsn
+    database: int | None = None  # its OID; None: shared catalogs only, or not seen
+
+
 class Wait(Enum):
     """When a clone becomes durable (zsnap.clone.durability)."""
 
@@ -39,9 +48,9 @@ class CloneRequest:
     # How long it may live: past that, `zsnap destroy --expired` (and the daemon) remove it.
     # None: until destroyed (`zsnap clone` gives [clones] ttl when --ttl is not given).
     ttl: timedelta | None = None
-    # Where the target transaction's commit is in the WAL, when it was looked up there: only
-    # sets consistent before it can stop at (or just before) it.
-    commit_lsn: Lsn | None = None
+    # The target transaction's commit, when it was looked up in the WAL: only sets consistent
+    # before it can stop at (or just before) it.
+    commit: Commit | None = None
     # PostgreSQL settings of this instance only, after [clones] settings.
     settings: dict[str, str] = field(default_factory=dict)
 
@@ -72,6 +81,9 @@ class CloneResult:
     wal_replayed_bytes: int | None = None
     replay_s: float | None = None
     server: Phases | None = None  # from the server log: its start, its replay
+    # The database an xid target's transaction changed, by its name in the instance (`dsn`
+    # names it); None: the one the standby's conninfo names.
+    database: str | None = None
 
     @property
     def replay_mb_s(self) -> float | None:
@@ -85,6 +97,7 @@ class CloneResult:
             "set": self.set_id,
             "port": self.port,
             "dsn": self.dsn,
+            "database": self.database,
             "target": str(self.target),
             "target_note": self.target.note,
             "recovered_to": self.recovered_to.isoformat() if self.recovered_to else None,

@@ -87,7 +87,7 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
           timeout: float | None, durable: bool, ttl: str | None, dry_run: bool,
           as_json: bool) -> None:
     """Start a flashback instance: the database as it was at a target."""
-    from zsnap.changes.find import commit_lsn
+    from zsnap.changes.find import target_commit
     from zsnap.clone.create import CreateClone
     from zsnap.clone.request import CloneRequest, Wait
 
@@ -97,7 +97,7 @@ def clone(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
                            fast_recovery=not no_fast_recovery, timeout_s=timeout,
                            durability=Wait.WAIT if durable else Wait.BACKGROUND,
                            ttl=lifetime or obj.config.clones.ttl,
-                           commit_lsn=commit_lsn(obj.config, obj.zfs(), target))
+                           commit=target_commit(obj.config, obj.zfs(), target))
     if dry_run:
         plan = CreateClone(obj.config, obj.zfs(dry_run=True)).plan(request)
         data: dict[str, Any] = {

@@ -33,7 +33,8 @@ def _request(at: str | None, before_xid: str | None, xid: str | None, lsn: str |
 @click.command()
 @target_options
 @click.option("--db", "database", metavar="NAME",
-              help="Database (default: the one [standby] conninfo names).")
+              help="Database (default: the one the --before-xid or --xid transaction "
+                   "changed, else the one [standby] conninfo names).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header.")
 @click.option("--keep", metavar="DURATION",
               help="Keep the instance this long (e.g. 10m): the next query at the same target "
@@ -74,7 +75,9 @@ def query(obj: Context, at: str | None, before_xid: str | None, xid: str | None,
                          f"{result.kept_until.isoformat(sep=' ', timespec='seconds')}"
                          if result.kept_until else "")
             err_console.print(
-                f"{len(result.rows)} row(s) at {result.target} (set {result.set_id}) in "
+                f"{len(result.rows)} row(s) at {result.target}"
+                f"{' in database ' + result.database if result.database else ''} "
+                f"(set {result.set_id}) in "
                 f"{result.seconds:.1f} s from {'kept ' if result.reused else ''}instance "
                 f"{result.instance}{kept_note}", highlight=False)
         sys.stdout.flush()
@@ -95,7 +98,8 @@ def _cell(value: Any) -> Any:
 @click.option("--table", "tables", multiple=True, required=True, metavar="NAME",
               help="schema.name or name (public); several allowed.")
 @click.option("--db", "database", metavar="NAME",
-              help="Database (default: the one [standby] conninfo names).")
+              help="Database (default: the one the --before-xid or --xid transaction "
+                   "changed, else the one [standby] conninfo names).")
 @click.option("--format", "fmt", type=click.Choice(["plain", "custom"]), default="plain",
               show_default=True, help="plain: SQL for psql; custom: for pg_restore.")
 @click.option("-f", "--file", "file", metavar="FILE",

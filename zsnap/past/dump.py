@@ -54,7 +54,7 @@ class DumpPast:
     def run(self, request: CloneRequest, tables: list[str], database: str | None,
             fmt: str, out: Callable[[bytes], object]) -> DumpResult:
         with past_instance(self.config, self.zfs, request, purpose="dump") as inst:
-            db = database or self._default_db(inst)
+            db = database or inst.database or self._default_db(inst)
             self._check_tables(inst, db, tables)
             written = 0
 

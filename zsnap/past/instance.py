@@ -49,6 +49,9 @@ class PastInstance:
     reused: bool  # a kept instance made by an earlier question
     expires_at: datetime | None = None
     made: CloneResult | None = None  # how it was made (None: reused)
+    # The database an xid target's transaction changed, by its name there: what `query` and
+    # `dump` ask without --db. None: the one the standby's conninfo names.
+    database: str | None = None
 
     def conninfo(self, dbname: str | None = None) -> str:
         """Full (zsnap's own connections); never printed."""
@@ -70,16 +73,21 @@ def kept_name(cluster: str, target: Target, set_id: str | None) -> str:
 READ_ONLY = {"default_transaction_read_only": "on"}
 
 
-def _answers(clone: registry.Clone, standby_conninfo: str) -> bool:
-    """A kept instance that is up and still read-only."""
+def _answers(clone: registry.Clone, standby_conninfo: str) -> tuple[bool, str | None]:
+    """Whether a kept instance is up and still read-only, and (in the same connection) the
+    name of its xid target's database there."""
     paths = ClonePaths(clone.name, clone.dir.parent)
     conninfo = instance_conninfo(standby_conninfo, str(paths.socket_dir), clone.port)
     try:
         with psycopg.connect(conninfo_for(conninfo, connect_timeout=2), autocommit=True) as c:
-            row = c.execute("SHOW default_transaction_read_only").fetchone()
+            row = c.execute("SELECT current_setting('default_transaction_read_only'), "
+                            "(SELECT datname FROM pg_database WHERE oid = %s)",
+                            (clone.database_oid,)).fetchone()
     except psycopg.Error:
-        return False
-    return bool(row and row[0] == "on")
+        return False, None
+    if row is None or row[0] != "on":
+        return False, None
+    return True, row[1]
 
 
 @contextlib.contextmanager
@@ -95,8 +103,10 @@ def past_instance(
         name = kept_name(cluster, request.target, request.set_id)
         found = next((c for c in registry.read(zfs, cluster, sizes=False) if c.name == name),
                      None)
-        if found is not None and not registry.expired(found, now) \
-                and _answers(found, config.standby.conninfo):
+        answers, database = (_answers(found, config.standby.conninfo)
+                             if found is not None and not registry.expired(found, now)
+                             else (False, None))
+        if found is not None and answers:
             expires = now + keep
             # Each question extends the instance's life; a property written waits for a ZFS
             # transaction group, so only a move by a tenth of --keep or more is written.
@@ -106,7 +116,8 @@ def past_instance(
                 expires = found.expires_at
             instance = PastInstance(name, found.port, ClonePaths(name, found.dir.parent)
                                     .socket_dir, found.set, request.target,
-                                    config.standby.conninfo, True, expires)
+                                    config.standby.conninfo, True, expires,
+                                    database=database)
         elif found is not None:
             from zsnap.clone.destroy import DestroyClone
 
@@ -114,20 +125,19 @@ def past_instance(
     else:
         name = f"{purpose}-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid() % 100000}"
     if instance is None:
-        from zsnap.changes.find import commit_lsn
+        from zsnap.changes.find import target_commit
         from zsnap.clone.create import CreateClone
 
         # Looked up only now: a kept instance answers without reading the WAL again (nor
         # loading what makes an instance).
-        found_lsn = request.commit_lsn or commit_lsn(config, zfs, request.target)
+        commit = request.commit or target_commit(config, zfs, request.target)
         made = CreateClone(config, zfs).run(replace(
             request, name=name, ttl=keep or THROWAWAY_TTL, pause=False,
-            durability=Wait.SKIP, settings={**request.settings, **READ_ONLY},
-            commit_lsn=found_lsn))
+            durability=Wait.SKIP, settings={**request.settings, **READ_ONLY}, commit=commit))
         instance = PastInstance(
             made.name, made.port, ClonePaths(made.name, config.clones.mount_root).socket_dir,
             made.set_id, request.target, config.standby.conninfo, False,
-            now + (keep or THROWAWAY_TTL), made)
+            now + (keep or THROWAWAY_TTL), made, made.database)
     try:
         yield instance
     finally:

@@ -62,6 +62,7 @@ class QueryPast:
             raise UsageError("give the SQL to run")
         started = time.monotonic()
         with past_instance(self.config, self.zfs, request, keep=keep, purpose="query") as inst:
+            database = database or inst.database
             result = QueryResult(inst.name, inst.set_id, str(inst.target), database,
                                  reused=inst.reused,
                                  kept_until=inst.expires_at if keep is not None else None)

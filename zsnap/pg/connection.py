@@ -60,6 +60,20 @@ def shown(conninfo: str) -> str:
     return make_conninfo("", **params)
 
 
+def database_name(conninfo: str, oid: int) -> str | None:
+    """The name of database `oid` where `conninfo` connects; None where it has none, or cannot
+    be asked."""
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo_for(conninfo), autocommit=True) as conn:
+            row = conn.execute("SELECT datname FROM pg_database WHERE oid = %s",
+                               (oid,)).fetchone()
+    except psycopg.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
 def connect(conninfo: str, what: str = "standby") -> Connection:
     import psycopg
 
