@@ -28,6 +28,9 @@ from zsnap.runner import Runner
 log = logging.getLogger(__name__)
 
 ZFS_TIMEOUT = 120.0
+# How long `destroy` waits for a busy mount to be released, and its first retry.
+BUSY_WAIT_S = 45.0
+BUSY_FIRST_RETRY_S = 0.02
 UNSET = "-"
 
 _ERRORS: list[tuple[re.Pattern[str], type[ZfsError]]] = [
@@ -277,17 +280,23 @@ class Zfs:
         for snap in snapshots:
             self.run("release", tag, snap, mutates=True)
 
-    def destroy(self, name: str, *, recursive: bool = False, attempts: int = 20) -> None:
+    def destroy(self, name: str, *, recursive: bool = False,
+                busy_wait_s: float = BUSY_WAIT_S) -> None:
         """Destroy a dataset or snapshot. A mount that a process has just released can still
-        answer 'busy' for a moment (zfs-fuse), hence the brief retry."""
+        answer 'busy' for a moment: retried, soon at first (on zfs-fuse the first attempt
+        after a clone's server stopped is refused almost every time, the next one 20 ms later
+        goes through), for `busy_wait_s` at most."""
         args = ["destroy", *(["-r"] if recursive else []), name]
-        for attempt in range(attempts):
+        deadline = time.monotonic() + busy_wait_s
+        delay = BUSY_FIRST_RETRY_S
+        while True:
             try:
                 self.run(*args, mutates=True)
                 return
             except DatasetBusy as e:
                 # A dependent clone never goes away by waiting; a busy mount does.
                 waiting_helps = "dependent clones" not in str(e) and "is cloned" not in str(e)
-                if not waiting_helps or attempt == attempts - 1:
+                if not waiting_helps or time.monotonic() + delay > deadline:
                     raise
-                time.sleep(0.25 * (attempt + 1))
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import zsnap.zfs
 from zsnap.errors import (
     CommandNotFound,
     DatasetBusy,
@@ -20,7 +21,16 @@ from zsnap.errors import (
     ZfsUnsupported,
 )
 from zsnap.runner import Runner
-from zsnap.zfs import Capabilities, Mount, Zfs, mount_of, mounts, pool_of, zfs_error
+from zsnap.zfs import (
+    BUSY_FIRST_RETRY_S,
+    Capabilities,
+    Mount,
+    Zfs,
+    mount_of,
+    mounts,
+    pool_of,
+    zfs_error,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -160,3 +170,33 @@ def test_one_property_is_set_without_asking_zfs_what_it_takes() -> None:
     zfs.set(["p/a", "p/b"], {"zsnap:x": "1"})
     zfs.set([], {"zsnap:x": "1", "zsnap:y": "2"})
     assert runner.skipped == [["/nonexistent/zfs", "set", "zsnap:x=1", "p/a", "p/b"]]
+
+
+def test_a_busy_mount_is_retried_soon_and_a_dependent_clone_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A `zfs` that answers as zfs-fuse does just after a clone's server stopped: busy once,
+    # then done; and one whose snapshot has a clone, which no wait changes.
+    calls = tmp_path / "calls"
+    fake = tmp_path / "zfs"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$2" in\n'
+        "  p/cloned@s) echo \"cannot destroy 'p/cloned@s': snapshot has dependent clones\" >&2;"
+        " exit 1;;\n"
+        f'  *) [ "$(grep -c "$2" {calls})" -ge 2 ] && exit 0;'
+        " echo \"cannot destroy '$2': dataset is busy\" >&2; exit 1;;\n"
+        "esac\n")
+    fake.chmod(0o755)
+    zfs = Zfs(Runner(), binary=str(fake))
+    slept: list[float] = []
+    monkeypatch.setattr(zsnap.zfs.time, "sleep", slept.append)
+    zfs.destroy("p/clone/0")
+    assert slept == [BUSY_FIRST_RETRY_S]
+    with pytest.raises(DatasetBusy, match="dependent clones"):
+        zfs.destroy("p/cloned@s")
+    with pytest.raises(DatasetBusy, match="is busy"):
+        zfs.destroy("p/never", busy_wait_s=0)
+    assert calls.read_text().splitlines() == [
+        "destroy p/clone/0", "destroy p/clone/0", "destroy p/cloned@s", "destroy p/never"]
