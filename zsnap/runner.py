@@ -252,6 +252,33 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
+def together(calls: Sequence[Callable[[], object]]) -> None:
+    """Each call in a thread of its own, at once; the first failure raised once all have
+    ended. For commands that each wait for the same thing (a ZFS transaction group of their
+    pool), which commands made together share. An interrupt of the caller still waits for
+    every call to end, so that what each did is known when this raises (one call too)."""
+    failures: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as e:  # raised in the caller's thread below
+            failures.append(e)
+
+    # Each thread waits for its own command, whose death signal is tied to that thread.
+    workers = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:  # interrupted meanwhile: the calls still end before this returns
+            w.join()
+    if failures:
+        raise failures[0]
+
+
 def die_with_parent() -> None:
     """In the child, before exec: the kernel kills it with SIGKILL when zsnap dies, even by
     SIGKILL, so that no `zfs snapshot` finishes a set member after the zsnap that started it is

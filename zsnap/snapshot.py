@@ -19,8 +19,8 @@ pg_backup_start and pg_backup_stop on the same session, and the set carries the 
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +57,7 @@ from zsnap.pg.fresh_redo import FreshRedo
 from zsnap.pg.layout import Layout, discover
 from zsnap.pg.replay import ReplayPause, pause_state
 from zsnap.pg.versions import refuse_unsupported, server_version
+from zsnap.runner import together
 from zsnap.units import GB, KB, MB
 from zsnap.zfs import Zfs, pool_of
 
@@ -301,28 +302,12 @@ class TakeSnapshot:
         first, *rest = calls
         self.zfs.snapshot(first, record)
         created.extend(first)
-        failures: list[BaseException] = []
 
         def take(names: list[str]) -> None:
-            try:
-                self.zfs.snapshot(names, record)
-            except BaseException as e:  # raised in the caller's thread below
-                failures.append(e)
-            else:
-                created.extend(names)
+            self.zfs.snapshot(names, record)
+            created.extend(names)
 
-        # Each thread waits for its own `zfs`, whose death signal is tied to that thread.
-        workers = [threading.Thread(target=take, args=(names,)) for names in rest]
-        for w in workers:
-            w.start()
-        try:
-            for w in workers:
-                w.join()
-        finally:
-            for w in workers:  # interrupted meanwhile: what the calls made is still known
-                w.join()
-        if failures:
-            raise failures[0]
+        together([functools.partial(take, names) for names in rest])
 
     def _mark_complete(self, control: str) -> None:
         """Written last, on the control-file member: what makes the set usable. Its dataset

@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import alive
 from zsnap.errors import CommandError, CommandNotFound, CommandTimeout
-from zsnap.runner import Runner, as_user
+from zsnap.runner import Runner, as_user, together
 
 
 def test_output_and_exit_code() -> None:
@@ -126,3 +127,22 @@ def test_a_detached_zsnap_outlives_the_command_that_started_it(tmp_path: Path) -
         assert os.getsid(pid) == pid  # a session of its own: no terminal's signals reach it
     finally:
         os.kill(pid, 9)
+
+
+def test_commands_made_together_run_at_once_and_all_end_before_a_failure_is_raised(
+    tmp_path: Path,
+) -> None:
+    # Each command waits until all three have started: in turn, they would never end.
+    started = tmp_path / "started"
+    runner = Runner()
+
+    def command(name: str, code: int) -> Callable[[], object]:
+        script = (f"echo {name} >> {started}; "
+                  f"while [ $(wc -l < {started}) -lt 3 ]; do sleep 0.01; done; "
+                  f"touch {tmp_path / name}; exit {code}")
+        return lambda: runner.run(["sh", "-c", script], timeout=20)
+
+    with pytest.raises(CommandError):
+        together([command("a", 0), command("b", 1), command("c", 0)])
+    assert {p.name for p in tmp_path.iterdir()} == {"started", "a", "b", "c"}
+    together([])

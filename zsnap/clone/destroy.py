@@ -4,6 +4,7 @@ destroy its datasets, release the holds on its origin snapshots, remove its dire
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -18,6 +19,7 @@ from zsnap.config import Config
 from zsnap.errors import DatasetNotFound, UsageError, ZfsError
 from zsnap.files import write_durably
 from zsnap.pg.binaries import PgTools
+from zsnap.runner import together
 from zsnap.zfs import Zfs, mounts
 
 log = logging.getLogger(__name__)
@@ -73,21 +75,30 @@ class Teardown:
         if self.pgdata is not None:
             # Its datasets go next: nothing it would write at a clean shutdown is kept.
             Instance(pg, self.pgdata, self.pgdata / "postmaster.log", "").stop(mode="immediate")
-        for dataset in [*reversed(self.datasets), *self.parents]:
-            with contextlib.suppress(DatasetNotFound):
-                zfs.destroy(dataset)
+        # Each step's calls at once (each waits for its pool's transaction group): the
+        # members, then their parents, then the holds.
+        for datasets in (self.datasets, self.parents):
+            together([functools.partial(_destroy, zfs, d) for d in datasets])
         tag = hold_tag(self.name)
-        for snapshot in self.held:
-            try:
-                zfs.release(tag, [snapshot])
-            except ZfsError as e:
-                if "no such tag" not in str(e).lower() and not isinstance(e, DatasetNotFound):
-                    raise
+        together([functools.partial(_release, zfs, tag, s) for s in self.held])
         if self.dir is not None and self.dir.exists() and not dry_run:
             inside = [m for m in mounts() if self.dir in m.mountpoint.parents]
             if inside:
                 raise UsageError(f"{inside[0].mountpoint} is still mounted: {self.dir} kept")
             shutil.rmtree(self.dir)
+
+
+def _destroy(zfs: Zfs, dataset: str) -> None:
+    with contextlib.suppress(DatasetNotFound):
+        zfs.destroy(dataset)
+
+
+def _release(zfs: Zfs, tag: str, snapshot: str) -> None:
+    try:
+        zfs.release(tag, [snapshot])
+    except ZfsError as e:
+        if "no such tag" not in str(e).lower() and not isinstance(e, DatasetNotFound):
+            raise
 
 
 @dataclass(frozen=True)
