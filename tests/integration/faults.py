@@ -60,8 +60,12 @@ def zsnap_snapshots(pools: list[str]) -> set[str]:
 
 WRAPPED = ("zfs", "runuser", "sync")
 STALL = """#!/bin/sh
-# Counts this zsnap run's calls; the one numbered $(cat {nth}) stalls.
+# Counts this zsnap run's calls (under a lock: some are made at once); the one numbered
+# $(cat {nth}) stalls.
+exec 9>>{count}.lock
+flock 9
 n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}
+exec 9>&-
 if [ "$n" = "$(cat {nth} 2>/dev/null)" ]; then
     echo "$(basename "$0") $*" > {pid}.argv; echo $$ > {pid}; exec sleep 3600
 fi

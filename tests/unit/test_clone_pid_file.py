@@ -48,3 +48,32 @@ def test_stopping_a_clone_with_the_standbys_pid_file_signals_nobody() -> None:
         standby.kill()
         standby.wait()
         shutil.rmtree(base)
+
+
+def test_a_stop_returns_once_the_postmaster_has_removed_its_pid_file() -> None:
+    # A pg_ctl that only signals (-W), and a postmaster that rewrites its pid file (seen
+    # empty for a moment), then exits and removes it 0.2 s later: not gone before that.
+    owner = pwd.getpwnam("postgres")
+    postmaster = subprocess.Popen(["sleep", "60"], user="postgres")
+    base = Path(tempfile.mkdtemp(prefix="zsnap-stop-", dir="/var/tmp"))
+    try:
+        bindir, pgdata = base / "bin", base / "data"
+        bindir.mkdir()
+        write_pid_file(pgdata, postmaster.pid, pgdata)
+        pid_file = pgdata / "postmaster.pid"
+        (bindir / "pg_ctl").write_text(
+            "#!/bin/sh\n"
+            f'[ "$*" = "-D {pgdata} -m immediate -W stop" ] || exit 1\n'
+            f"pid=$(head -1 {pid_file}); : > {pid_file}\n"
+            f"(sleep 0.2; kill $pid; rm {pid_file}) >/dev/null 2>&1 &\n")
+        (bindir / "pg_ctl").chmod(0o755)
+        for path in (base, bindir, pgdata, pid_file):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        pg = PgTools(Runner(), bindir, "postgres")
+        Instance(pg, pgdata, pgdata / "postmaster.log", "").stop(mode="immediate")
+        assert not pid_file.exists()
+        assert postmaster.wait(timeout=5) != 0
+    finally:
+        postmaster.kill()
+        postmaster.wait()
+        shutil.rmtree(base)
