@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -69,6 +70,21 @@ def test_a_stop_returns_once_the_postmaster_has_removed_its_pid_file() -> None:
         (bindir / "pg_ctl").chmod(0o755)
         for path in (base, bindir, pgdata, pid_file):
             os.chown(path, owner.pw_uid, owner.pw_gid)
+        # A dry run stops nothing, so waits for nothing.
+        def waited(*_: object) -> None:
+            raise TimeoutError("a dry run waited for a stop it never asked for")
+
+        previous = signal.signal(signal.SIGALRM, waited)
+        signal.alarm(10)
+        try:
+            dry = Runner(dry_run=True)
+            Instance(PgTools(dry, bindir, "postgres"), pgdata, pgdata / "postmaster.log",
+                     "").stop(mode="immediate")
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        assert [argv[-3:] for argv in dry.skipped] == [["immediate", "-W", "stop"]]
+        assert postmaster.poll() is None
         pg = PgTools(Runner(), bindir, "postgres")
         Instance(pg, pgdata, pgdata / "postmaster.log", "").stop(mode="immediate")
         assert not pid_file.exists()

@@ -311,12 +311,13 @@ class Instance:
             return
         result = self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-W", "stop",
                              check=False)
+        if self.pg.runner.dry_run:
+            return  # nothing was asked to stop
         if result.returncode == 0 and self._gone_within(STOP_TIMEOUT_S):
             return
         if self.running():
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",
                         timeout=150, check=False)
-
 
     def _gone_within(self, seconds: float) -> bool:
         """The postmaster removes its pid file as it exits (a crashed one leaves it behind,
