@@ -212,6 +212,21 @@ def checksums_check(returncode: int, stdout: str, stderr: str) -> Check:
     return Check("checksums", Outcome.FAILED, detail)
 
 
+def amcheck_check(problems: list[str], denied: list[str], done: str, checked: int,
+                  grant: str) -> Check:
+    """Damage fails the check; databases where amcheck was not allowed are named either way,
+    and alone only skip it, with the GRANT that allows it: a missing grant is not damage.
+    `done`: what was checked, in `checked` databases."""
+    if not denied:
+        return _problems("amcheck", problems, done)
+    where = f"not allowed in {', '.join(denied)}"
+    if not problems:
+        elsewhere = f" ({done} checked)" if checked else ""
+        return Check("amcheck", Outcome.SKIPPED, f"{where}{elsewhere}: {grant}")
+    failed = _problems("amcheck", problems, done)
+    return Check("amcheck", Outcome.FAILED, f"{failed.detail}; {where}")
+
+
 def _problems(name: str, problems: list[str], done: str) -> Check:
     if not problems:
         return Check(name, Outcome.PASSED, done)
@@ -345,11 +360,7 @@ class VerifySet:
             tables += n_tab
         checked = len(databases) - len(denied)
         done = f"{indexes} btree indexes and {tables} tables in {checked} databases"
-        if denied and not problems:
-            elsewhere = f" ({done} checked)" if checked else ""
-            return Check("amcheck", Outcome.SKIPPED, f"not allowed in {', '.join(denied)}"
-                         f"{elsewhere}: {amcheck.grant(rows[0][1])}")
-        return _problems("amcheck", problems, done)
+        return amcheck_check(problems, denied, done, checked, amcheck.grant(rows[0][1]))
 
     @staticmethod
     def _amcheck_database(conn: Connection, db: str, problems: list[str]) -> tuple[int, int]:

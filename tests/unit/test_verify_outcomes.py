@@ -18,6 +18,7 @@ from zsnap.verify import (
     Outcome,
     Selection,
     Verification,
+    amcheck_check,
     checksums_check,
     failure_line,
     instance_name,
@@ -157,3 +158,18 @@ def test_the_public_dsn_of_an_instance_names_no_password() -> None:
         "host=db.example port=5432 user=zsnap password=s3cret dbname=app sslmode=prefer",
         "/clones/c/run", 55433, public=True))
     assert got == {"host": "/clones/c/run", "port": "55433", "user": "zsnap", "dbname": "app"}
+
+
+def test_amcheck_names_the_databases_it_was_not_allowed_in_beside_damage_elsewhere() -> None:
+    grant = "GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO zsnap"
+    done = "3 btree indexes and 2 tables in 1 databases"
+    passed = amcheck_check([], [], done, 1, grant)
+    assert (passed.outcome, passed.detail) == (Outcome.PASSED, done)
+    skipped = amcheck_check([], ["app"], done, 1, grant)
+    assert (skipped.outcome, skipped.detail) == (
+        Outcome.SKIPPED, f"not allowed in app ({done} checked): {grant}")
+    nowhere = amcheck_check([], ["app", "postgres"], "0 btree indexes", 0, grant)
+    assert nowhere.detail == f"not allowed in app, postgres: {grant}"
+    damaged = amcheck_check(["index orders_pkey in shop: corrupt"], ["app"], done, 1, grant)
+    assert (damaged.outcome, damaged.detail) == (
+        Outcome.FAILED, "index orders_pkey in shop: corrupt; not allowed in app")
