@@ -128,11 +128,6 @@ class Instance:
                              check=False)
         return status.returncode == 0
 
-    def _wait_exit(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while self.running() and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-
     def accepting(self) -> bool:
         """Whether the server takes a connection and answers a query now."""
         try:
@@ -147,8 +142,7 @@ class Instance:
             return psycopg.connect(conninfo_for(self.conninfo), autocommit=True)
         except psycopg.Error as e:
             # Recovery that fails just after consistency takes the server down as we connect.
-            self._wait_exit(10)
-            if not self.running():
+            if self._wait_exit(10):
                 raise ServerStopped(self.failure()) from None
             raise PostgresError(
                 f"cannot connect to the flashback instance: {first_line(e)}"
@@ -287,10 +281,8 @@ class Instance:
     def _lost(self, error: psycopg.Error) -> PostgresError:
         """A failed statement: the server's own failure if it went away meanwhile (recovery
         that stops short of its target takes the server down as we talk to it)."""
-        if isinstance(error, psycopg.OperationalError):
-            self._wait_exit(LOST_WAIT_S)
-            if not self.running():
-                return ServerStopped(self.failure())
+        if isinstance(error, psycopg.OperationalError) and self._wait_exit(LOST_WAIT_S):
+            return ServerStopped(self.failure())
         return PostgresError(f"flashback instance: {first_line(error)}")
 
     def stop(self, mode: str = "fast") -> None:
@@ -313,15 +305,16 @@ class Instance:
                              check=False)
         if self.pg.runner.dry_run:
             return  # nothing was asked to stop
-        if result.returncode == 0 and self._gone_within(STOP_TIMEOUT_S):
+        if result.returncode == 0 and self._wait_exit(STOP_TIMEOUT_S):
             return
         if self.running():
             self.pg.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop",
                         timeout=150, check=False)
 
-    def _gone_within(self, seconds: float) -> bool:
-        """The postmaster removes its pid file as it exits (a crashed one leaves it behind,
-        naming no live process); while it stops, it rewrites its status line there."""
+    def _wait_exit(self, seconds: float) -> bool:
+        """Whether the postmaster is gone within `seconds`: it removes its pid file as it
+        exits (a crashed one leaves it behind, naming no live process); while it stops, it
+        rewrites its status line there."""
         deadline = time.monotonic() + seconds
         while True:
             state = postmaster_state(self.pgdata)
