@@ -18,7 +18,7 @@ from bench.pause import Pause
 from bench.report import Goal, at_least, at_most, goals_of, render, run_goals
 from bench.rowsback import RowsBack
 from bench.run import BenchRun, Options
-from bench.startup import Startup
+from bench.startup import TOGETHER, Startup
 from bench.startup import write as write_startup
 from zsnap.errors import ZsnapError
 
@@ -80,8 +80,12 @@ def all_goals(results: dict[str, dict[str, Any]]) -> list[Goal]:
         commands = {k: v for k, v in start.items() if k != "python -c pass"}
         worst = max(commands, key=lambda k: commands[k]["above_python_ms"])
         ms = commands[worst]["above_python_ms"]
+        # What zsnap's start cannot go under while it is built on these libraries.
+        floor = results["startup"].get("libraries_above_python_ms", {}).get(TOGETHER)
+        under = "" if floor is None else f"; its libraries alone {floor:.0f} ms"
         goals.append(Goal("zsnap's start above `python -c pass`, the slowest command line",
-                          f"<= {START_MS:g} ms", f"{ms:.0f} ms (`{worst}`)", ms <= START_MS))
+                          f"<= {START_MS:g} ms", f"{ms:.0f} ms (`{worst}`{under})",
+                          ms <= START_MS))
     outcomes = results.get("run", {}).get("outcomes")
     if outcomes:
         goals += run_goals(outcomes)

@@ -1,7 +1,8 @@
 """zsnap's own start (issue 21): the wall time of command lines that do nothing else, against
-`python -c pass`, interleaved, medians; and where an import's time goes (python -X
-importtime, by top-level package). The commands need no lab: a configuration with a state
-directory of its own, and `zsnap list` on whatever pools the host has."""
+`python -c pass`, interleaved, medians; where an import's time goes (python -X importtime, by
+top-level package); and the floor under it, the libraries zsnap is built on imported alone.
+The commands need no lab: a configuration with a state directory of its own, and `zsnap list`
+on whatever pools the host has."""
 
 from __future__ import annotations
 
@@ -35,6 +36,16 @@ CASES: dict[str, list[str] | None] = {
     "zsnap list --json": ["list", "--json"],
     "zsnap list": ["list"],
 }
+# The libraries the slowest command line (`zsnap list` for people) loads, each as zsnap imports
+# it: the command line interface, the configuration's models, the runner, the tables. Imported
+# together they are the floor of that command's start, whatever zsnap's own code does.
+LIBRARIES: dict[str, str] = {
+    "click": "import click",
+    "pydantic": "from pydantic import BaseModel",
+    "sh": "import sh",
+    "rich": "import rich.console, rich.table",
+}
+TOGETHER = "together"
 _IMPORT = re.compile(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)")
 
 
@@ -53,9 +64,12 @@ class Startup:
             config = Path(tmp) / "zsnap.toml"
             config.write_text(f'[state]\ndir = "{Path(tmp) / "state"}"\n')
             argv = {name: self._argv(config, args) for name, args in CASES.items()}
-            times: dict[str, list[float]] = {name: [] for name in CASES}
+            libraries = {name: [sys.executable, "-c", code] for name, code in
+                         {**LIBRARIES, TOGETHER: "; ".join(LIBRARIES.values())}.items()}
+            times: dict[str, list[float]] = {name: [] for name in [*argv, *libraries]}
             for _ in range(self.runs):
-                for name, command in argv.items():  # interleaved: drift hits all alike
+                # Interleaved: drift hits all alike.
+                for name, command in {**argv, **libraries}.items():
                     started = time.perf_counter()
                     proc = subprocess.run(command, capture_output=True, text=True, check=False)
                     times[name].append(time.perf_counter() - started)
@@ -63,13 +77,17 @@ class Startup:
                         raise ZsnapError(f"{name} failed: {proc.stderr.strip()}")
             imports = {name: self._imports(command) for name, command in argv.items()}
         base = statistics.median(times["python -c pass"])
+
+        def above(name: str) -> float:
+            return round((statistics.median(times[name]) - base) * 1000, 1)
+
         return {
             "machine": describe(Runner(), find_bindir(None)),
             "runs": self.runs,
             "cases": {name: {"median_ms": round(statistics.median(t) * 1000, 1),
-                             "above_python_ms": round((statistics.median(t) - base) * 1000, 1),
-                             "imports_ms": imports[name]}
-                      for name, t in times.items()},
+                             "above_python_ms": above(name), "imports_ms": imports[name]}
+                      for name, t in times.items() if name in argv},
+            "libraries_above_python_ms": {name: above(name) for name in libraries},
         }
 
     @staticmethod
@@ -98,6 +116,11 @@ def render(results: dict[str, Any]) -> str:
         largest = ", ".join(f"{k} {v}" for k, v in imports.items() if k != "total")
         lines.append(f"| `{name}` | {case['median_ms']} | {case['above_python_ms']} | "
                      f"{imports['total']}: {largest} |")
+    libraries = results.get("libraries_above_python_ms")
+    if libraries:
+        lines += ["", "| libraries alone | above python ms |", "|---|---|"]
+        lines += [f"| {'all four' if name == TOGETHER else name} | {ms} |"
+                  for name, ms in libraries.items()]
     return "\n".join(lines)
 
 
