@@ -66,10 +66,10 @@ class Startup:
             argv = {name: self._argv(config, args) for name, args in CASES.items()}
             libraries = {name: [sys.executable, "-c", code] for name, code in
                          {**LIBRARIES, TOGETHER: "; ".join(LIBRARIES.values())}.items()}
-            times: dict[str, list[float]] = {name: [] for name in [*argv, *libraries]}
+            commands = {**argv, **libraries}
+            times: dict[str, list[float]] = {name: [] for name in commands}
             for _ in range(self.runs):
-                # Interleaved: drift hits all alike.
-                for name, command in {**argv, **libraries}.items():
+                for name, command in commands.items():  # interleaved: drift hits all alike
                     started = time.perf_counter()
                     proc = subprocess.run(command, capture_output=True, text=True, check=False)
                     times[name].append(time.perf_counter() - started)

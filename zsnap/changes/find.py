@@ -198,17 +198,17 @@ class FindChanges:
                 break
             if ended:
                 newest = max(newest, ended[-1])
-                changes = scan.cached(at(n)) if xid in ended else None
-                end = next((e for e in changes.ends if e.xid == xid), None) \
-                    if changes is not None else None
-                if changes is not None and end is not None and sets[0].holds_before(end.lsn):
-                    if not end.committed:
-                        raise NotFoundError(
-                            f"transaction {xid} was rolled back: it never committed")
-                    xids = (xid, *end.subxacts)
-                    found = databases_of([*_files_of(changes, xids), *end.dropped_files],
-                                         end.dropped_relations)
-                    return Commit(Lsn(end.lsn), _database(found, scan, at, first, n - 1, xids))
+                if xid in ended and (changes := scan.cached(at(n))) is not None:
+                    end = next((e for e in changes.ends if e.xid == xid), None)
+                    if end is not None and sets[0].holds_before(end.lsn):
+                        if not end.committed:
+                            raise NotFoundError(
+                                f"transaction {xid} was rolled back: it never committed")
+                        xids = (xid, *end.subxacts)
+                        found = databases_of([*_files_of(changes, xids), *end.dropped_files],
+                                             end.dropped_relations)
+                        return Commit(Lsn(end.lsn),
+                                      _database(found, scan, at, first, n - 1, xids))
             n += 1
         result = FindResult()
         scanned = self._scan(sets, FindRequest(), result, xid=xid, start=n)
